@@ -1,0 +1,70 @@
+"""The ``zhcls`` console script. Each subcommand lives in ``zhcls.cli.<name>`` and exposes
+``register(subparsers)``; the work itself is a typed function elsewhere in the package that
+is also the Python API. Heavy imports (torch, transformers) happen inside the commands, so
+``zhcls --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from zhcls.errors import ZhclsError
+
+# Order is the order shown by ``zhcls --help``.
+COMMAND_MODULES = (
+    "demo", "init_tiny", "train", "evaluate", "predict", "label", "serve", "export", "explain",
+    "report", "data_stats", "sweep",
+)
+
+logger = logging.getLogger("zhcls")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zhcls",
+        description="Train, evaluate, distil, explain and serve Chinese text classifiers.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"zhcls.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"zhcls.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "accepts_overrides", False):
+        args.overrides = extra
+    try:
+        result = args.func(args)
+    except ZhclsError as exc:
+        logger.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
