@@ -243,7 +243,7 @@ def infer_epoch_steps(history: Sequence[Mapping[str, Any]]) -> list[int]:
 def _train_loss_panel(ax: Axes, train: list[Mapping[str, Any]]) -> None:
     terms = sorted({k for e in train for k in e if k.startswith("loss_")})
     if not train:
-        no_data(ax, "no train-loss entries in the log history")
+        no_data(ax, "no data: the log history has no train loss entries")
         ax.set_title("train loss")
         return
     keys = [("loss", "total")] + [(k, k.removeprefix("loss_")) for k in terms]
