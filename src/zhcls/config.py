@@ -73,7 +73,6 @@ class TrainConfig:
 
     output_dir: str = "runs/zhcls"
     lr: float = 5e-5
-    head_lr: float | None = None
     batch_size: int = 128
     eval_batch_size: int = 256
     epochs: float = 3.0
@@ -101,8 +100,6 @@ class TrainConfig:
         for key in ("lr", "batch_size", "eval_batch_size", "epochs", "grad_accum", "eval_steps",
                     "logging_steps"):
             _positive(f"train.{key}", getattr(self, key))
-        if self.head_lr is not None:
-            _positive("train.head_lr", self.head_lr)
         _range("train.warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         _range("train.weight_decay", self.weight_decay, 0.0, 1.0)
         if self.max_steps == 0 or self.max_steps < -1:

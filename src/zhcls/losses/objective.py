@@ -121,7 +121,10 @@ class Objective(nn.Module):
         labels: Tensor,
         teacher: Tensor | None = None,
         teacher_mask: Tensor | None = None,
+        feature_labels: Tensor | None = None,
     ) -> ObjectiveOutput:
+        """``feature_labels`` labels the rows of ``features`` when they differ from the
+        batch (e.g. features all-gathered across DDP ranks); defaults to ``labels``."""
         self._check_call(features, teacher)
         terms: dict[str, Tensor] = {}
         ce = self.ce(logits, labels)
@@ -135,7 +138,7 @@ class Objective(nn.Module):
             terms["kd"] = loss
         if self.scl is not None:
             assert features is not None  # guaranteed by _check_call
-            scl = self.scl(features, labels)
+            scl = self.scl(features, labels if feature_labels is None else feature_labels)
             terms["scl"] = scl
             if self.name == "ce+scl":
                 loss = ce + self.lam * scl

@@ -1,0 +1,30 @@
+"""``zhcls evaluate CKPT --data DIR [--split test] [--out DIR]``"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="per-class metrics, confusion matrix, wrong samples")
+    p.add_argument("checkpoint", help="checkpoint directory (e.g. runs/x/best)")
+    p.add_argument("--data", required=True, help="dataset directory with class.txt")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--out", help="output directory (default: CKPT/eval_SPLIT)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from zhcls.checkpoint import read_labels
+    from zhcls.evaluate import evaluate_checkpoint, format_report
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, out_dir=args.out,
+                                  batch_size=args.batch_size, device=args.device)
+    print(format_report(metrics, read_labels(args.checkpoint)))
+    out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.split}"
+    print(f"\nwritten: {out}/metrics.json, confusion_matrix.png, wrong_samples.jsonl")
+    return 0

@@ -1,0 +1,139 @@
+"""Tokenise once (cached on disk), then batch with dynamic padding.
+
+The cache key covers the file's bytes, the tokenizer's vocabulary/settings and
+``max_length``, so a second run on the same data skips tokenisation and any change
+re-tokenises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from zhcls.data.formats import SplitData
+
+logger = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("ZHCLS_CACHE") or os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    sub = "" if os.environ.get("ZHCLS_CACHE") else "zhcls"
+    return Path(root).expanduser() / sub / "tokenized"
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Hash of what decides the token ids: the serialized backend (vocab, normaliser...)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    payload = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(),
+                                                                       sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+class EncodedDataset(Dataset):
+    """Token ids per example (unpadded), labels, and teacher rows with a presence mask."""
+
+    def __init__(self, input_ids: list[list[int]], labels: list[int],
+                 teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None):
+        self.input_ids = input_ids
+        self.labels = labels
+        self.teacher = teacher  # (N, C) float32 or None
+        self.teacher_mask = teacher_mask  # (N,) bool or None
+        self.lengths = [len(x) for x in input_ids]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+        if self.teacher is not None:
+            item["teacher"] = self.teacher[i]
+            item["teacher_mask"] = self.teacher_mask[i]
+        return item
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int
+                 ) -> list[list[int]]:
+    """Batch-tokenise with truncation to ``max_length`` (incl. [CLS]/[SEP]), no padding."""
+    return tokenizer(texts, truncation=True, max_length=max_length, padding=False,
+                     return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
+
+def encode_split(
+    split: SplitData,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    num_labels: int,
+    cache_dir: str | Path | None = None,
+) -> EncodedDataset:
+    """Tokenise a split, reusing the on-disk cache when the key matches."""
+    key = _cache_key(split, tokenizer, max_length)
+    cache_file = Path(cache_dir or default_cache_dir()) / f"{key}.pt"
+    input_ids = None
+    if cache_file.is_file():
+        try:
+            input_ids = torch.load(cache_file, weights_only=True)["input_ids"]
+            logger.info("tokenised %s from cache %s", split.path.name, cache_file)
+        except (OSError, RuntimeError, KeyError) as exc:
+            logger.warning("ignoring unreadable tokenisation cache %s (%s)", cache_file, exc)
+    if input_ids is None:
+        input_ids = encode_texts(tokenizer, split.texts, max_length)
+        _atomic_save({"input_ids": input_ids}, cache_file)
+    teacher = mask = None
+    if split.has_teacher:
+        teacher = torch.zeros(len(split.examples), num_labels, dtype=torch.float32)  # (N, C)
+        mask = torch.zeros(len(split.examples), dtype=torch.bool)  # (N,)
+        for i, ex in enumerate(split.examples):
+            if ex.teacher is not None:
+                teacher[i] = torch.tensor(ex.teacher)
+                mask[i] = True
+    return EncodedDataset(input_ids, split.labels, teacher, mask)
+
+
+def _cache_key(split: SplitData, tokenizer: PreTrainedTokenizerBase, max_length: int) -> str:
+    h = hashlib.sha256()
+    h.update(tokenizer_fingerprint(tokenizer).encode())
+    h.update(f"|{max_length}|{len(split.examples)}|".encode())
+    for ex in split.examples:  # the validated texts, so skip/encoding options are covered
+        h.update(ex.text.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:24]
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only cache must not stop training
+        logger.warning("could not write tokenisation cache %s (%s)", path, exc)
+
+
+@dataclass
+class Collator:
+    """Pads a list of examples to the longest in the batch (dynamic padding)."""
+
+    pad_token_id: int
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(items), longest), dtype=torch.long)  # (B, T)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            ids[row, :n] = torch.as_tensor(it["input_ids"], dtype=torch.long)
+            mask[row, :n] = 1
+        batch = {"input_ids": ids, "attention_mask": mask,
+                 "labels": torch.tensor([it["labels"] for it in items], dtype=torch.long)}
+        if "teacher" in items[0]:
+            batch["teacher"] = torch.stack([it["teacher"] for it in items])  # (B, C)
+            batch["teacher_mask"] = torch.stack([it["teacher_mask"] for it in items])  # (B,)
+        return batch

@@ -1,0 +1,78 @@
+"""Batched forward passes for evaluation and prediction: sorted by length, dynamically
+padded, no grad, autocast on GPU, restored to input order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from zhcls.data.dataset import encode_texts
+
+
+@dataclass
+class ForwardResult:
+    """``logits`` (N, C) float32 in input order; ``representations`` (N, R) when asked."""
+
+    logits: np.ndarray
+    representations: np.ndarray | None = None
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(seqs), longest), dtype=torch.long)  # (B, T)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@torch.inference_mode()
+def forward_texts(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 256,
+                  with_representations: bool = False) -> ForwardResult:
+    """Run ``model`` over ``texts``; returns float32 arrays in the order of ``texts``."""
+    ids = encode_texts(tokenizer, texts, max_length)
+    return forward_ids(model, ids, tokenizer.pad_token_id, batch_size, with_representations)
+
+
+@torch.inference_mode()
+def forward_ids(model, ids: list[list[int]], pad_id: int, batch_size: int = 256,
+                with_representations: bool = False) -> ForwardResult:
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(device)
+    was_training = model.training
+    model.eval()
+    logits = reps = None
+    for batch in length_sorted_batches([len(x) for x in ids], batch_size):
+        input_ids, mask = pad_batch([ids[i] for i in batch], pad_id, device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(input_ids=input_ids, attention_mask=mask)
+        if logits is None:
+            logits = np.zeros((len(ids), out.logits.shape[1]), dtype=np.float32)
+            if with_representations:
+                reps = np.zeros((len(ids), out.representation.shape[1]), dtype=np.float32)
+        logits[batch] = out.logits.float().cpu().numpy()
+        if with_representations:
+            reps[batch] = out.representation.float().cpu().numpy()
+    model.train(was_training)
+    return ForwardResult(logits=logits, representations=reps)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,160 @@
+"""Load BERT-family encoders and their tokenizers by hub name, local HF directory, or the
+legacy research layout (``pytorch_model.bin`` + ``bert_config.json`` + ``vocab.txt``).
+
+Also checks that the tokenizer actually knows Chinese: a tokenizer that maps ordinary
+Chinese characters to ``[UNK]`` trains to ~29% on THUCNews without a single error, so
+loading one is an error here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    BertTokenizer,
+    PreTrainedTokenizerBase,
+)
+
+from zhcls.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+# Common characters of news headlines; a Chinese-capable vocabulary knows all of them.
+UNK_PROBE = "中国经济市场公司北京上海教育学生考试游戏电影明星体育比赛房价股票基金科技手机政府社会新闻发布"
+MAX_UNK_RATE = 0.1
+
+
+def is_local(name_or_path: str) -> bool:
+    return Path(name_or_path).expanduser().exists()
+
+
+def is_legacy_dir(path: Path) -> bool:
+    """The research repos' layout: ``bert_config.json`` + ``pytorch_model.bin`` + ``vocab.txt``."""
+    return (path / "bert_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def ensure_hub_reachable(name: str, timeout: float = 3.0) -> None:
+    """Fail fast (seconds, not a minute of retries) when a hub name cannot be downloaded."""
+    hint = (
+        f"cannot download {name!r} from the Hugging Face hub: {{why}}. Pass a local directory "
+        "(--model.pretrained /path/to/bert-base-chinese, a folder with config.json and weights "
+        "or the legacy pytorch_model.bin + bert_config.json + vocab.txt), or build a small "
+        "offline model with `zhcls init-tiny --out DIR`."
+    )
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise CheckpointError(hint.format(why="HF_HUB_OFFLINE is set"))
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as exc:
+        raise CheckpointError(hint.format(why=f"{host} is unreachable ({exc})")) from None
+
+
+def _from_hub(loader, name: str, **kwargs):
+    """Use the local HF cache first; touch the network only when needed and reachable."""
+    try:
+        return loader(name, local_files_only=True, **kwargs)
+    except OSError:
+        ensure_hub_reachable(name)
+        return loader(name, **kwargs)
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """Load a fast tokenizer from a hub name, an HF directory, or a folder with only vocab.txt."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        has_hf = any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+        if has_hf:
+            tok = AutoTokenizer.from_pretrained(str(path))
+        elif (path / "vocab.txt").is_file():
+            # transformers 5: BertTokenizer(vocab_file=...) silently ignores the file;
+            # from_pretrained on a directory holding vocab.txt reads it.
+            tok = BertTokenizer.from_pretrained(str(path))
+        else:
+            raise CheckpointError(
+                f"{path}: no tokenizer found; expected tokenizer.json/tokenizer_config.json or "
+                "vocab.txt in the directory"
+            )
+    elif path.exists():
+        raise CheckpointError(f"{path}: expected a directory holding tokenizer files, found a file")
+    else:
+        tok = _from_hub(AutoTokenizer.from_pretrained, name_or_path)
+    check_tokenizer_knows_chinese(tok, source=str(name_or_path))
+    return tok
+
+
+def unk_rate(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> float:
+    """Fraction of non-special tokens that are the unknown token."""
+    unk = tokenizer.unk_token_id
+    total = hits = 0
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        total += len(ids)
+        hits += sum(1 for i in ids if i == unk)
+    return hits / max(total, 1)
+
+
+def check_tokenizer_knows_chinese(tokenizer: PreTrainedTokenizerBase, source: str) -> None:
+    rate = unk_rate(tokenizer, [UNK_PROBE])
+    if rate > MAX_UNK_RATE:
+        raise CheckpointError(
+            f"{source}: the tokenizer maps {rate:.0%} of common Chinese characters to "
+            f"{tokenizer.unk_token} (vocabulary size {len(tokenizer)}); a model trained with it "
+            "cannot read Chinese. Use a Chinese vocabulary (bert-base-chinese's vocab.txt) — note "
+            "that in transformers 5 BertTokenizer(vocab_file=...) ignores the file"
+        )
+
+
+def load_encoder(name_or_path: str) -> torch.nn.Module:
+    """Pretrained encoder (no task head) from hub name, HF directory or legacy layout."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and is_legacy_dir(path):
+        return _load_legacy(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(
+                f"{path}: expected config.json (Hugging Face layout) or bert_config.json + "
+                "pytorch_model.bin (research layout)"
+            )
+        return AutoModel.from_pretrained(str(path))
+    if path.exists():
+        raise CheckpointError(f"{path}: expected a model directory, found a file")
+    return _from_hub(AutoModel.from_pretrained, name_or_path)
+
+
+def encoder_from_config(config_dict: dict) -> torch.nn.Module:
+    """An encoder with the given HF config and random weights (weights are loaded after)."""
+    config = AutoConfig.for_model(**config_dict)
+    return AutoModel.from_config(config)
+
+
+def _load_legacy(path: Path) -> torch.nn.Module:
+    config = BertConfig.from_json_file(str(path / "bert_config.json"))
+    model = BertModel(config)
+    weights = path / "pytorch_model.bin"
+    if not weights.is_file():
+        raise CheckpointError(f"{path}: bert_config.json found but pytorch_model.bin is missing")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    renamed = {}
+    for key, value in state.items():
+        key = key.removeprefix("bert.").replace("LayerNorm.gamma", "LayerNorm.weight")
+        renamed[key.replace("LayerNorm.beta", "LayerNorm.bias")] = value
+    missing, _unexpected = model.load_state_dict(renamed, strict=False)
+    real_missing = [k for k in missing if "position_ids" not in k]
+    if real_missing:
+        raise CheckpointError(
+            f"{weights}: {len(real_missing)} encoder weights missing (e.g. {real_missing[:3]}); "
+            "is this a BERT checkpoint?"
+        )
+    logger.info("loaded legacy research checkpoint %s", path)
+    return model

@@ -1,0 +1,95 @@
+"""Encoder + head → logits, sentence representation and (optionally) attention weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from zhcls.config import ModelConfig
+from zhcls.modeling.heads import (
+    CNNHead,
+    DPCNNHead,
+    GRUAttentionHead,
+    Head,
+    PooledHead,
+    RCNNHead,
+    RNNHead,
+)
+
+
+@dataclass
+class ClassifierOutput:
+    """``logits`` (B, C); ``representation`` (B, R) is exactly what the linear classifier sees
+    (before dropout); ``attention`` (B, T) for heads that pool with attention, else None;
+    ``features`` (B, P) the projection head's output when one is configured (used only by the
+    contrastive loss), else None."""
+
+    logits: torch.Tensor
+    representation: torch.Tensor
+    attention: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+
+
+def build_head(cfg: ModelConfig, hidden: int, max_length: int) -> Head:
+    """The head named by ``cfg.head`` for an encoder of width ``hidden``."""
+    if cfg.head in ("bert", "ERNIE"):
+        return PooledHead(hidden)
+    if cfg.head == "bert_CNN":
+        return CNNHead(hidden, cfg.filter_sizes, cfg.num_filters)
+    if cfg.head == "bert_RNN":
+        return RNNHead(hidden, cfg.rnn_hidden, cfg.rnn_layers, cfg.dropout)
+    if cfg.head == "bert_RCNN":
+        return RCNNHead(hidden, cfg.rnn_hidden, cfg.rnn_layers, cfg.dropout)
+    if cfg.head == "bert_DPCNN":
+        return DPCNNHead(hidden, cfg.dpcnn_filters, max_length)
+    if cfg.head == "bert_GRU_att":
+        return GRUAttentionHead(hidden, cfg.rnn_hidden, cfg.rnn_layers, cfg.attention_dim,
+                                cfg.dropout)
+    raise ValueError(f"unknown head {cfg.head!r}")  # config validation makes this unreachable
+
+
+class ZhclsModel(nn.Module):
+    """A BERT-family encoder, a head, dropout and a linear classifier; optionally a projection
+    head (``projection`` = "linear" | "mlp", as in SupCon) whose output feeds only the loss."""
+
+    def __init__(self, encoder: nn.Module, cfg: ModelConfig, num_labels: int, max_length: int,
+                 projection: str = "head", projection_dim: int = 128):
+        super().__init__()
+        self.encoder = encoder
+        self.head_name = cfg.head
+        self.head = build_head(cfg, encoder.config.hidden_size, max_length)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(self.head.out_dim, num_labels)
+        self.num_labels = num_labels
+        self.projection = None
+        if projection != "head":
+            from zhcls.losses import ProjectionHead
+
+            self.projection = ProjectionHead(self.head.out_dim, projection_dim, kind=projection)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> ClassifierOutput:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        enc = self.encoder(**kwargs)
+        states = enc.last_hidden_state  # (B, T, H)
+        pooled = getattr(enc, "pooler_output", None)  # (B, H) or None
+        rep, attention = self.head(states, pooled, attention_mask)  # (B, R), (B, T) | None
+        logits = self.classifier(self.dropout(rep))  # (B, C)
+        features = self.projection(rep) if self.projection is not None else None  # (B, P)
+        return ClassifierOutput(logits=logits, representation=rep, attention=attention,
+                                features=features)
+
+
+def build_model(encoder: nn.Module, config, num_labels: int) -> ZhclsModel:
+    """The classifier a :class:`zhcls.config.Config` describes, around ``encoder``."""
+    return ZhclsModel(encoder, config.model, num_labels, config.data.max_length,
+                      projection=config.objective.representation,
+                      projection_dim=config.objective.projection_dim)

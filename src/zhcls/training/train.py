@@ -1,0 +1,241 @@
+"""``zhcls train``: read → tokenise → fine-tune with Trainer → best checkpoint → test report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from zhcls.config import Config
+from zhcls.data.dataset import Collator, EncodedDataset, encode_split
+from zhcls.data.formats import SplitData, find_split_file, read_class_names, read_split
+from zhcls.errors import DataError, ZhclsError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """Where things went and the headline numbers."""
+
+    output_dir: Path
+    best_dir: Path
+    dev_metrics: dict
+    test_metrics: dict | None
+
+
+@dataclass
+class PreparedData:
+    class_names: list[str]
+    splits: dict[str, SplitData]
+    encoded: dict[str, EncodedDataset]
+
+
+def read_dataset(config: Config, data_dir: str | Path, splits=("train", "dev", "test"),
+                 required=("train", "dev")) -> dict[str, SplitData]:
+    """Read and validate the splits that exist (``required`` ones must exist)."""
+    data_dir = Path(data_dir)
+    class_names = read_class_names(data_dir / "class.txt", config.data.encoding)
+    kind = "logits" if config.objective.teacher_input == "logits" else "probs"
+    out = {}
+    for name in splits:
+        try:
+            path = find_split_file(data_dir, name)
+        except DataError:
+            if name in required:
+                raise
+            continue
+        out[name] = read_split(path, class_names, on_bad_line=config.data.on_bad_line,
+                               teacher_kind=kind, teacher_policy=config.data.teacher_policy,
+                               encoding=config.data.encoding)
+    return out
+
+
+def check_teacher_coverage(config: Config, train: SplitData) -> None:
+    """KD needs a teacher row per training example unless told to fall back to hard labels."""
+    if not config.objective.uses_teacher:
+        return
+    missing = [e.line for e in train.examples if e.teacher is None]
+    if not missing:
+        return
+    if len(missing) == len(train.examples):
+        raise DataError(
+            f"objective {config.objective.name!r} needs teacher soft labels (a third column) but "
+            "no training line has one; label the data with `zhcls label` or use objective ce",
+            train.path)
+    if config.data.teacher_missing == "error":
+        raise DataError(
+            f"{len(missing)} training lines have no teacher column (first lines: "
+            f"{', '.join(map(str, missing[:5]))}); add it, or set data.teacher_missing "
+            "hard_label_only to train those lines on the hard label only", train.path)
+    logger.warning("%d training lines without teacher: hard label only", len(missing))
+
+
+def resolve_precision(precision: str) -> str:
+    if precision != "auto":
+        if precision in ("bf16", "fp16") and not torch.cuda.is_available():
+            raise ZhclsError(f"train.precision {precision} needs a CUDA GPU; use fp32 on CPU")
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def prepare(config: Config, data_dir: str | Path, tokenizer) -> PreparedData:
+    from zhcls.modeling.encoder import MAX_UNK_RATE, unk_rate
+
+    splits = read_dataset(config, data_dir)
+    class_names = read_class_names(Path(data_dir) / "class.txt", config.data.encoding)
+    check_teacher_coverage(config, splits["train"])
+    sample = splits["train"].texts[:2000]
+    rate = unk_rate(tokenizer, sample)
+    logger.info("tokenizer [UNK] rate on %d training texts: %.2f%%", len(sample), 100 * rate)
+    if rate > MAX_UNK_RATE:
+        raise DataError(f"the tokenizer maps {rate:.0%} of training tokens to [UNK]; the "
+                        "vocabulary does not cover this data", splits["train"].path)
+    encoded = {name: encode_split(s, tokenizer, config.data.max_length, len(class_names),
+                                  config.data.cache_dir) for name, s in splits.items()}
+    return PreparedData(class_names, splits, encoded)
+
+
+def training_arguments(config: Config, out: Path, n_train: int):
+    from transformers import TrainingArguments
+
+    t = config.train
+    precision = resolve_precision(t.precision)
+    steps_per_epoch = math.ceil(n_train / (t.batch_size * t.grad_accum))
+    total = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
+    eval_steps = min(t.eval_steps, total)
+    metric = {"loss": "eval_loss"}.get(t.metric_for_best, f"eval_{t.metric_for_best}")
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"), per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size, num_train_epochs=t.epochs,
+        max_steps=t.max_steps, learning_rate=t.lr, weight_decay=t.weight_decay,
+        warmup_steps=int(round(t.warmup_ratio * total)), lr_scheduler_type="linear",
+        gradient_accumulation_steps=t.grad_accum, max_grad_norm=t.max_grad_norm,
+        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps",
+        save_steps=eval_steps, save_total_limit=t.save_total_limit, load_best_model_at_end=True,
+        metric_for_best_model=metric, greater_is_better=t.metric_for_best != "loss",
+        logging_steps=t.logging_steps, report_to=[], seed=t.seed, data_seed=t.seed,
+        bf16=precision == "bf16", fp16=precision == "fp16", tf32=torch.cuda.is_available() or None,
+        dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False, label_names=["labels"], torch_compile=t.compile,
+        disable_tqdm=False, save_only_model=False, use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
+    )
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        logger.warning("tensorboard is not installed; TensorBoard logs are off")
+        return False
+    return True
+
+
+def build_objective(config: Config) -> torch.nn.Module:
+    from zhcls.losses import Objective
+
+    o = config.objective
+    return Objective(o.name, lam=o.lam, alpha=o.alpha, beta=o.beta, temperature=o.temperature,
+                     scl_temperature=o.scl_temperature, positives=o.positives,
+                     teacher_input=o.teacher_input)
+
+
+def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Path | None = None
+          ) -> TrainResult:
+    """Fine-tune ``config.model`` on ``data_dir``; the best checkpoint lands in ``OUT/best``."""
+    from transformers import EarlyStoppingCallback, set_seed
+    from transformers.trainer_callback import ProgressCallback
+
+    from zhcls.checkpoint import save_checkpoint
+    from zhcls.modeling.encoder import load_encoder, load_tokenizer
+    from zhcls.modeling.model import build_model
+    from zhcls.training.trainer import (
+        HistoryCallback,
+        ZhclsProgressCallback,
+        ZhclsTrainer,
+        compute_metrics,
+    )
+
+    data_dir = data_dir or config.data.dir
+    if data_dir is None:
+        raise ZhclsError("no dataset given: pass --data DIR (or set data.dir in the config)")
+    config.data.dir = str(data_dir)
+    out = Path(out_dir or config.train.output_dir)
+    config.train.output_dir = str(out)
+    set_seed(config.train.seed)
+    tokenizer = load_tokenizer(config.model.pretrained)
+    data = prepare(config, data_dir, tokenizer)
+    model = build_model(load_encoder(config.model.pretrained), config, len(data.class_names))
+    args = training_arguments(config, out, len(data.encoded["train"]))
+    patience = max(1, math.ceil(config.train.require_improvement / args.eval_steps))
+    history = HistoryCallback()
+    trainer = ZhclsTrainer(
+        model=model, args=args, train_dataset=data.encoded["train"],
+        eval_dataset=data.encoded["dev"], data_collator=Collator(tokenizer.pad_token_id),
+        compute_metrics=compute_metrics, objective=build_objective(config), zh_config=config,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), history],
+    )
+    if config.train.tensorboard and _has_tensorboard():
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        trainer.add_callback(TensorBoardCallback(SummaryWriter(str(out / "tensorboard"))))
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ZhclsProgressCallback())
+    _log_plan(config, data, args)
+    trainer.train(resume_from_checkpoint=_resume_point(config, out))
+    dev = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+    best = out / "best"
+    if trainer.is_world_process_zero():
+        save_checkpoint(best, trainer.model, tokenizer, config, data.class_names,
+                        metrics={"dev": dev})
+        _write_history(out, trainer.state.log_history, history.epoch_steps)
+    test = None
+    if config.train.evaluate_test and "test" in data.splits and trainer.is_world_process_zero():
+        from zhcls.evaluate import evaluate_model
+
+        test = evaluate_model(trainer.model, tokenizer, data.splits["test"], data.class_names,
+                              out / "eval_test", config=config, batch_size=args.per_device_eval_batch_size)
+        logger.info("test accuracy %.4f, macro-F1 %.4f", test["accuracy"], test["macro_f1"])
+    if trainer.is_world_process_zero():
+        _write_json(out / "metrics.json", {"dev": dev, "test": test,
+                                           "best_checkpoint": trainer.state.best_model_checkpoint,
+                                           "global_step": trainer.state.global_step})
+        logger.info("best checkpoint: %s", best)
+    return TrainResult(out, best, dev, test)
+
+
+def _resume_point(config: Config, out: Path) -> bool | None:
+    if not config.train.resume:
+        return None
+    ckpts = list((out / "checkpoints").glob("checkpoint-*"))
+    if not ckpts:
+        logger.warning("train.resume: no checkpoint under %s; starting from scratch", out)
+        return None
+    return True
+
+
+def _log_plan(config: Config, data: PreparedData, args) -> None:
+    t = config.train
+    logger.info("data: %s", ", ".join(f"{k} {len(v)}" for k, v in data.encoded.items()))
+    logger.info("model %s (%s), objective %s, lr %g, batch %d, epochs %g, max_steps %d, "
+                "eval every %d steps, precision %s", config.model.head, config.model.pretrained,
+                config.objective.name, t.lr, t.batch_size, t.epochs, t.max_steps,
+                args.eval_steps, "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32")
+
+
+def _write_history(out: Path, log_history: list[dict], epoch_steps: list[int]) -> None:
+    _write_json(out / "history.json", {"log_history": log_history, "epoch_steps": epoch_steps})
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=float) + "\n",
+                    encoding="utf-8")
