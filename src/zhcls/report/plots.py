@@ -185,6 +185,42 @@ def _with_support(name: str, row: Mapping[str, float]) -> str:
     return name if support is None else f"{name} (n={int(support)})"
 
 
+def plot_class_counts(
+    counts: dict[str, dict[str, int]],
+    path: str | Path,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Class distribution per split (``counts[split][class] = n``) as grouped bars of the
+    fraction of each split, so splits of different sizes compare."""
+    if not isinstance(counts, Mapping) or not counts:
+        raise ValueError("counts must be a non-empty dict: split -> {class name: count}")
+    classes = list(next(iter(counts.values())))
+    for split, row in counts.items():
+        if list(row) != classes:
+            raise ValueError(f"counts[{split!r}] names classes {list(row)}; expected the same "
+                             f"classes in the same order as the first split: {classes}")
+    n, k = len(classes), len(counts)
+    fig = new_figure(max(6.0, 0.7 * n + 2.5), 4.5)
+    ax = fig.add_subplot()
+    width = 0.8 / k
+    x = np.arange(n)
+    for i, (split, row) in enumerate(counts.items()):
+        total = max(sum(row.values()), 1)
+        ax.bar(x + (i - (k - 1) / 2) * width, [row[c] / total for c in classes], width,
+               label=f"{split} (n={sum(row.values())})")
+    ax.axhline(1 / n, color="0.4", linestyle="--", linewidth=0.8, label="uniform")
+    ax.set_xticks(x)
+    rotate_ticks(ax, classes)
+    ax.set_ylabel("fraction of split")
+    top = max(r[c] / max(sum(r.values()), 1) for r in counts.values() for c in classes)
+    ax.set_ylim(0, max(top, 1 / n) * 1.25)
+    ax.legend(fontsize=8, loc="upper center", ncols=k + 1, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title or "Class distribution per split")
+    return save_figure(fig, path)
+
+
 # --------------------------------------------------------------------------- training curves
 def plot_training_curves(
     history: list[dict],
@@ -306,7 +342,7 @@ def plot_length_histogram(
     top = int(max(a.max() for a in arrays.values()))
     low = int(min(a.min() for a in arrays.values()))
     step = max(1, math.ceil((top - low + 1) / 80))
-    bins = np.arange(low, top + step + 1, step)
+    bins = np.arange(low, top + step + 1, step) - 0.5  # integer lengths at bin centres
     fig = new_figure(8.0, 4.5)
     ax = fig.add_subplot()
     for name, arr in arrays.items():

@@ -1,0 +1,333 @@
+"""Dataset statistics before training: class balance, text length in characters and tokens
+(and the ``max_length`` that covers 95% / 99%), duplicates within and across splits,
+suspicious lines, and teacher-vs-gold agreement. :func:`data_stats` returns a JSON-ready
+dict; :func:`format_data_stats` renders it as a readable text report.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import unicodedata
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from zhcls.data.formats import Example, find_split_file, read_class_names, read_split
+from zhcls.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+PERCENTILES = (50, 90, 95, 99)
+IMBALANCE_RATIO = 3.0
+RARE_FRACTION = 0.01
+MIN_CHARS = 4
+MIN_CJK_RATIO = 0.2
+MAX_EXAMPLES = 5
+SPECIAL_TOKENS = 2  # [CLS] and [SEP]
+
+
+def data_stats(
+    data_dir: str | Path,
+    *,
+    tokenizer: Any = None,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Statistics of every split (train/dev/test) found in ``data_dir``.
+
+    ``tokenizer`` is a name / path for ``AutoTokenizer.from_pretrained`` (a directory or a
+    ``vocab.txt`` with only a WordPiece vocabulary also works) or a loaded tokenizer; token
+    lengths count no special tokens, and the suggested ``max_length`` adds 2 for [CLS]/[SEP].
+    With ``out_dir`` the length histograms (and class counts) are written there as PNGs.
+    """
+    data_dir = Path(data_dir)
+    class_names = read_class_names(data_dir / "class.txt")
+    splits = _read_splits(data_dir, class_names)
+    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+    result: dict[str, Any] = {"data_dir": str(data_dir), "class_names": class_names,
+                              "tokenizer": _tokenizer_name(tokenizer, tok), "splits": {},
+                              "warnings": [], "plots": []}
+    lengths: dict[str, dict[str, list[int]]] = {"characters": {}, "tokens": {}}
+    for name, (split, first_error) in splits.items():
+        examples = split.examples
+        info = {"path": str(split.path), "examples": len(examples),
+                "skipped_lines": split.skipped[:20], "skipped_count": len(split.skipped),
+                "first_skip_reason": first_error,
+                "teacher_repairs": split.teacher_report.summary() or None}
+        info["classes"] = class_balance(examples, class_names)
+        chars = [len(e.text) for e in examples]
+        lengths["characters"][name] = chars
+        info["length_chars"] = length_summary(chars, extra=0)
+        if tok is not None:
+            lengths["tokens"][name], unk = _token_ids(tok, [e.text for e in examples])
+            info["length_tokens"] = length_summary(lengths["tokens"][name], extra=SPECIAL_TOKENS)
+            info["length_tokens"].update(unk)
+        info["duplicates"] = within_duplicates(examples, class_names)
+        info["suspicious"] = suspicious_lines(examples)
+        info["teacher"] = teacher_agreement(examples)
+        result["splits"][name] = info
+        result["warnings"] += _split_warnings(name, info)
+    result["cross_split"] = cross_duplicates({n: s.examples for n, (s, _) in splits.items()},
+                                             class_names)
+    result["warnings"] += _cross_warnings(result["cross_split"])
+    for message in result["warnings"]:
+        logger.warning("%s", message)
+    if out_dir is not None:
+        result["plots"] = _write_plots(result, lengths, Path(out_dir))
+    return result
+
+
+def load_tokenizer(name_or_path: str | Path) -> Any:
+    """``AutoTokenizer.from_pretrained``, falling back to a WordPiece ``BertTokenizerFast``
+    for a directory holding only ``vocab.txt`` or for a ``vocab.txt`` file itself."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    path = Path(name_or_path)
+    vocab = path if path.is_file() else path / "vocab.txt"
+    has_config = path.is_dir() and any(
+        (path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "config.json"))
+    if not vocab.is_file() or has_config:
+        try:
+            return AutoTokenizer.from_pretrained(str(name_or_path))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot load tokenizer {name_or_path!r} ({exc}); expected a hub "
+                            "name, a tokenizer directory, or a WordPiece vocab.txt") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.txt").write_bytes(vocab.read_bytes())
+        tok = BertTokenizerFast.from_pretrained(tmp)
+    expected = sum(1 for _ in vocab.open(encoding="utf-8"))
+    if len(tok) < expected:
+        raise DataError(f"tokenizer built from {vocab} has {len(tok)} tokens but the file has "
+                        f"{expected} lines; is it a WordPiece vocab (one token per line)?", vocab)
+    return tok
+
+
+def class_balance(examples: list[Example], class_names: list[str]) -> dict[str, Any]:
+    """Counts per class, max/min ratio, classes under 1% and a warning when imbalanced."""
+    counts = Counter(e.label for e in examples)
+    total = len(examples)
+    per_class = {name: counts.get(i, 0) for i, name in enumerate(class_names)}
+    low, high = min(per_class.values()), max(per_class.values())
+    ratio = high / low if low else None
+    rare = [n for n, c in per_class.items() if c < RARE_FRACTION * total]
+    warning = None
+    if ratio is None:
+        empty = [n for n, c in per_class.items() if c == 0]
+        warning = f"no examples of {', '.join(empty)}"
+    elif ratio > IMBALANCE_RATIO or rare:
+        warning = f"imbalanced: max/min = {ratio:.1f}"
+        if rare:
+            warning += f"; under 1%: {', '.join(rare)}"
+    return {"counts": per_class, "max_min_ratio": ratio, "rare": rare, "warning": warning}
+
+
+def coverage_length(values: list[int], pct: float) -> int:
+    """Smallest L with at least ``pct`` percent of ``values`` <= L (nearest rank)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return int(ordered[rank - 1])
+
+
+def length_summary(values: list[int], *, extra: int) -> dict[str, Any]:
+    """Mean, min, percentiles, max and the ``max_length`` covering 95 / 99% (+ ``extra``)."""
+    if not values:
+        return {}
+    out: dict[str, Any] = {"mean": round(sum(values) / len(values), 2), "min": min(values)}
+    out.update({f"p{p}": coverage_length(values, p) for p in PERCENTILES})
+    out["max"] = max(values)
+    out["max_length_95"] = out["p95"] + extra
+    out["max_length_99"] = out["p99"] + extra
+    return out
+
+
+def within_duplicates(examples: list[Example], class_names: list[str]) -> dict[str, Any]:
+    """Exact-text duplicates inside one split (texts are already stripped by the reader)."""
+    groups: dict[str, list[Example]] = defaultdict(list)
+    for e in examples:
+        groups[e.text].append(e)
+    dups = {t: g for t, g in groups.items() if len(g) > 1}
+    conflicting = [t for t, g in dups.items() if len({e.label for e in g}) > 1]
+    shown = sorted(dups, key=lambda t: (t not in conflicting, dups[t][0].line))[:MAX_EXAMPLES]
+    return {
+        "duplicate_texts": len(dups),
+        "extra_rows": sum(len(g) - 1 for g in dups.values()),
+        "conflicting_labels": len(conflicting),
+        "examples": [{"text": t, "lines": [e.line for e in dups[t]],
+                      "labels": [class_names[e.label] for e in dups[t]]} for t in shown],
+    }
+
+
+def cross_duplicates(by_split: dict[str, list[Example]], class_names: list[str]) -> dict[str, Any]:
+    """Texts shared between splits: per pair, in total, and eval rows whose text is in train."""
+    texts = {name: {e.text for e in exs} for name, exs in by_split.items()}
+    labels: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for name, exs in by_split.items():
+        for e in exs:
+            labels[e.text][name].add(class_names[e.label])
+    names = list(by_split)
+    pairs = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = sorted(texts[a] & texts[b])
+            conflict = [t for t in shared if labels[t][a] != labels[t][b]]
+            pairs[f"{a}/{b}"] = {
+                "shared_texts": len(shared), "conflicting_labels": len(conflict),
+                "examples": [{"text": t, a: sorted(labels[t][a]), b: sorted(labels[t][b])}
+                             for t in _conflicts_first(conflict, shared)]}
+    in_many = sum(1 for t in labels if len(labels[t]) > 1)
+    leaked = {n: sum(1 for e in by_split[n] if e.text in texts["train"])
+              for n in names if n != "train" and "train" in texts}
+    return {"pairs": pairs, "texts_in_several_splits": in_many, "eval_rows_in_train": leaked}
+
+
+def _conflicts_first(conflict: list[str], shared: list[str]) -> list[str]:
+    rest = [t for t in shared if t not in set(conflict)]
+    return (conflict + rest)[:MAX_EXAMPLES]
+
+
+def suspicious_lines(examples: list[Example]) -> dict[str, Any]:
+    """Very short texts, texts with under 20% CJK, and texts with tabs / control characters."""
+    checks = {
+        f"shorter_than_{MIN_CHARS}_chars": lambda t: len(t) < MIN_CHARS,
+        "mostly_non_cjk": lambda t: cjk_ratio(t) < MIN_CJK_RATIO,
+        "tab": lambda t: "\t" in t,
+        "control_chars": lambda t: any(unicodedata.category(c) in ("Cc", "Cf") and c != "\t"
+                                       for c in t),
+    }
+    out: dict[str, Any] = {}
+    for name, check in checks.items():
+        hits = [e for e in examples if check(e.text)]
+        out[name] = {"count": len(hits),
+                     "examples": [{"line": e.line, "text": e.text} for e in hits[:MAX_EXAMPLES]]}
+    return out
+
+
+def cjk_ratio(text: str) -> float:
+    """Fraction of non-space characters that are CJK ideographs."""
+    chars = [c for c in text if not c.isspace()]
+    if not chars:
+        return 0.0
+    return sum(1 for c in chars if _is_cjk(c)) / len(chars)
+
+
+def teacher_agreement(examples: list[Example]) -> dict[str, Any] | None:
+    """Agreement of the teacher's argmax with the gold label and its mean confidence."""
+    rows = [e for e in examples if e.teacher is not None]
+    if not rows:
+        return None
+    agree = sum(1 for e in rows if _argmax(e.teacher) == e.label)
+    return {
+        "rows_with_teacher": len(rows),
+        "coverage": round(len(rows) / len(examples), 4),
+        "agreement": round(agree / len(rows), 4),
+        "mean_confidence": round(sum(max(e.teacher) for e in rows) / len(rows), 4),
+        "mean_gold_prob": round(sum(e.teacher[e.label] for e in rows) / len(rows), 4),
+    }
+
+
+def _is_cjk(c: str) -> bool:
+    o = ord(c)
+    return (0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x20000 <= o <= 0x2FA1F
+            or 0xF900 <= o <= 0xFAFF)
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=values.__getitem__)
+
+
+def _read_splits(data_dir: Path, class_names: list[str]) -> dict[str, tuple[Any, str | None]]:
+    out = {}
+    for name in SPLITS:
+        try:
+            path = find_split_file(data_dir, name)
+        except DataError:
+            continue
+        split = read_split(path, class_names, on_bad_line="skip", teacher_policy="normalize")
+        first_error = None
+        if split.skipped:
+            try:
+                read_split(path, class_names, teacher_policy="normalize")
+            except DataError as exc:
+                first_error = str(exc)
+        out[name] = (split, first_error)
+    if not out:
+        raise DataError(f"no split files found; expected {', '.join(SPLITS)} as "
+                        ".txt/.tsv/.csv/.jsonl next to class.txt", data_dir)
+    return out
+
+
+def _token_ids(tok: Any, texts: list[str]) -> tuple[list[int], dict[str, Any]]:
+    """Token counts (no special tokens), the [UNK] rate and the characters that became [UNK]."""
+    unk_id = getattr(tok, "unk_token_id", None)
+    try:
+        enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+    except (NotImplementedError, ValueError, TypeError):  # slow tokenizers have no offsets
+        enc, offsets = tok(texts, add_special_tokens=False), None
+    ids = enc["input_ids"]
+    total = sum(len(x) for x in ids)
+    unk_chars: Counter[str] = Counter()
+    unk = 0
+    for i, row in enumerate(ids):
+        for j, token in enumerate(row):
+            if token == unk_id:
+                unk += 1
+                if offsets is not None:
+                    a, b = offsets[i][j]
+                    unk_chars[texts[i][a:b]] += 1
+    info = {"unk_rate": round(unk / total, 5) if total else 0.0,
+            "top_unk": [[c, n] for c, n in unk_chars.most_common(10)]}
+    return [len(x) for x in ids], info
+
+
+def _tokenizer_name(arg: Any, tok: Any) -> str | None:
+    if tok is None:
+        return None
+    return str(arg) if isinstance(arg, (str, Path)) else getattr(tok, "name_or_path", None)
+
+
+def _split_warnings(name: str, info: dict[str, Any]) -> list[str]:
+    out = []
+    if info["classes"]["warning"]:
+        out.append(f"{name}: {info['classes']['warning']}")
+    if info["skipped_count"]:
+        out.append(f"{name}: {info['skipped_count']} unreadable lines skipped "
+                   f"(first: {info['first_skip_reason']})")
+    unk = info.get("length_tokens", {}).get("unk_rate", 0.0)
+    if unk > 0.01:
+        out.append(f"{name}: {unk:.1%} of tokens are [UNK]; does the tokenizer match the text?")
+    dup = info["duplicates"]
+    if dup["conflicting_labels"]:
+        out.append(f"{name}: {dup['conflicting_labels']} duplicated texts carry different labels")
+    return out
+
+
+def _cross_warnings(cross: dict[str, Any]) -> list[str]:
+    out = []
+    for pair, v in cross["pairs"].items():
+        if v["shared_texts"]:
+            why = " (train/eval overlap inflates scores)" if pair.startswith("train/") else ""
+            out.append(f"{pair}: {v['shared_texts']} texts occur in both splits{why}")
+    return out
+
+
+def _write_plots(result: dict[str, Any], lengths: dict[str, dict[str, list[int]]],
+                 out_dir: Path) -> list[str]:
+    from zhcls.report.plots import plot_class_counts, plot_length_histogram
+
+    written = []
+    first = next(iter(result["splits"]))
+    for unit, per_split in lengths.items():
+        if not per_split:
+            continue
+        key = "length_chars" if unit == "characters" else "length_tokens"
+        s = result["splits"][first][key]
+        marks = {f"{first} p95": s["p95"], f"{first} p99": s["p99"]}
+        path = out_dir / f"length_{unit}.png"
+        label = unit if unit == "characters" else "tokens, without [CLS]/[SEP]"
+        written.append(str(plot_length_histogram(per_split, path, unit=label, marks=marks)))
+    counts = {n: info["classes"]["counts"] for n, info in result["splits"].items()}
+    written.append(str(plot_class_counts(counts, out_dir / "class_counts.png")))
+    return written
