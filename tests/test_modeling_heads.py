@@ -1,0 +1,76 @@
+"""Each head: output shapes, and padding masked everywhere (padded == unpadded prediction)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zhcls.config import HEADS, load_config
+from zhcls.modeling.encoder import load_encoder
+from zhcls.modeling.model import build_model
+
+from conftest import REPO
+
+
+def make_model(tiny_model, head, max_length=32, **over):
+    overrides = ["--model.head", head, "--model.pretrained", str(tiny_model),
+                 "--data.max_length", str(max_length), "--model.num_filters", "8",
+                 "--model.rnn_hidden", "16", "--model.dpcnn_filters", "8"]
+    for k, v in over.items():
+        overrides += [f"--{k.replace('__', '.')}", str(v)]
+    cfg = load_config(REPO / "configs" / "tiny.yaml", overrides)
+    torch.manual_seed(0)
+    return build_model(load_encoder(str(tiny_model)), cfg, num_labels=5).eval()
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_shapes_and_padding_invariance(tiny_model, head):
+    model = make_model(tiny_model, head)
+    ids = torch.tensor([[101, 704, 1290, 1957, 2094, 2110, 7368, 102],
+                        [101, 3330, 3173, 102, 0, 0, 0, 0]])  # (2, 8)
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask)
+        alone = model(input_ids=ids[1:, :4], attention_mask=mask[1:, :4])  # unpadded copy
+        wide = torch.cat([ids, torch.zeros(2, 20, dtype=torch.long)], 1)  # more padding
+        padded = model(input_ids=wide, attention_mask=(wide != 0).long())
+    assert out.logits.shape == (2, 5)
+    assert out.representation.shape == (2, model.head.out_dim)
+    torch.testing.assert_close(out.logits[1:], alone.logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.representation[1:], alone.representation, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.logits, padded.logits, atol=1e-5, rtol=1e-4)
+    if head == "bert_GRU_att":
+        assert out.attention.shape == (2, 8)
+        torch.testing.assert_close(out.attention.sum(1), torch.ones(2))
+        assert float(out.attention[1, 4:].abs().sum()) == 0.0  # no weight on padding
+    else:
+        assert out.attention is None
+
+
+def test_padding_changes_nothing_even_for_very_short_text(tiny_model):
+    model = make_model(tiny_model, "bert_CNN", **{"model__filter_sizes": "2,3,4"})
+    one = torch.tensor([[101, 102]])  # shorter than the widest kernel
+    padded = torch.tensor([[101, 102, 0, 0, 0, 0]])
+    with torch.no_grad():
+        a = model(input_ids=one, attention_mask=torch.ones_like(one)).logits
+        b = model(input_ids=padded, attention_mask=(padded != 0).long()).logits
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_padding_is_not_ignored_would_fail_without_mask(tiny_model):
+    """Guard against a masking test that cannot fail: treating padding as tokens changes output."""
+    model = make_model(tiny_model, "bert_RCNN")
+    ids = torch.tensor([[101, 3330, 3173, 102, 0, 0, 0, 0]])
+    with torch.no_grad():
+        masked = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+        unmasked = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    assert not torch.allclose(masked, unmasked, atol=1e-4)
+
+
+def test_projection_head_features(tiny_model):
+    model = make_model(tiny_model, "bert", **{"objective__representation": "mlp",
+                                               "objective__projection_dim": "16"})
+    ids = torch.tensor([[101, 704, 102]])
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert out.features.shape == (1, 16)
+    torch.testing.assert_close(out.features.norm(dim=1), torch.ones(1))
