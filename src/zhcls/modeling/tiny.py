@@ -14,7 +14,7 @@ from transformers import BertConfig, BertModel, BertTokenizer
 
 from zhcls.data.formats import find_split_file, read_class_names, read_split
 from zhcls.errors import ZhclsError
-from zhcls.modeling.encoder import check_tokenizer_knows_chinese
+from zhcls.modeling.encoder import check_tokenizer_knows_chinese, is_cjk
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +32,8 @@ def char_vocab_from_data(data_dir: str | Path, min_freq: int = 1) -> list[str]:
     split = read_split(find_split_file(data_dir, "train"), classes)
     counts = Counter(ch for text in split.texts for ch in text.lower() if not ch.isspace())
     chars = sorted(ch for ch, n in counts.items() if n >= min_freq)
-    cont = [f"##{ch}" for ch in chars if not _is_cjk(ch) and ch.isalnum()]
+    cont = [f"##{ch}" for ch in chars if not is_cjk(ch) and ch.isalnum()]
     return SPECIAL_TOKENS + chars + cont
-
-
-def _is_cjk(ch: str) -> bool:
-    cp = ord(ch)
-    return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0xF900 <= cp <= 0xFAFF
 
 
 def init_tiny(
