@@ -1,0 +1,287 @@
+"""Turn an LLM's free-form answer into a probability vector over the classes.
+
+Pure functions, no I/O. LLM answers are dirty: JSON inside ```json fences or surrounded by
+prose, class names with stray spaces, full-width punctuation or other case, probabilities
+given as percentages (``85``, ``"85%"``), sums of 80 or 801, missing or invented classes.
+:func:`parse_answer` repairs what can be repaired and says why when it cannot; an answer
+that cannot be repaired (e.g. JSON cut off by ``max_tokens``) is *unparseable* and the
+caller asks again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+PERCENT_TOLERANCE = 2.0
+SUM_TOLERANCE = 0.02
+_STRIP_CHARS = " \t\r\n\"'`“”‘’「」『』《》【】[]()<>:;,.、。!?*-_#"
+_NAME_FIELDS = ("label", "class", "category", "name", "类别", "标签", "类别名称")
+_PROB_FIELDS = ("probability", "prob", "p", "score", "confidence", "概率", "置信度")
+_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+_PERCENT = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*%$")
+_FENCE = re.compile(r"```[ \t]*(?:json|JSON|javascript|js)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+_BARE_KEY = re.compile(r"([{,]\s*)([^\s\"'{}\[\],:][^\"'{}\[\],:]*?)\s*:")
+_BARE_PERCENT = re.compile(r"(:\s*)([+-]?\d+(?:\.\d+)?)\s*%")
+_KV_LINE = re.compile(r"^[\s\-*•]*[\"'“]?([^:=\"'”\n]{1,40}?)[\"'”]?\s*[:=]\s*([+-]?[\d.]+\s*%?)",
+                      re.MULTILINE)
+
+
+@dataclass
+class ParsedAnswer:
+    """One answer turned into probabilities, or the reason it could not be.
+
+    ``unknown`` lists answer keys that match no class (ignored); ``missing`` counts classes
+    the answer left out (filled with 0); ``percent`` / ``renormalised`` say what was done
+    to make the values sum to 1.
+    """
+
+    probs: list[float] | None
+    error: str | None = None
+    unknown: list[str] = field(default_factory=list)
+    missing: int = 0
+    percent: bool = False
+    renormalised: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.probs is not None
+
+
+def normalize_name(name: str) -> str:
+    """Canonical form of a class name for matching: NFKC, case-folded, no whitespace,
+    no surrounding quotes / brackets / punctuation (full-width forms included)."""
+    s = unicodedata.normalize("NFKC", str(name)).casefold()
+    s = re.sub(r"\s+", "", s)
+    return s.strip(_STRIP_CHARS)
+
+
+def parse_answer(raw: str, class_names: list[str]) -> ParsedAnswer:
+    """Parse one answer that should contain a JSON object ``{class name: probability}``.
+
+    Tries, in order: fenced blocks, the whole text, then every balanced ``{...}`` in the
+    text (prose around it is ignored), each first as strict JSON and then with light
+    repairs (curly quotes, single quotes, trailing commas, unquoted keys, bare ``85%``).
+    Text with no ``{`` at all is read as ``name: value`` lines. A truncated object (no
+    closing brace) is *not* repaired: it is reported unparseable so the caller retries.
+    """
+    if not isinstance(raw, str) or not raw.strip():
+        return ParsedAnswer(None, "empty answer")
+    text = unicodedata.normalize("NFKC", raw)
+    lookup = {normalize_name(n): i for i, n in enumerate(class_names)}
+    first_error: ParsedAnswer | None = None
+    for candidate in _json_candidates(text):
+        obj = _loads_lenient(candidate)
+        if obj is None:
+            continue
+        result = _from_object(obj, lookup, len(class_names))
+        if result.ok:
+            return result
+        first_error = first_error or result
+    if first_error is not None:
+        return first_error
+    if "{" not in text:
+        pairs = [(k, v) for k, v in _KV_LINE.findall(text) if normalize_name(k) in lookup]
+        if pairs:
+            return _from_pairs(pairs, lookup, len(class_names))
+        return ParsedAnswer(None, "no JSON object and no 'class: probability' lines found")
+    return ParsedAnswer(None, "no complete JSON object found (truncated or malformed answer)")
+
+
+def _json_candidates(text: str) -> Iterable[str]:
+    for match in _FENCE.finditer(text):
+        yield match.group(1).strip()
+    yield text.strip()
+    yield from _balanced_objects(text)
+
+
+def _balanced_objects(text: str, limit: int = 32) -> Iterable[str]:
+    """Every ``{...}`` substring with balanced braces (string-aware), outermost first."""
+    found = 0
+    pos = text.find("{")
+    while pos != -1 and found < limit:
+        end = _match_brace(text, pos)
+        if end is not None:
+            found += 1
+            yield text[pos:end + 1]
+        pos = text.find("{", pos + 1)
+
+
+def _match_brace(text: str, start: int) -> int | None:
+    depth, in_str, escape = 0, False, False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_str:
+            if escape:
+                escape = False
+            elif ch == "\\":
+                escape = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
+
+
+def _loads_lenient(candidate: str) -> Any:
+    if not candidate or candidate[0] not in "{[":
+        return None
+    attempts = [candidate]
+    fixed = candidate.replace("“", '"').replace("”", '"').replace("‘", "'").replace("’", "'")
+    if '"' not in fixed:
+        fixed = fixed.replace("'", '"')
+    fixed = _TRAILING_COMMA.sub(r"\1", fixed)
+    attempts.append(fixed)
+    fixed = _BARE_PERCENT.sub(r'\1"\2%"', _BARE_KEY.sub(r'\1"\2":', fixed))
+    attempts.append(fixed)
+    for attempt in attempts:
+        try:
+            return json.loads(attempt)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+    return None
+
+
+def _from_object(obj: Any, lookup: dict[str, int], k: int) -> ParsedAnswer:
+    if isinstance(obj, list):
+        pairs = _pairs_from_list(obj)
+        if pairs:
+            return _from_pairs(pairs, lookup, k)
+        return ParsedAnswer(None, "JSON list without label/probability records")
+    if not isinstance(obj, dict):
+        return ParsedAnswer(None, f"expected a JSON object, found {type(obj).__name__}")
+    if not any(normalize_name(key) in lookup for key in obj):
+        for value in obj.values():  # {"probabilities": {...}} and similar wrappers
+            if isinstance(value, (dict, list)):
+                nested = _from_object(value, lookup, k)
+                if nested.ok:
+                    return nested
+    return _from_pairs(list(obj.items()), lookup, k)
+
+
+def _pairs_from_list(items: list) -> list[tuple[str, Any]]:
+    pairs = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        fields = {normalize_name(key): v for key, v in item.items()}
+        name = next((fields[f] for f in _NAME_FIELDS if f in fields), None)
+        prob = next((fields[f] for f in _PROB_FIELDS if f in fields), None)
+        if isinstance(name, str) and prob is not None:
+            pairs.append((name, prob))
+    return pairs
+
+
+def _from_pairs(pairs: list[tuple[Any, Any]], lookup: dict[str, int], k: int) -> ParsedAnswer:
+    values: list[float | None] = [None] * k
+    unknown: list[str] = []
+    explicit_percent = False
+    for key, raw_value in pairs:
+        idx = lookup.get(normalize_name(key))
+        if idx is None:
+            unknown.append(str(key))
+            continue
+        number = to_number(raw_value)
+        if number is None:
+            return ParsedAnswer(None, f"value for class {key!r} is {raw_value!r}; expected a "
+                                      "number or a percentage", unknown=unknown)
+        value, was_percent = number
+        explicit_percent |= was_percent
+        values[idx] = value if values[idx] is None else max(values[idx], value)
+    missing = sum(v is None for v in values)
+    if missing == k:
+        return ParsedAnswer(None, "no known class name in the answer", unknown=unknown,
+                            missing=missing)
+    probs = [0.0 if v is None else v for v in values]
+    return _normalise(probs, unknown, missing, explicit_percent)
+
+
+def _normalise(probs: list[float], unknown: list[str], missing: int,
+               explicit_percent: bool) -> ParsedAnswer:
+    if any(p < 0 for p in probs):
+        return ParsedAnswer(None, f"negative probability {min(probs):g}", unknown=unknown)
+    total = sum(probs)
+    if total <= 0:
+        return ParsedAnswer(None, "all probabilities are 0", unknown=unknown, missing=missing)
+    percent = explicit_percent or abs(total - 100.0) <= PERCENT_TOLERANCE
+    renormalised = not percent and abs(total - 1.0) > SUM_TOLERANCE
+    if explicit_percent and abs(total - 1.0) > SUM_TOLERANCE:
+        renormalised = True
+    return ParsedAnswer([p / total for p in probs], unknown=unknown, missing=missing,
+                        percent=percent, renormalised=renormalised)
+
+
+def to_number(value: Any) -> tuple[float, bool] | None:
+    """``0.85`` → (0.85, False); ``"85%"`` → (0.85, True); ``"0.85"`` → (0.85, False);
+    anything else (bools, words, NaN, infinity) → None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number, percent = float(value), False
+    elif isinstance(value, str):
+        s = unicodedata.normalize("NFKC", value).strip()
+        match = _PERCENT.match(s)
+        if match:
+            number, percent = float(match.group(1)) / 100.0, True
+        elif _NUMBER.match(s):
+            number, percent = float(s), False
+        else:
+            return None
+    else:
+        return None
+    return (number, percent) if math.isfinite(number) else None
+
+
+def choice_labels(num_classes: int) -> list[str]:
+    """Single-character answer codes for ``--use-logprobs``: digits for up to 10 classes,
+    letters A-Z for up to 26 (each is one token in common tokenizers)."""
+    if num_classes <= 10:
+        return [str(i) for i in range(num_classes)]
+    if num_classes <= 26:
+        return [chr(ord("A") + i) for i in range(num_classes)]
+    raise ValueError(
+        f"--use-logprobs supports at most 26 classes (one single-token code each); "
+        f"class.txt has {num_classes}. Label without --use-logprobs instead"
+    )
+
+
+def parse_top_logprobs(top: list[dict[str, Any]], codes: list[str]) -> ParsedAnswer:
+    """Read the ``top_logprobs`` of the first answer token. Tokens are matched to the class
+    codes after stripping spaces and punctuation (so ``" 3"`` and ``"3."`` count for code
+    ``3``); probability mass outside the codes is dropped and the rest renormalised."""
+    lookup = {normalize_name(c): i for i, c in enumerate(codes)}
+    probs = [0.0] * len(codes)
+    unknown: list[str] = []
+    for entry in top or []:
+        token, logprob = entry.get("token"), entry.get("logprob")
+        if not isinstance(token, str) or not isinstance(logprob, (int, float)):
+            continue
+        idx = lookup.get(normalize_name(token))
+        if idx is None:
+            unknown.append(token)
+        elif math.isfinite(logprob):
+            probs[idx] += math.exp(min(float(logprob), 0.0))
+    if sum(probs) <= 0:
+        return ParsedAnswer(None, "no class code among the top_logprobs tokens", unknown=unknown)
+    missing = sum(p == 0 for p in probs)
+    return _normalise(probs, unknown, missing, False)
+
+
+def average(rows: list[list[float]]) -> list[float]:
+    """Mean of several probability vectors (self-consistency over ``--samples``)."""
+    if not rows:
+        raise ValueError("average() needs at least one probability vector")
+    k = len(rows[0])
+    return [sum(r[i] for r in rows) / len(rows) for i in range(k)]

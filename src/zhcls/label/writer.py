@@ -1,0 +1,221 @@
+"""Write a labelled split as a ready knowledge-distillation dataset.
+
+``OUT/{split}.txt`` gets THUCNews lines ``text<TAB>label_id<TAB>[p0, p1, ...]`` (a JSON list
+with 6 decimals in label-id order); rows whose teacher is missing are written with the two
+columns ``text<TAB>label_id`` — train such a dataset with ``data.teacher_missing:
+hard_label_only``. ``class.txt`` and the other split files are copied unchanged, so OUT can
+be passed to ``zhcls train`` directly. Shared by ``zhcls label --llm`` and ``--teacher``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from zhcls.data.formats import (
+    SPLIT_SUFFIXES,
+    Example,
+    find_split_file,
+    read_class_names,
+    read_split,
+)
+from zhcls.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def write_labelled_dataset(
+    data_dir: str | Path,
+    split: str,
+    out_dir: str | Path,
+    teacher_rows: Sequence[list[float] | None],
+) -> Path:
+    """Write ``OUT/{split}.txt`` with one teacher row per example of ``DATA/{split}`` (same
+    order, every line kept), copy ``class.txt`` and the other splits; return the new file.
+
+    ``teacher_rows[i]`` belongs to the i-th example that ``read_split`` returns for the
+    split. The input may be .txt/.tsv/.csv/.jsonl; the output is always .txt. Every file is
+    written to a temporary name and renamed, so a crash never leaves half a file.
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if out_dir.resolve() == data_dir.resolve():
+        raise DataError("the output directory is the input dataset directory; pass a new "
+                        "--out directory so the original data is not overwritten", out_dir)
+    class_names, split_path, examples = read_label_split(data_dir, split)
+    if len(teacher_rows) != len(examples):
+        raise ValueError(f"{split_path}: {len(examples)} examples but {len(teacher_rows)} "
+                         "teacher rows; pass exactly one row (or None) per example")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines, sanitised = [], 0
+    for example, row in zip(examples, teacher_rows, strict=True):
+        text = example.text
+        clean = " ".join(text.replace("\t", " ").splitlines())
+        sanitised += clean != text
+        if row is None:
+            lines.append(f"{clean}\t{example.label}")
+            continue
+        _check_row(row, len(class_names), split_path, example.line)
+        lines.append(f"{clean}\t{example.label}\t{format_probs(row)}")
+    if sanitised:
+        logger.warning("%s: %d texts contained tabs or newlines; replaced them with spaces "
+                       "(the THUCNews format is one line per example)", split_path, sanitised)
+    target = out_dir / f"{split}.txt"
+    _atomic_write_text(target, "\n".join(lines) + "\n")
+    _copy_other_files(data_dir, out_dir, split)
+    missing = sum(r is None for r in teacher_rows)
+    logger.info("wrote %s (%d rows, %d without teacher)", target, len(lines), missing)
+    return target
+
+
+def read_label_split(data_dir: str | Path, split: str) -> tuple[list[str], Path, list[Example]]:
+    """(class names, split file, examples) exactly as both labelling modes read them: the
+    first ``DATA/{split}.{txt,tsv,csv,jsonl}``; an existing teacher column is ignored."""
+    data_dir = Path(data_dir)
+    class_names = read_class_names(data_dir / "class.txt")
+    split_path = find_split_file(data_dir, split)
+    examples = read_split(split_path, class_names, teacher_policy="normalize").examples
+    return class_names, split_path, examples
+
+
+def format_probs(row: Sequence[float]) -> str:
+    """``[0.05, 0.9, 0.05]`` → ``"[0.050000, 0.900000, 0.050000]"`` (6 decimals)."""
+    return "[" + ", ".join(f"{float(p):.6f}" for p in row) + "]"
+
+
+def _check_row(row: Sequence[float], k: int, path: Path, line: int) -> None:
+    if len(row) != k:
+        raise ValueError(f"{path}:{line}: teacher row has {len(row)} values, class.txt names "
+                         f"{k} classes")
+    if not all(isinstance(p, (int, float)) and p == p and p >= 0 for p in row):
+        raise ValueError(f"{path}:{line}: teacher row {json.dumps(list(row))[:80]} must hold "
+                         "non-negative finite numbers")
+
+
+def _copy_other_files(data_dir: Path, out_dir: Path, split: str) -> None:
+    for src in sorted(data_dir.iterdir()):
+        if not src.is_file():
+            continue
+        is_split = src.suffix.lower() in SPLIT_SUFFIXES and src.stem != "class"
+        if src.name == "class.txt" or (is_split and src.stem != split):
+            tmp = _tmp_name(out_dir / src.name)
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, out_dir / src.name)
+        elif is_split and src.stem == split and src.suffix.lower() != ".txt":
+            stale = out_dir / src.name
+            if stale.exists():
+                stale.unlink()
+
+
+def _tmp_name(path: Path) -> Path:
+    """A fresh hidden name next to ``path`` (created with the usual umask permissions)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | Path, obj: object) -> None:
+    """Write ``obj`` as indented UTF-8 JSON via a temporary file and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+@dataclass
+class LabelReport:
+    """Outcome of one ``zhcls label --llm`` run (also written to ``OUT/label_report.json``).
+
+    Row counts are over the lines of the split (duplicated texts are asked once): ``labelled``
+    rows have a teacher, ``from_cache`` of them were answered by an earlier run, ``failed``
+    rows have none (``failure_kinds`` counts why, ``failed_lines`` lists the first ones).
+    ``agreement`` is the share of labelled rows whose teacher argmax equals the gold label,
+    ``mean_confidence`` their mean max probability. Token counts and cost cover this run's
+    responses (``usage`` fields); ``transient_errors`` counts retried HTTP errors/timeouts.
+    """
+
+    split: str
+    model: str
+    output: str | None
+    cache: str
+    rows: int
+    unique_texts: int
+    labelled: int = 0
+    from_cache: int = 0
+    requested: int = 0
+    failed: int = 0
+    failure_kinds: dict[str, int] = field(default_factory=dict)
+    failed_lines: list[int] = field(default_factory=list)
+    agreement: float | None = None
+    mean_confidence: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated_cost: float | None = None
+    http_requests: int = 0
+    transient_errors: dict[str, int] = field(default_factory=dict)
+    parse_retries: int = 0
+    repairs: dict[str, int] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    requests_per_second: float = 0.0
+    dry_run: bool = False
+    prompt_preview: str | None = None
+    estimated_requests: int | None = None
+    estimated_prompt_tokens: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """A few human-readable lines for the log / terminal."""
+        if self.dry_run:
+            return (f"dry run: {self.rows} rows, {self.unique_texts} distinct texts, "
+                    f"{self.estimated_requests} requests needed (the rest is cached), "
+                    f"~{self.estimated_prompt_tokens} prompt tokens")
+        lines = [
+            f"{self.split}: {self.labelled}/{self.rows} rows labelled ({self.from_cache} from "
+            f"cache, {self.requested} texts requested), {self.failed} failed"
+            + (f" {self.failure_kinds} (first lines: {self.failed_lines[:5]})"
+               if self.failed else ""),
+            f"agreement with gold {_fmt(self.agreement)}, mean confidence "
+            f"{_fmt(self.mean_confidence)}",
+            f"{self.http_requests} HTTP requests in {self.wall_seconds:.1f}s "
+            f"({self.requests_per_second:.1f}/s), retried errors {self.transient_errors or 0}, "
+            f"parse retries {self.parse_retries}",
+            f"tokens: {self.prompt_tokens} prompt + {self.completion_tokens} completion"
+            + (f", estimated cost {self.estimated_cost:.4f}" if self.estimated_cost is not None
+               else ""),
+        ]
+        if self.output:
+            lines.append(f"wrote {self.output}")
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def teacher_quality(labels: Sequence[int],
+                    rows: Sequence[list[float] | None]) -> tuple[float | None, float | None]:
+    """(agreement of argmax with the gold labels, mean max probability) over rows with a
+    teacher; (None, None) when there are none."""
+    pairs = [(label, row) for label, row in zip(labels, rows, strict=True) if row]
+    if not pairs:
+        return None, None
+    agree = sum(max(range(len(row)), key=row.__getitem__) == label for label, row in pairs)
+    return agree / len(pairs), sum(max(row) for _, row in pairs) / len(pairs)
