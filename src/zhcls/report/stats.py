@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zhcls.data.formats import Example, find_split_file, read_class_names, read_split
-from zhcls.errors import DataError
+from zhcls.errors import DataError, ZhclsError
 
 logger = logging.getLogger(__name__)
 
@@ -80,27 +80,28 @@ def data_stats(
 
 
 def load_tokenizer(name_or_path: str | Path) -> Any:
-    """``AutoTokenizer.from_pretrained``, falling back to a WordPiece ``BertTokenizerFast``
-    for a directory holding only ``vocab.txt`` or for a ``vocab.txt`` file itself."""
-    from transformers import AutoTokenizer, BertTokenizerFast
+    """:func:`zhcls.modeling.encoder.load_tokenizer` (hub name, tokenizer directory, or a
+    directory holding only ``vocab.txt``), plus a WordPiece ``vocab.txt`` file itself."""
+    from zhcls.modeling.encoder import load_tokenizer as load_model_tokenizer
 
-    path = Path(name_or_path)
-    vocab = path if path.is_file() else path / "vocab.txt"
-    has_config = path.is_dir() and any(
-        (path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "config.json"))
-    if not vocab.is_file() or has_config:
-        try:
-            return AutoTokenizer.from_pretrained(str(name_or_path))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot load tokenizer {name_or_path!r} ({exc}); expected a hub "
-                            "name, a tokenizer directory, or a WordPiece vocab.txt") from None
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        return load_model_tokenizer(str(name_or_path))
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "vocab.txt").write_bytes(vocab.read_bytes())
-        tok = BertTokenizerFast.from_pretrained(tmp)
-    expected = sum(1 for _ in vocab.open(encoding="utf-8"))
+        (Path(tmp) / "vocab.txt").write_bytes(path.read_bytes())
+        try:
+            tok = load_model_tokenizer(tmp)
+        except ZhclsError:
+            raise
+        except Exception as exc:  # the tokenizers library raises plain Exception
+            raise DataError(f"cannot build a WordPiece tokenizer from this file ({exc}); "
+                            "expected a vocab.txt with one token per line incl. [UNK]",
+                            path) from None
+    expected = sum(1 for line in path.open(encoding="utf-8") if line.strip())
     if len(tok) < expected:
-        raise DataError(f"tokenizer built from {vocab} has {len(tok)} tokens but the file has "
-                        f"{expected} lines; is it a WordPiece vocab (one token per line)?", vocab)
+        raise DataError(f"tokenizer built from {path} has {len(tok)} tokens but the file has "
+                        f"{expected} lines; expected a WordPiece vocab.txt (one token per line)",
+                        path)
     return tok
 
 
