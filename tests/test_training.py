@@ -1,0 +1,123 @@
+"""End to end on a tiny model: train → best checkpoint → evaluate → reload gives the same
+predictions; every head trains from its shipped YAML; mismatches are clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from zhcls.checkpoint import load_checkpoint
+from zhcls.cli import main
+from zhcls.config import HEADS, load_config
+from zhcls.data.formats import read_class_names, read_split
+from zhcls.errors import CheckpointError, DataError
+from zhcls.inference import forward_texts
+from zhcls.training.train import train
+
+from conftest import REPO, tiny_config, write_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model, tiny_data):
+    out = tmp_path_factory.mktemp("run")
+    cfg = tiny_config(tiny_model, **{"train__max_steps": 60, "train__eval_steps": 20,
+                                     "train__lr": 5e-3})
+    return train(cfg, tiny_data, out)
+
+
+def test_run_directory_layout(trained):
+    out = trained.output_dir
+    for rel in ("best/model.safetensors", "best/zhcls.yaml", "best/labels.json",
+                "best/tokenizer.json", "history.json", "metrics.json",
+                "eval_test/metrics.json", "eval_test/confusion_matrix.png",
+                "eval_test/wrong_samples.jsonl"):
+        assert (out / rel).is_file(), rel
+    history = json.loads((out / "history.json").read_text("utf-8"))["log_history"]
+    assert any("loss_ce" in h for h in history) and any("eval_accuracy" in h for h in history)
+    metrics = json.loads((out / "metrics.json").read_text("utf-8"))
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+
+
+def test_it_learns_the_tiny_task(trained):
+    # 3 balanced classes: chance is 1/3. 60 steps on 18 distinct sentences must beat it clearly.
+    assert trained.dev_metrics["accuracy"] >= 0.7
+
+
+def test_checkpoint_round_trip_same_predictions(trained, tiny_data):
+    ckpt = load_checkpoint(trained.best_dir)
+    split = read_split(tiny_data / "test.txt", read_class_names(tiny_data / "class.txt"))
+    a = forward_texts(ckpt.model, ckpt.tokenizer, split.texts, 32).logits
+    again = load_checkpoint(trained.best_dir)
+    b = forward_texts(again.model, again.tokenizer, split.texts, 32).logits
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    saved = json.loads((trained.output_dir / "eval_test" / "metrics.json").read_text("utf-8"))
+    assert saved["accuracy"] == pytest.approx(float((a.argmax(1) == split.labels).mean()), abs=1e-4)
+
+
+def test_evaluate_cli(trained, tiny_data, tmp_path, capsys):
+    assert main(["evaluate", str(trained.best_dir), "--data", str(tiny_data),
+                 "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "precision" in printed and "体育" in printed and "confusion matrix" in printed
+    metrics = json.loads((tmp_path / "metrics.json").read_text("utf-8"))
+    assert set(metrics["per_class"]) == {"体育", "财经", "科技"}
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 5000
+    for line in (tmp_path / "wrong_samples.jsonl").read_text("utf-8").splitlines():
+        row = json.loads(line)
+        assert row["gold"] != row["predicted"] and len(row["probabilities"]) == 3
+
+
+def test_labels_mismatch_is_a_clear_error(trained, tmp_path, caplog):
+    other = write_dataset(tmp_path / "d")
+    (other / "class.txt").write_text("财经\n体育\n科技", encoding="utf-8")
+    assert main(["evaluate", str(trained.best_dir), "--data", str(other)]) == 2
+    assert "but the checkpoint was trained on 3 classes" in caplog.text
+
+
+def test_head_mismatch_is_a_clear_error(trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(trained.best_dir, copy)
+    text = (copy / "zhcls.yaml").read_text("utf-8").replace("head: bert", "head: bert_CNN")
+    (copy / "zhcls.yaml").write_text(text, "utf-8")
+    with pytest.raises(CheckpointError, match="does not match head 'bert_CNN'"):
+        load_checkpoint(copy)
+    with pytest.raises(CheckpointError, match="checkpoint has head 'bert'"):
+        load_checkpoint(trained.best_dir, head="bert_RNN")
+
+
+def test_not_a_checkpoint(tiny_model):
+    with pytest.raises(CheckpointError, match="looks like an encoder"):
+        load_checkpoint(tiny_model)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_every_head_trains_from_its_yaml(head, tiny_model, tiny_data, tmp_path):
+    cfg = load_config(REPO / "configs" / f"{head}.yaml", [
+        "--model.pretrained", str(tiny_model), "--train.max_steps", "3",
+        "--train.batch_size", "8", "--train.eval_steps", "3", "--train.evaluate_test", "false",
+        "--train.tensorboard", "false", "--model.rnn_hidden", "16", "--model.num_filters", "8",
+        "--model.dpcnn_filters", "8"])
+    result = train(cfg, tiny_data, tmp_path)
+    assert result.dev_metrics["loss"] > 0
+    assert load_checkpoint(result.best_dir).config.model.head == head
+
+
+@pytest.mark.parametrize("objective", ["ce+scl", "kd", "kd+scl"])
+def test_objectives_log_every_term(objective, tiny_model, tiny_kd_data, tmp_path):
+    cfg = tiny_config(tiny_model, **{"objective__name": objective, "train__evaluate_test": "false"})
+    result = train(cfg, tiny_kd_data, tmp_path)
+    logs = json.loads((result.output_dir / "history.json").read_text("utf-8"))["log_history"]
+    keys = set().union(*logs)
+    expected = {"ce+scl": {"loss_ce", "loss_scl"}, "kd": {"loss_ce", "loss_kd_soft", "loss_kd"},
+                "kd+scl": {"loss_ce", "loss_kd_soft", "loss_kd", "loss_scl"}}[objective]
+    assert expected <= keys
+
+
+def test_kd_without_teacher_column_is_an_error(tiny_model, tiny_data, tmp_path):
+    cfg = tiny_config(tiny_model, objective__name="kd")
+    with pytest.raises(DataError, match="needs teacher soft labels"):
+        train(cfg, tiny_data, tmp_path)
