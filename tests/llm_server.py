@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -238,3 +239,45 @@ def render_fault(fault: str, names: list[str], probs: list[float]) -> str:
 
 def _fullwidth(s: str) -> str:
     return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in s)
+
+
+# ------------------------------------------------------------------- test datasets
+REPO = Path(__file__).resolve().parents[1]
+SHARED_THUCNEWS = REPO / ".." / "shared" / "data" / "thucnews"
+SYNTHETIC_CLASSES = ["财经", "房产", "股票", "教育", "科技", "社会", "时政", "体育", "游戏", "娱乐"]
+_SUBJECTS = ["央行", "开发商", "沪指", "教育部", "科学家", "市民", "外交部", "国足", "玩家", "歌手"]
+_EVENTS = ["宣布新政策", "发布年度报告", "大幅上涨", "召开会议", "取得突破", "引发热议",
+           "举行会谈", "赢得比赛", "迎来更新", "举办演唱会"]
+
+
+def headlines(n: int) -> tuple[list[str], list[tuple[str, int]]]:
+    """(class names, the first ``n`` distinct (headline, label) pairs): real THUCNews
+    headlines from ``../shared/data/thucnews`` when present, else synthetic ones."""
+    train, classes = SHARED_THUCNEWS / "train.txt", SHARED_THUCNEWS / "class.txt"
+    if train.is_file() and classes.is_file():
+        names = [ln.strip() for ln in classes.read_text(encoding="utf-8").splitlines()
+                 if ln.strip()]
+        rows: dict[str, int] = {}
+        for line in train.read_text(encoding="utf-8").splitlines():
+            text, _, label = line.partition("\t")
+            if text.strip() and label.strip().isdigit():
+                rows.setdefault(text.strip(), int(label))
+            if len(rows) >= n:
+                return names, list(rows.items())
+    rows = {}
+    for i in range(n):
+        label = i % len(SYNTHETIC_CLASSES)
+        text = f"{_SUBJECTS[label]}{_EVENTS[(i * 7) % len(_EVENTS)]}（第{i}号，{i * 37 % 101}）"
+        rows[text] = label
+    return SYNTHETIC_CLASSES, list(rows.items())
+
+
+def make_dataset(root: Path, names: list[str], rows: list[tuple[str, int]]) -> Path:
+    """``root/`` with class.txt, train.txt (the rows) and a small dev.txt."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "class.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    body = "".join(f"{t}\t{label}\n" for t, label in rows)
+    (root / "train.txt").write_text(body, encoding="utf-8")
+    (root / "dev.txt").write_text("".join(f"{t}\t{label}\n" for t, label in rows[:5]),
+                                  encoding="utf-8")
+    return root
