@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from zhcls.data.dataset import encode_texts
 
@@ -43,21 +44,23 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 @torch.inference_mode()
 def forward_texts(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 256,
-                  with_representations: bool = False) -> ForwardResult:
+                  with_representations: bool = False, progress: bool = False) -> ForwardResult:
     """Run ``model`` over ``texts``; returns float32 arrays in the order of ``texts``."""
     ids = encode_texts(tokenizer, texts, max_length)
-    return forward_ids(model, ids, tokenizer.pad_token_id, batch_size, with_representations)
+    return forward_ids(model, ids, tokenizer.pad_token_id, batch_size, with_representations,
+                       progress)
 
 
 @torch.inference_mode()
 def forward_ids(model, ids: list[list[int]], pad_id: int, batch_size: int = 256,
-                with_representations: bool = False) -> ForwardResult:
+                with_representations: bool = False, progress: bool = False) -> ForwardResult:
     device = next(model.parameters()).device
     dtype = autocast_dtype(device)
     was_training = model.training
     model.eval()
     logits = reps = None
-    for batch in length_sorted_batches([len(x) for x in ids], batch_size):
+    batches = length_sorted_batches([len(x) for x in ids], batch_size)
+    for batch in tqdm(batches, desc="predicting", unit="batch", disable=not progress):
         input_ids, mask = pad_batch([ids[i] for i in batch], pad_id, device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model(input_ids=input_ids, attention_mask=mask)
