@@ -6,6 +6,8 @@ does not share the GIL with the client; the small ones call ``label_with_llm`` d
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import json
 import os
 import signal
@@ -14,7 +16,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+import types
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,13 @@ import pytest
 from llm_server import REPO, LLMTestServer, expected_outcome, fault_for, headlines, make_dataset
 from zhcls.errors import ZhclsError
 from zhcls.label.llm import CACHE_NAME, label_with_llm
+from zhcls.label.ratelimit import (
+    RateLimiter,
+    TokenBucket,
+    backoff_delay,
+    estimate_tokens,
+    parse_retry_after,
+)
 
 KEY_ENV = "ZHCLS_TEST_LLM_KEY"
 KEY = "sk-zhcls-FAKE-7f3a9c1e5b2d4a6f8e0c-do-not-leak"
@@ -321,3 +332,80 @@ def test_no_key_sends_no_authorization(small, monkeypatch):
     with LLMTestServer(names, dict(rows), faults=False) as server:
         label_with_llm(data, "train", out, model="m", base_url=server.base_url, **FAST)
     assert server.auth_headers == {None}
+
+
+def test_out_must_differ_from_data(small):
+    names, rows, data, out = small
+    with pytest.raises(ZhclsError, match="is the input dataset directory"):
+        label_with_llm(data, "train", data, model="m", base_url="http://127.0.0.1:9/v1", **FAST)
+
+
+# ------------------------------------------------------------- rate limits and backoff
+def test_token_bucket_paces_requests_and_tokens():
+    async def main() -> float:
+        limiter = RateLimiter(rpm=6000, tpm=None)  # 100/s, burst of 5 s = 500
+        limiter.requests = TokenBucket(6000, burst_seconds=0.01)  # burst of 1
+        start = time.monotonic()
+        for _ in range(11):
+            await limiter.acquire(10)
+        big = TokenBucket(60, burst_seconds=1)  # 1 token/s, capacity 1
+        await big.take(50)  # larger than the bucket: waits for a full bucket, never forever
+        return time.monotonic() - start
+
+    elapsed = asyncio.run(main())
+    assert 0.09 <= elapsed < 2.0
+
+
+def test_estimate_tokens():
+    assert estimate_tokens("央行降准") == 4 and estimate_tokens("abcdefgh") == 2
+    assert estimate_tokens("") == 0
+
+
+def test_backoff_and_retry_after():
+    for attempt in range(6):
+        delay = backoff_delay(attempt, 1.0, 8.0)
+        ceiling = min(8.0, 2.0 ** attempt)
+        assert ceiling / 2 <= delay <= ceiling
+    assert backoff_delay(3, 1.0, 8.0, retry_after=2.5) == 2.5
+    assert parse_retry_after({"retry-after": "3"}) == 3.0
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
+    assert parse_retry_after({"retry-after": "99999"}) == 300.0
+    future = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30),
+                                         usegmt=True)
+    assert 25 <= parse_retry_after({"retry-after": future}) <= 30
+
+
+# ------------------------------------------------------------------------------- CLI
+def test_cli_wires_teacher_mode(monkeypatch, tmp_path):
+    from zhcls.cli import main
+
+    calls = []
+    fake = types.ModuleType("zhcls.label.local")
+    fake.label_with_checkpoint = lambda *a, **kw: calls.append((a, kw))
+    monkeypatch.setitem(sys.modules, "zhcls.label.local", fake)
+    assert main(["label", "--teacher", "ckpt", "--data", "d", "--out", "o", "--split", "dev",
+                 "--emit", "logits", "--batch-size", "8", "--device", "cpu"]) == 0
+    assert calls == [(("ckpt", "d", "dev", "o"),
+                      {"emit": "logits", "batch_size": 8, "device": "cpu"})]
+
+
+@pytest.mark.parametrize("argv", [
+    ["label", "--data", "d", "--out", "o"],
+    ["label", "--llm", "m", "--teacher", "c", "--data", "d", "--out", "o"],
+])
+def test_cli_needs_exactly_one_teacher(argv, capsys):
+    from zhcls.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "--llm" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_extra_body(small):
+    from zhcls.cli import main
+
+    names, rows, data, out = small
+    assert main(["label", "--llm", "m", "--data", str(data), "--out", str(out),
+                 "--extra-body", "[1]"]) == 2

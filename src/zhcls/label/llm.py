@@ -73,6 +73,9 @@ def label_with_llm(
     opts = _make_options(model, base_url, concurrency, samples, temperature, max_tokens,
                          timeout, max_retries, parse_retries, backoff_base, backoff_max,
                          use_logprobs, json_mode, extra_body)
+    if Path(out_dir).resolve() == Path(data_dir).resolve():
+        raise ZhclsError(f"--out {out_dir} is the input dataset directory; pass a new "
+                         "directory so the original data is not overwritten")
     class_names, split_path, examples = read_label_split(data_dir, split)
     opts.num_classes, opts.rpm, opts.tpm = len(class_names), rpm, tpm
     prompt_obj = _make_prompt(data_dir, class_names, prompt, descriptions, few_shot, use_logprobs)
@@ -82,6 +85,9 @@ def label_with_llm(
     cache_path = Path(cache) if cache else Path(out_dir) / CACHE_NAME
     report = LabelReport(split=split, model=model, output=None, cache=str(cache_path),
                          rows=len(examples), unique_texts=len(set(keys)))
+    if dry_run and not cache_path.exists():  # a dry run leaves no files behind
+        todo = _pending(examples, keys, {}, retry_failed)
+        return _dry_run_report(report, todo, prompt_obj, examples, opts)
     with AnswerCache(cache_path) as store:
         before = store.get_many(keys)
         todo = _pending(examples, keys, before, retry_failed)
