@@ -303,3 +303,9 @@ def test_few_shot_is_deterministic_and_covers_classes():
     assert len(pick_few_shot(pool[:2], 5)) == 2
     rendered = build_prompt(ZH, few_shot=first).render("x")
     assert f"文本：{first[0][0]}\n类别：{ZH[first[0][1]]}" in rendered
+
+
+def test_reasoning_block_is_ignored():
+    raw = ('<think>草稿：{"finance": 0.1, "realty": 0.8, "sports": 0.1}，再想想。</think>\n'
+           '{"finance": 0.7, "realty": 0.2, "sports": 0.1}')
+    assert approx(parse_answer(raw, NAMES).probs, [0.7, 0.2, 0.1])

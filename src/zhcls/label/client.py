@@ -177,8 +177,7 @@ class ChatClient:
             detail = opts.redact(detail) or ""
             self.stats.transient_errors[kind] += 1
             if attempt == opts.max_retries:
-                final = kind if kind in ("timeout", "connection_error", "bad_response") \
-                    else ("http_429_exhausted" if kind == "http_429" else "http_5xx_exhausted")
+                final = _final_kind(kind)
                 raise RequestFailed(final, f"{detail} (after {attempt + 1} attempts)")
             await asyncio.sleep(backoff_delay(attempt, opts.backoff_base, opts.backoff_max,
                                               retry_after))
@@ -187,7 +186,7 @@ class ChatClient:
     def _http_error(self, resp: Any, body: dict) -> tuple[str, str, float | None]:
         code = resp.status_code
         text = self.opts.redact(resp.text[:300].strip()) or ""
-        if code == 429 or code >= 500:
+        if code in (408, 429) or code >= 500:
             return f"http_{code}", f"HTTP {code}: {text}", parse_retry_after(resp.headers)
         if code in FATAL_STATUS:
             raise FatalAPIError(
@@ -198,6 +197,15 @@ class ChatClient:
             self.stats.supports_n = False  # some servers reject n > 1: ask one at a time
             raise RequestFailed("n_rejected", f"HTTP {code} for n={body['n']}: {text}")
         raise RequestFailed(f"http_{code}", f"HTTP {code}: {text}")
+
+
+def _final_kind(kind: str) -> str:
+    """The failure kind recorded when retries of ``kind`` run out."""
+    if kind in ("timeout", "connection_error", "bad_response"):
+        return kind
+    if kind.startswith("http_5"):
+        return "http_5xx_exhausted"
+    return f"{kind}_exhausted"  # http_429_exhausted, http_408_exhausted
 
 
 def _content(choice: Any) -> str | None:

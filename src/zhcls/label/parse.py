@@ -26,6 +26,7 @@ _PROB_FIELDS = ("probability", "prob", "p", "score", "confidence", "概率", "�
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 _PERCENT = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*%$")
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON|javascript|js)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _BARE_KEY = re.compile(r"([{,]\s*)([^\s\"'{}\[\],:][^\"'{}\[\],:]*?)\s*:")
 _BARE_PERCENT = re.compile(r"(:\s*)([+-]?\d+(?:\.\d+)?)\s*%")
@@ -65,15 +66,15 @@ def normalize_name(name: str) -> str:
 def parse_answer(raw: str, class_names: list[str]) -> ParsedAnswer:
     """Parse one answer that should contain a JSON object ``{class name: probability}``.
 
-    Tries, in order: fenced blocks, the whole text, then every balanced ``{...}`` in the
-    text (prose around it is ignored), each first as strict JSON and then with light
-    repairs (curly quotes, single quotes, trailing commas, unquoted keys, bare ``85%``).
+    ``<think>...</think>`` reasoning blocks are dropped first. Then tries, in order: fenced
+    blocks, the whole text, then every balanced ``{...}`` in the text (prose around it is
+    ignored), each first as strict JSON and then with light repairs (curly quotes, single quotes, trailing commas, unquoted keys, bare ``85%``).
     Text with no ``{`` at all is read as ``name: value`` lines. A truncated object (no
     closing brace) is *not* repaired: it is reported unparseable so the caller retries.
     """
     if not isinstance(raw, str) or not raw.strip():
         return ParsedAnswer(None, "empty answer")
-    text = unicodedata.normalize("NFKC", raw)
+    text = _THINK.sub("", unicodedata.normalize("NFKC", raw))
     lookup = {normalize_name(n): i for i, n in enumerate(class_names)}
     first_error: ParsedAnswer | None = None
     for candidate in _json_candidates(text):
