@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import REPO
 from zhcls.config import HEADS, Config, load_config
 from zhcls.errors import ConfigError
-
-from conftest import REPO
 
 YAMLS = sorted((REPO / "configs").glob("*.yaml"))
 

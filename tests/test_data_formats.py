@@ -6,10 +6,9 @@ import json
 
 import pytest
 
+from conftest import THUCNEWS, requires_thucnews
 from zhcls.data.formats import find_split_file, read_class_names, read_split
 from zhcls.errors import DataError
-
-from conftest import THUCNEWS, requires_thucnews
 
 CLASSES = ["体育", "财经", "科技"]
 

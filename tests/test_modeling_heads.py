@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import REPO
 from zhcls.config import HEADS, load_config
 from zhcls.modeling.encoder import load_encoder
 from zhcls.modeling.model import build_model
-
-from conftest import REPO
 
 
 def make_model(tiny_model, head, max_length=32, **over):

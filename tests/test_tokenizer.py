@@ -12,12 +12,11 @@ import shutil
 import pytest
 from transformers import BertTokenizer
 
+from conftest import SENTENCES, THUCNEWS, VOCAB, requires_thucnews, requires_vocab
 from zhcls.data.formats import read_class_names, read_split
 from zhcls.errors import CheckpointError
 from zhcls.modeling.encoder import check_tokenizer_knows_chinese, load_tokenizer, unk_rate
 from zhcls.modeling.tiny import init_tiny
-
-from conftest import SENTENCES, THUCNEWS, VOCAB, requires_thucnews, requires_vocab
 
 
 def real_texts() -> list[str]:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import REPO, tiny_config, write_dataset
 from zhcls.checkpoint import load_checkpoint
 from zhcls.cli import main
 from zhcls.config import HEADS, load_config
@@ -15,8 +16,6 @@ from zhcls.data.formats import read_class_names, read_split
 from zhcls.errors import CheckpointError, DataError
 from zhcls.inference import forward_texts
 from zhcls.training.train import train
-
-from conftest import REPO, tiny_config, write_dataset
 
 
 @pytest.fixture(scope="module")
