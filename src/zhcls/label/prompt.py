@@ -92,7 +92,7 @@ def load_template(path: str | Path | None, *, logprobs: bool = False) -> tuple[s
     """Return (template text, where it came from)."""
     if path is None:
         name = DEFAULT_LOGPROBS_TEMPLATE if logprobs else DEFAULT_TEMPLATE
-        res = resources.files("zhcls").joinpath("resources", "prompts", name)
+        res = resources.files("zhcls").joinpath("resources").joinpath("prompts").joinpath(name)
         return res.read_text(encoding="utf-8"), f"zhcls/resources/prompts/{name}"
     path = Path(path)
     if not path.is_file():
