@@ -184,8 +184,9 @@ class LabelReport:
     def summary(self) -> str:
         """A few human-readable lines for the log / terminal."""
         if self.dry_run:
-            return (f"dry run: {self.rows} rows, {self.unique_texts} distinct texts, "
-                    f"{self.estimated_requests} requests needed (the rest is cached), "
+            cached = self.unique_texts - (self.estimated_requests or 0)
+            return (f"dry run: {self.rows} rows, {self.unique_texts} distinct texts "
+                    f"({cached} already cached), {self.estimated_requests} requests needed, "
                     f"~{self.estimated_prompt_tokens} prompt tokens")
         lines = [
             f"{self.split}: {self.labelled}/{self.rows} rows labelled ({self.from_cache} from "
