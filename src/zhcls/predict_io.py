@@ -1,0 +1,237 @@
+"""Streaming input and output for ``zhcls predict``: texts from arguments, a file or stdin;
+results as a readable table or as JSONL / TSV / CSV, written chunk by chunk so a file of any
+size runs in bounded memory.
+
+Input files, by suffix:
+
+* ``.txt`` / ``.tsv`` / anything else / ``-`` (stdin): one text per line; when a line has tabs
+  the first column is the text (so a labelled ``text<TAB>label`` split file works as is);
+  blank lines are skipped;
+* ``.csv``: a header row with a ``text`` column (``text_field`` to name another);
+* ``.jsonl``: one JSON object per line with a ``"text"`` field, or a bare JSON string.
+
+An empty text inside a record is a :class:`zhcls.errors.DataError` naming file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from zhcls.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("table", "jsonl", "tsv", "csv")
+TABLE_TEXT_WIDTH = 48
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """A text and the 1-based line (or CSV record) it came from; None for argument texts."""
+
+    text: str
+    line: int | None = None
+
+
+@dataclass
+class PredictStats:
+    """How many texts were predicted and how long it took (reading and writing included)."""
+
+    count: int
+    seconds: float
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else float("inf")
+
+
+def iter_records(path: str | Path, text_field: str = "text", encoding: str = "utf-8"
+                 ) -> Iterator[InputRecord]:
+    """Lazily read the texts of ``path`` (``-`` is stdin), format chosen by suffix."""
+    if str(path) == "-":
+        yield from _line_records(sys.stdin, "<stdin>")
+        return
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("input file not found", path)
+    with path.open(encoding=encoding, newline="") as f:
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            yield from _csv_records(f, path, text_field)
+        elif suffix == ".jsonl":
+            yield from _jsonl_records(f, path, text_field)
+        else:
+            yield from _line_records(f, path)
+
+
+def _line_records(f: TextIO, where) -> Iterator[InputRecord]:
+    for line, raw in enumerate(f, start=1):
+        raw = raw.rstrip("\r\n")
+        if not raw.strip():
+            continue
+        text = raw.split("\t", 1)[0]
+        if not text.strip():
+            raise DataError("empty text in the first tab-separated column", where, line)
+        yield InputRecord(text, line)
+
+
+def _csv_records(f: TextIO, path: Path, field: str) -> Iterator[InputRecord]:
+    reader = csv.DictReader(f)
+    if field not in (reader.fieldnames or []):
+        raise DataError(f"CSV header must have a {field!r} column (or pass --text-field NAME); "
+                        f"found {reader.fieldnames}", path, 1)
+    for row in reader:
+        text = row.get(field)
+        if not text or not text.strip():
+            raise DataError(f"empty {field!r} field", path, reader.line_num)
+        yield InputRecord(text, reader.line_num)
+
+
+def _jsonl_records(f: TextIO, path: Path, field: str) -> Iterator[InputRecord]:
+    for line, raw in enumerate(f, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid JSON ({exc.msg})", path, line) from None
+        text = obj.get(field) if isinstance(obj, dict) else obj
+        if not isinstance(text, str):
+            raise DataError(f'expected a JSON object with a string "{field}" field or a JSON '
+                            f"string; found {raw.strip()[:60]}", path, line)
+        if not text.strip():
+            raise DataError(f"empty {field!r} field", path, line)
+        yield InputRecord(text, line)
+
+
+def count_records(path: str | Path) -> int | None:
+    """Number of non-blank lines (a progress-bar total) for line-based files; None otherwise."""
+    path = Path(path)
+    if str(path) == "-" or path.suffix.lower() == ".csv" or not path.is_file():
+        return None
+    with path.open("rb") as f:
+        return sum(1 for raw in f if raw.strip())
+
+
+def display_width(text: str) -> int:
+    """Terminal columns: wide and full-width characters (CJK) take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` display columns, with an ellipsis when cut."""
+    text = " ".join(text.split())
+    if display_width(text) <= width:
+        return text
+    out, used = [], 0
+    for ch in text:
+        w = display_width(ch)
+        if used + w > width - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…"
+
+
+def pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - display_width(text))
+
+
+class ResultWriter:
+    """Writes one row per prediction in ``fmt`` (see :data:`OUTPUT_FORMATS`)."""
+
+    def __init__(self, out: TextIO, fmt: str, labels: list[str], top_k: int = 1,
+                 with_probs: bool = False):
+        if fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
+        self.out, self.fmt, self.labels = out, fmt, labels
+        self.top_k, self.with_probs = top_k, with_probs
+        self.label_width = max(5, *(display_width(n) for n in labels))
+        self._csv = csv.writer(out, delimiter="\t" if fmt == "tsv" else ",",
+                               lineterminator="\n")
+        self.rows = 0
+
+    def header(self) -> None:
+        cols = ["line", "label", "score"] + (["top_k"] if self.top_k > 1 else [])
+        if self.with_probs and self.fmt != "table":
+            cols += [f"p_{name}" for name in self.labels]
+        if self.fmt in ("tsv", "csv"):
+            self._csv.writerow([*cols, "text"])
+        elif self.fmt == "table":
+            ranked = "  top-k" if self.top_k > 1 else ""
+            self.out.write(f"{'#':>5}  {pad('label', self.label_width)}  {'score':>6}  "
+                           f"{pad('text', TABLE_TEXT_WIDTH)}{ranked}\n")
+
+    def write(self, record: InputRecord, pred, probs) -> None:
+        self.rows += 1
+        line = record.line if record.line is not None else self.rows
+        if self.fmt == "jsonl":
+            row = {"line": record.line} if record.line is not None else {}
+            row.update({"text": record.text, **pred.to_dict()})
+            if self.with_probs:
+                row["probs"] = [float(p) for p in probs]
+            self.out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        elif self.fmt == "table":
+            ranked = ""
+            if pred.top_k is not None:
+                ranked = "  " + ", ".join(f"{x.label} {x.score:.3f}" for x in pred.top_k)
+            self.out.write(f"{line:>5}  {pad(pred.label, self.label_width)}  {pred.score:6.4f}  "
+                           f"{pad(clip(record.text, TABLE_TEXT_WIDTH), TABLE_TEXT_WIDTH)}"
+                           f"{ranked}\n")
+        else:
+            cols = [line, pred.label, repr(pred.score)]
+            if pred.top_k is not None:
+                cols.append(";".join(f"{x.label}:{x.score!r}" for x in pred.top_k))
+            if self.with_probs:
+                cols += [repr(float(p)) for p in probs]
+            self._csv.writerow([*cols, " ".join(record.text.split())])
+
+
+def predict_records(clf, records: Iterable[InputRecord], out: TextIO, *, fmt: str = "jsonl",
+                    top_k: int = 1, chunk_size: int = 2048, with_probs: bool = False,
+                    total: int | None = None, progress: bool | None = None) -> PredictStats:
+    """Predict ``records`` chunk by chunk and write each chunk before reading the next.
+
+    ``progress``: True / False, or None for a bar only when stderr is a terminal.
+    """
+    from tqdm import tqdm
+
+    writer = ResultWriter(out, fmt, clf.labels, top_k, with_probs)
+    writer.header()
+    start = time.perf_counter()
+    held: deque[InputRecord] = deque()  # records read but not yet written (≤ one chunk)
+
+    def texts() -> Iterator[str]:
+        for record in records:
+            held.append(record)
+            yield record.text
+
+    bar = tqdm(total=total, unit="text", disable=(None if progress is None else not progress),
+               file=sys.stderr, dynamic_ncols=True)
+    with bar:
+        for pred, probs in clf.predict_iter(texts(), top_k=top_k, chunk_size=chunk_size):
+            writer.write(held.popleft(), pred, probs)
+            bar.update(1)
+    out.flush()
+    return PredictStats(count=writer.rows, seconds=time.perf_counter() - start)
+
+
+def open_output(path: str | None) -> TextIO:
+    """``path`` opened for UTF-8 text, or stdout (as UTF-8) when None or ``-``."""
+    if path in (None, "-"):
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(encoding="utf-8")
+        return sys.stdout
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - caller closes
