@@ -1,0 +1,195 @@
+"""``zhcls export CKPT --format onnx --out DIR``: the whole classifier (encoder + head +
+linear layer) as one ONNX graph ``(input_ids, attention_mask) → logits`` with dynamic batch and
+sequence axes, plus the tokenizer, labels and config, so ``Classifier.load(DIR)`` runs it on
+onnxruntime with the same API.
+
+Every head exports (packed RNNs included) with PyTorch's TorchScript-based exporter, which
+turns ``pack_padded_sequence`` into ONNX ``LSTM``/``GRU`` nodes with per-row sequence lengths.
+The export is checked before it is declared done: on :data:`CHECK_TEXTS` (plus any texts the
+caller passes) onnxruntime's probabilities must match PyTorch's within ``tolerance``.
+
+``quantize="int8"`` also writes ``model.int8.onnx`` (onnxruntime dynamic quantisation: int8
+weights, activations quantised on the fly) and records how far its probabilities move.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zhcls.errors import ZhclsError
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("onnx",)
+QUANTIZE = ("none", "int8")
+DEFAULT_OPSET = 17
+COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                "vocab.txt", "labels.json", "zhcls.yaml", "meta.json", "encoder_config.json")
+# Parity probes: short, long, mixed script, a single character.
+CHECK_TEXTS = (
+    "好", "中超联赛第十轮主队逆转取胜", "央行宣布下调存款准备金率 银行理财产品收益率继续下滑",
+    "新款iPhone搭载自研芯片，售价5999元起", "《英雄联盟》全球总决赛门票今日开售",
+    "教育部：2024年高考报名人数达1342万 各地考点做好防疫准备工作",
+    "房价" * 40, "周杰伦新专辑首周销量破百万 演唱会一票难求",
+)
+
+
+@dataclass
+class ExportResult:
+    """What was written, and how closely onnxruntime matches PyTorch on the check texts."""
+
+    out_dir: Path
+    model_path: Path
+    head: str
+    opset: int
+    check_texts: int
+    max_abs_prob_diff: float
+    int8_path: Path | None = None
+    int8_max_abs_prob_diff: float | None = None
+    int8_top1_agreement: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+class LogitsOnly(torch.nn.Module):
+    """The classifier as the graph sees it: ``(input_ids, attention_mask) → logits (B, C)``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, C)
+
+
+def min_seq_len(config) -> int:
+    """Shortest padded length the graph accepts: a CNN head's widest kernel (the PyTorch head
+    pads short inputs itself; the traced graph keeps the long-input branch)."""
+    return max(config.model.filter_sizes) if config.model.head == "bert_CNN" else 1
+
+
+def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEFAULT_OPSET,
+                quantize: str = "none", check_texts: list[str] | None = None,
+                tolerance: float = 1e-4) -> ExportResult:
+    """Export ``checkpoint`` to ``out_dir`` and verify it (see module docstring)."""
+    from zhcls.checkpoint import load_checkpoint
+
+    if quantize not in QUANTIZE:
+        raise ZhclsError(f"--quantize must be one of {QUANTIZE}, got {quantize!r}")
+    ckpt = load_checkpoint(checkpoint, "cpu")
+    out = Path(out_dir)
+    if out.resolve() == Path(checkpoint).resolve():
+        raise ZhclsError(f"--out {out} is the checkpoint itself; pick a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / "model.onnx"
+    min_len = min_seq_len(ckpt.config)
+    _trace_to_onnx(ckpt, model_path, opset, min_len)
+    _copy_side_files(Path(checkpoint), out)
+    texts = list(CHECK_TEXTS) + list(check_texts or [])
+    torch_probs = _torch_probs(ckpt, texts)
+    diff = _max_diff(torch_probs, _onnx_probs(out, model_path, texts, min_len, ckpt))
+    result = ExportResult(out_dir=out, model_path=model_path, head=ckpt.config.model.head,
+                          opset=opset, check_texts=len(texts), max_abs_prob_diff=diff)
+    if diff > tolerance:
+        raise ZhclsError(f"{model_path}: onnxruntime probabilities differ from PyTorch by up to "
+                         f"{diff:.2e} (> {tolerance:g}) on {len(texts)} check texts for head "
+                         f"{result.head!r}; the export is wrong. Try another --opset")
+    if quantize == "int8":
+        result.int8_path = _quantize_int8(model_path, out / "model.int8.onnx")
+        q_probs = _onnx_probs(out, result.int8_path, texts, min_len, ckpt)
+        result.int8_max_abs_prob_diff = _max_diff(torch_probs, q_probs)
+        result.int8_top1_agreement = float((q_probs.argmax(1) == torch_probs.argmax(1)).mean())
+    _write_info(out, result, ckpt, min_len)
+    logger.info("exported %s to %s (max |Δp| %.2e on %d texts)", checkpoint, model_path, diff,
+                len(texts))
+    return result
+
+
+def _trace_to_onnx(ckpt, model_path: Path, opset: int, min_len: int) -> None:
+    tok = ckpt.tokenizer
+    # Two rows of different lengths so the packed-RNN path is traced with real padding.
+    enc = tok(["中超联赛第十轮主队逆转取胜", "央行降准"], padding=True, return_tensors="pt",
+              return_token_type_ids=False)
+    ids, mask = enc["input_ids"], enc["attention_mask"]  # (2, T)
+    if ids.shape[1] < min_len:
+        extra = min_len - ids.shape[1]
+        ids = torch.nn.functional.pad(ids, (0, extra), value=tok.pad_token_id)
+        mask = torch.nn.functional.pad(mask, (0, extra), value=0)
+    wrapper = LogitsOnly(ckpt.model).eval()
+    axes = {"input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, (ids, mask), str(model_path), dynamo=False,
+                              input_names=["input_ids", "attention_mask"],
+                              output_names=["logits"], dynamic_axes=axes, opset_version=opset)
+    except Exception as exc:  # the exporter raises many untyped errors
+        raise ZhclsError(f"head {ckpt.config.model.head!r} could not be exported to ONNX "
+                         f"(opset {opset}): {type(exc).__name__}: {exc}") from exc
+
+
+def _copy_side_files(src: Path, out: Path) -> None:
+    for name in COPIED_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, out / name)
+
+
+def _torch_probs(ckpt, texts: list[str]) -> np.ndarray:
+    from zhcls.inference import forward_texts, softmax
+
+    return softmax(forward_texts(ckpt.model, ckpt.tokenizer, texts,
+                                 ckpt.config.data.max_length, batch_size=4).logits)
+
+
+def _onnx_probs(out: Path, model_path: Path, texts: list[str], min_len: int, ckpt
+                ) -> np.ndarray:
+    from zhcls.data.dataset import encode_texts
+    from zhcls.inference import softmax
+    from zhcls.onnx_backend import OnnxBackend
+
+    backend = OnnxBackend(model_path, ckpt.tokenizer.pad_token_id, min_len, "cpu")
+    ids = encode_texts(ckpt.tokenizer, texts, ckpt.config.data.max_length)
+    return softmax(backend.logits(ids, batch_size=4))
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max())
+
+
+def _quantize_int8(model_path: Path, int8_path: Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs every tensor it skips on the root logger
+    try:
+        quantize_dynamic(str(model_path), str(int8_path), weight_type=QuantType.QInt8)
+    except Exception as exc:  # onnxruntime raises untyped errors
+        raise ZhclsError(f"int8 quantisation of {model_path} failed: {exc}") from exc
+    finally:
+        root.setLevel(level)
+    return int8_path
+
+
+def _write_info(out: Path, result: ExportResult, ckpt, min_len: int) -> None:
+    info = {"format": "onnx", "inputs": ["input_ids", "attention_mask"], "outputs": ["logits"],
+            "min_seq_len": min_len, "max_length": ckpt.config.data.max_length,
+            "max_position_embeddings": ckpt.model.encoder.config.max_position_embeddings,
+            "source": str(ckpt.path), "torch_version": torch.__version__,
+            **{k: v for k, v in result.to_dict().items() if k not in ("out_dir", "extra")}}
+    info["model_path"] = result.model_path.name  # relative: the directory can be moved
+    if result.int8_path is not None:
+        info["int8_path"] = result.int8_path.name
+    (out / "export.json").write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n",
+                                     encoding="utf-8")
