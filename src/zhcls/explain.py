@@ -1,0 +1,224 @@
+"""Which characters drove a prediction.
+
+* ``ig`` (every head): integrated gradients (Captum's ``LayerIntegratedGradients``) on the
+  word-embedding layer, for the probability of the explained label, from a baseline of the
+  same length where every real token is [PAD] ([CLS]/[SEP] kept). A token's score is its
+  attribution summed over the embedding dimension, divided by the sum of absolute scores:
+  positive pushed towards the label, negative away; the absolute values add up to 1.
+* ``attention`` (``bert_GRU_att`` only): the head's attention weights over the tokens (they
+  add up to 1 over all tokens, [CLS]/[SEP] included; only the text's tokens are shown).
+
+Chinese text is one token per character; a Latin word or a number is one or a few WordPiece
+tokens and is shown as the span of the original text it covers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zhcls.errors import ZhclsError
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("auto", "attention", "ig", "all")
+
+
+@dataclass
+class Explanation:
+    """Token scores per method for one text, with the prediction they explain."""
+
+    text: str
+    tokens: list[str]  # surface text of each token ([CLS]/[SEP] left out)
+    spans: list[tuple[int, int]]  # character offsets of each token in ``text``
+    labels: list[str]
+    probs: list[float]  # label-id order
+    target_id: int  # the label whose probability is explained
+    scores: dict[str, list[float]] = field(default_factory=dict)  # method → one per token
+    truncated: bool = False
+    ig_delta: float | None = None  # IG completeness error (sum of attributions vs Δp)
+
+    @property
+    def label_id(self) -> int:
+        return int(np.argmax(self.probs))
+
+    @property
+    def label(self) -> str:
+        return self.labels[self.label_id]
+
+    def to_dict(self) -> dict:
+        tokens = []
+        for i, (tok, (start, end)) in enumerate(zip(self.tokens, self.spans, strict=True)):
+            row = {"token": tok, "start": start, "end": end}
+            row.update({m: s[i] for m, s in self.scores.items()})
+            tokens.append(row)
+        return {"text": self.text, "label": self.label, "label_id": self.label_id,
+                "score": self.probs[self.label_id], "target": self.labels[self.target_id],
+                "probs": dict(zip(self.labels, self.probs, strict=True)),
+                "methods": list(self.scores), "tokens": tokens, "truncated": self.truncated,
+                "ig_convergence_delta": self.ig_delta}
+
+
+def resolve_methods(method: str, head: str) -> list[str]:
+    """The methods ``method`` stands for with this head; attention needs ``bert_GRU_att``."""
+    if method not in METHODS:
+        raise ZhclsError(f"--method must be one of {METHODS}, got {method!r}")
+    has_attention = head == "bert_GRU_att"
+    if method == "attention" and not has_attention:
+        raise ZhclsError(f"head {head!r} has no attention weights (only bert_GRU_att does); "
+                         "use --method ig")
+    if method in ("auto", "all"):
+        return ["attention", "ig"] if has_attention else ["ig"]
+    return [method]
+
+
+def explain_texts(clf, texts: list[str], *, method: str = "auto", target: str | None = None,
+                  steps: int = 50) -> list[Explanation]:
+    """Explain each text with a :class:`zhcls.Classifier` loaded from a PyTorch checkpoint."""
+    model = getattr(clf.backend, "model", None)
+    if model is None:
+        raise ZhclsError(f"{clf.source}: explanations need gradients, so they need the PyTorch "
+                         "checkpoint directory, not an ONNX export")
+    methods = resolve_methods(method, clf.head)
+    if target is not None and target not in clf.labels:
+        raise ZhclsError(f"--target {target!r} is not a label of this model; labels: "
+                         f"{', '.join(clf.labels)}")
+    if steps < 2:
+        raise ZhclsError(f"--steps must be >= 2, got {steps}")
+    clf.check_texts(texts)
+    return [_explain_one(clf, model, text, methods, target, steps) for text in texts]
+
+
+def _explain_one(clf, model, text: str, methods: list[str], target: str | None,
+                 steps: int) -> Explanation:
+    enc = clf.tokenizer(text, truncation=True, max_length=clf.max_length,
+                        return_offsets_mapping=True, return_token_type_ids=False)
+    full = clf.tokenizer(text, truncation=True, max_length=clf.max_length + 1)["input_ids"]
+    device = next(model.parameters()).device
+    ids = torch.tensor([enc["input_ids"]], device=device)  # (1, T)
+    mask = torch.ones_like(ids)  # (1, T)
+    model.eval()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask)
+    probs = torch.softmax(out.logits.float(), dim=-1)[0].cpu().numpy()  # (C,)
+    target_id = clf.labels.index(target) if target is not None else int(probs.argmax())
+    real = _real_token_positions(enc["input_ids"], clf.tokenizer)
+    spans = [tuple(enc["offset_mapping"][i]) for i in real]
+    expl = Explanation(text=text, tokens=[text[s:e] for s, e in spans], spans=spans,
+                       labels=list(clf.labels), probs=[float(p) for p in probs],
+                       target_id=target_id, truncated=len(full) > clf.max_length)
+    if "attention" in methods:
+        weights = out.attention[0].float().cpu().numpy()  # (T,)
+        expl.scores["attention"] = [float(weights[i]) for i in real]
+    if "ig" in methods:
+        attr, delta = integrated_gradients(model, ids, mask, target_id, clf.tokenizer, steps)
+        expl.scores["ig"] = [float(attr[i]) for i in real]
+        expl.ig_delta = delta
+    return expl
+
+
+def _real_token_positions(ids: list[int], tokenizer) -> list[int]:
+    special = set(tokenizer.all_special_ids)
+    return [i for i, t in enumerate(ids) if t not in special or t == tokenizer.unk_token_id]
+
+
+def integrated_gradients(model, ids: torch.Tensor, mask: torch.Tensor, target: int, tokenizer,
+                         steps: int = 50) -> tuple[np.ndarray, float]:
+    """Per-token IG scores (T,) for p(target), normalised to sum(|score|) = 1, and the
+    convergence delta. Baseline: [PAD] in place of every non-special token."""
+    from captum.attr import LayerIntegratedGradients
+
+    def prob_of(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, C)
+        return torch.softmax(logits.float(), dim=-1)  # (B, C)
+
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}),
+                           device=ids.device)
+    baseline = torch.where(torch.isin(ids, special), ids,
+                           torch.full_like(ids, tokenizer.pad_token_id))  # (1, T)
+    lig = LayerIntegratedGradients(prob_of, model.encoder.get_input_embeddings())
+    # cuDNN RNNs refuse backward in eval mode; the native kernels give the same numbers.
+    with torch.backends.cudnn.flags(enabled=False), torch.enable_grad():
+        attr, delta = lig.attribute(ids, baselines=baseline, target=target,
+                                    additional_forward_args=(mask,), n_steps=steps,
+                                    internal_batch_size=steps, return_convergence_delta=True)
+    per_token = attr.sum(dim=-1)[0].detach().float().cpu().numpy()  # (T,)
+    total = np.abs(per_token).sum()
+    return (per_token / total if total > 0 else per_token), float(delta.abs().max())
+
+
+def write_json(explanations: list[Explanation], path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text("\n".join(json.dumps(e.to_dict(), ensure_ascii=False)
+                              for e in explanations) + "\n", encoding="utf-8")
+    return path
+
+
+METHOD_TITLES = {"ig": "积分梯度 integrated gradients (red: towards the label, blue: against)",
+                 "attention": "注意力权重 attention weights (bert_GRU_att)"}
+
+
+def plot_explanation(expl: Explanation, path: str | Path, per_row: int = 20) -> Path:
+    """A PNG heatmap over the characters, one panel per method, with the predicted label and
+    the top probabilities in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from zhcls.report.fonts import setup_cjk_font
+
+    setup_cjk_font()
+    n = max(1, len(expl.tokens))
+    cols = min(per_row, n)
+    rows = -(-n // cols)
+    methods = list(expl.scores)
+    fig = Figure(figsize=(max(6.0, 0.55 * cols + 1.8), 0.9 + len(methods) * (0.55 * rows + 0.7)))
+    axes = fig.subplots(len(methods), 1, squeeze=False)[:, 0]
+    for ax, method in zip(axes, methods, strict=True):
+        _heatmap(fig, ax, expl, method, rows, cols)
+    fig.suptitle(_title(expl), fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    return path
+
+
+def _title(expl: Explanation) -> str:
+    order = np.argsort(-np.asarray(expl.probs), kind="stable")[:3]
+    top = "  ".join(f"{expl.labels[i]} {expl.probs[i]:.1%}" for i in order)
+    line = f"预测 predicted: {expl.label} ({expl.probs[expl.label_id]:.1%})    概率 top-3: {top}"
+    if expl.target_id != expl.label_id:
+        line += f"\n解释的标签 explained label: {expl.labels[expl.target_id]}"
+    if expl.truncated:
+        line += "\n(text truncated to the model's max_length)"
+    return line
+
+
+def _heatmap(fig, ax, expl: Explanation, method: str, rows: int, cols: int) -> None:
+    scores = np.asarray(expl.scores[method], dtype=float)
+    grid = np.full((rows, cols), np.nan)
+    grid.flat[: len(scores)] = scores
+    if method == "ig":
+        vmax = float(np.abs(scores).max()) if len(scores) else 1.0
+        cmap, vmin = "RdBu_r", -(vmax or 1.0)
+    else:
+        vmax = float(scores.max()) if len(scores) else 1.0
+        cmap, vmin = "Reds", 0.0
+    image = ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax or 1.0, aspect="equal")
+    for i, token in enumerate(expl.tokens):
+        r, c = divmod(i, cols)
+        strong = abs(scores[i]) > 0.6 * max(abs(vmin), abs(vmax or 1.0))
+        ax.text(c, r, token if len(token) <= 6 else token[:5] + "…", ha="center",
+                va="center", fontsize=13 if len(token) == 1 else max(6, 11 - len(token)),
+                color="white" if strong else "black")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(METHOD_TITLES.get(method, method), fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, shrink=0.9)
