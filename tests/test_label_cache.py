@@ -160,8 +160,15 @@ def test_writer_errors(dataset, tmp_path):
         write_labelled_dataset(dataset, "train", tmp_path / "o", [None, None])
     with pytest.raises(ValueError, match="teacher row has 2 values"):
         write_labelled_dataset(dataset, "train", tmp_path / "o", [[0.5, 0.5], None, None])
+    with pytest.raises(ValueError, match="must hold finite numbers"):
+        write_labelled_dataset(dataset, "train", tmp_path / "o", [[float("nan"), 0, 0], None, None])
     with pytest.raises(DataError, match="no dev2 split"):
         write_labelled_dataset(dataset, "dev2", tmp_path / "o", [])
+
+
+def test_logits_may_be_negative(dataset, tmp_path):
+    path = write_labelled_dataset(dataset, "train", tmp_path / "o", [[-1.5, 2, 0.25]] * 3)
+    assert path.read_text("utf-8").splitlines()[0] == "央行降准\t0\t[-1.500000, 2.000000, 0.250000]"
 
 
 def test_format_probs_and_quality():

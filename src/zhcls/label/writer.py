@@ -1,9 +1,9 @@
 """Write a labelled split as a ready knowledge-distillation dataset.
 
 ``OUT/{split}.txt`` gets THUCNews lines ``text<TAB>label_id<TAB>[p0, p1, ...]`` (a JSON list
-with 6 decimals in label-id order); rows whose teacher is missing are written with the two
-columns ``text<TAB>label_id`` — train such a dataset with ``data.teacher_missing:
-hard_label_only``. ``class.txt`` and the other split files are copied unchanged, so OUT can
+with 6 decimals in label-id order: probabilities, or logits from ``--teacher --emit
+logits``); rows whose teacher is missing are written with the two columns
+``text<TAB>label_id`` — train such a dataset with ``data.teacher_missing: hard_label_only``. ``class.txt`` and the other split files are copied unchanged, so OUT can
 be passed to ``zhcls train`` directly. Shared by ``zhcls label --llm`` and ``--teacher``.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import uuid
@@ -92,9 +93,9 @@ def _check_row(row: Sequence[float], k: int, path: Path, line: int) -> None:
     if len(row) != k:
         raise ValueError(f"{path}:{line}: teacher row has {len(row)} values, class.txt names "
                          f"{k} classes")
-    if not all(isinstance(p, (int, float)) and p == p and p >= 0 for p in row):
+    if not all(isinstance(p, (int, float)) and math.isfinite(p) for p in row):
         raise ValueError(f"{path}:{line}: teacher row {json.dumps(list(row))[:80]} must hold "
-                         "non-negative finite numbers")
+                         "finite numbers (probabilities, or logits for --emit logits)")
 
 
 def _copy_other_files(data_dir: Path, out_dir: Path, split: str) -> None:
