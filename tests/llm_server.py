@@ -63,11 +63,12 @@ class LLMTestServer:
     def __init__(self, class_names: list[str], gold: dict[str, int], *, faults: bool = True,
                  support_n: bool = True, delay: float = 0.0, slow_seconds: float = 0.6,
                  retry_after: str = "0.01", fatal_status: int | None = None,
-                 force_fault: str | None = None):
+                 force_fault: str | None = None, reject_n: bool = False):
         self.class_names, self.gold, self.faults = class_names, gold, faults
         self.support_n, self.delay, self.slow_seconds = support_n, delay, slow_seconds
         self.retry_after, self.fatal_status = retry_after, fatal_status
         self.force_fault = force_fault        # same fault for every text (unit-style tests)
+        self.reject_n = reject_n              # answer HTTP 400 to n > 1 (like some providers)
         self.hits: Counter = Counter()        # every request, per text
         self.successes: Counter = Counter()   # well-formed answers served, per text
         self.injected: Counter = Counter()    # fault events (429s, 500s, slow, truncated...)
@@ -145,6 +146,8 @@ class LLMTestServer:
         if self.fatal_status:
             return JSONResponse({"error": {"message": f"Incorrect API key provided: {auth}"}},
                                 status_code=self.fatal_status)
+        if self.reject_n and int(body.get("n", 1)) > 1:
+            return JSONResponse({"error": {"message": "n must be 1"}}, status_code=400)
         prompt = body["messages"][-1]["content"]
         text = self._find_text(prompt)
         if text is None:

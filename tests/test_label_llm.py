@@ -196,12 +196,15 @@ def test_samples_use_n_when_the_server_supports_it(small):
     assert report.labelled == 30 and report.agreement == 1.0
 
 
-def test_samples_fall_back_to_separate_requests(small):
+@pytest.mark.parametrize("how", ["ignored", "rejected"])
+def test_samples_fall_back_to_separate_requests(small, how):
     names, rows, data, out = small
-    with LLMTestServer(names, dict(rows), faults=False, support_n=False) as server:
+    with LLMTestServer(names, dict(rows), faults=False, support_n=False,
+                       reject_n=how == "rejected") as server:
         report = label_with_llm(data, "train", out, model="m", base_url=server.base_url,
-                                samples=3, concurrency=4, **FAST)
-    assert server.total_hits == 90 and report.labelled == 30
+                                samples=3, concurrency=1, **FAST)
+    assert server.total_hits == 90 and report.labelled == 30 and report.failed == 0
+    assert len(server.bodies) == 90 + (how == "rejected")  # one n=3 request was refused
 
 
 def test_use_logprobs(small):

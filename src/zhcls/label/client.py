@@ -139,7 +139,7 @@ class ChatClient:
             if not isinstance(choices, list) or not choices:
                 raise RequestFailed("bad_response", "response has no 'choices' list")
             if ask > 1:
-                self.stats.supports_n = len(choices) >= ask
+                self._note_n_support(len(choices) >= ask, ask)
             for choice in choices[:want]:
                 reply.contents.append(_content(choice))
                 reply.top_logprobs.append(_first_top_logprobs(choice))
@@ -151,6 +151,12 @@ class ChatClient:
             self.stats.prompt_tokens += prompt_tokens
             self.stats.completion_tokens += completion_tokens
         return reply
+
+    def _note_n_support(self, supported: bool, n: int) -> None:
+        if not supported and self.stats.supports_n is not False:
+            logger.warning("the server ignores or rejects n=%d; sending one request per "
+                           "sample instead", n)
+        self.stats.supports_n = supported
 
     async def _post(self, body: dict[str, Any], tokens: int) -> dict:
         import httpx
@@ -179,8 +185,10 @@ class ChatClient:
             if attempt == opts.max_retries:
                 final = _final_kind(kind)
                 raise RequestFailed(final, f"{detail} (after {attempt + 1} attempts)")
-            await asyncio.sleep(backoff_delay(attempt, opts.backoff_base, opts.backoff_max,
-                                              retry_after))
+            delay = backoff_delay(attempt, opts.backoff_base, opts.backoff_max, retry_after)
+            logger.debug("%s (attempt %d/%d); retrying in %.2fs", detail[:120], attempt + 1,
+                         opts.max_retries + 1, delay)
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     def _http_error(self, resp: Any, body: dict) -> tuple[str, str, float | None]:
@@ -194,7 +202,7 @@ class ChatClient:
                 f"server said: {text[:200]}. Check --base-url, --model and the API key "
                 "environment variable (--api-key-env)")
         if body.get("n", 1) > 1 and self.stats.supports_n is None:
-            self.stats.supports_n = False  # some servers reject n > 1: ask one at a time
+            self._note_n_support(False, body["n"])  # some servers reject n > 1
             raise RequestFailed("n_rejected", f"HTTP {code} for n={body['n']}: {text}")
         raise RequestFailed(f"http_{code}", f"HTTP {code}: {text}")
 
