@@ -120,3 +120,24 @@ def test_kd_without_teacher_column_is_an_error(tiny_model, tiny_data, tmp_path):
     cfg = tiny_config(tiny_model, objective__name="kd")
     with pytest.raises(DataError, match="needs teacher soft labels"):
         train(cfg, tiny_data, tmp_path)
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_model, tiny_data, tmp_path):
+    def losses():
+        logs = json.loads((tmp_path / "history.json").read_text("utf-8"))["log_history"]
+        return {h["step"]: h["loss"] for h in logs if "loss" in h}
+
+    first = tiny_config(tiny_model, **{"train__max_steps": 4, "train__eval_steps": 2,
+                                       "train__evaluate_test": "false"})
+    train(first, tiny_data, tmp_path)
+    assert (tmp_path / "checkpoints" / "checkpoint-4").is_dir()
+    before = losses()
+    # A different seed: a run from scratch would log different losses for steps 2 and 4.
+    more = tiny_config(tiny_model, **{"train__max_steps": 6, "train__eval_steps": 2,
+                                      "train__evaluate_test": "false", "train__resume": "true",
+                                      "train__seed": 99})
+    train(more, tiny_data, tmp_path)
+    after = losses()
+    assert sorted(after) == [2, 4, 6]
+    assert after[2] == before[2] and after[4] == before[4]
+    assert json.loads((tmp_path / "metrics.json").read_text("utf-8"))["global_step"] == 6
