@@ -1,0 +1,108 @@
+"""zhcls.export / zhcls.onnx_backend: every head exports with dynamic batch and sequence axes,
+``Classifier.load(DIR)`` runs it on onnxruntime with the same API, and on 200 texts the
+probabilities match PyTorch within 1e-4; int8 quantisation; clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from predict_fixtures import head_checkpoint, sample_texts, trained_checkpoint
+from zhcls.cli import main
+from zhcls.config import HEADS
+from zhcls.errors import ZhclsError
+from zhcls.export import export_onnx
+from zhcls.predict import Classifier
+
+PARITY_TEXTS = 200
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return sample_texts(PARITY_TEXTS)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_every_head_exports_with_probability_parity(tmp_path_factory, tiny_model, texts, head):
+    ckpt = head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, head)
+    out = tmp_path_factory.mktemp(f"onnx-{head}")
+    result = export_onnx(ckpt, out)
+    assert result.max_abs_prob_diff < 1e-4
+    torch_clf = Classifier.load(ckpt, "cpu", batch_size=32)
+    onnx_clf = Classifier.load(out, "cpu", batch_size=32)
+    assert onnx_clf.backend.name == "onnxruntime" and onnx_clf.labels == torch_clf.labels
+    assert onnx_clf.head == head and onnx_clf.max_length == torch_clf.max_length
+    p_torch = torch_clf.predict_proba(texts)  # (200, 3)
+    p_onnx = onnx_clf.predict_proba(texts)
+    assert p_torch.max(axis=1).mean() > 0.6, "probabilities near uniform: parity proves little"
+    diff = float(np.abs(p_torch - p_onnx).max())
+    assert diff < 1e-4, f"{head}: max |p_onnx - p_torch| = {diff:.2e} on {len(texts)} texts"
+    assert [p.label for p in onnx_clf.predict(texts[:20])] == \
+        [p.label for p in torch_clf.predict(texts[:20])]
+
+
+def test_graph_has_dynamic_axes_and_side_files(tmp_path, tiny_model, tmp_path_factory):
+    import onnx
+
+    ckpt = head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, "bert_GRU_att")
+    export_onnx(ckpt, tmp_path / "x")
+    graph = onnx.load(str(tmp_path / "x" / "model.onnx")).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+            for i in graph.input}
+    assert dims == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
+    assert [o.name for o in graph.output] == ["logits"]
+    for name in ("tokenizer.json", "labels.json", "zhcls.yaml", "export.json"):
+        assert (tmp_path / "x" / name).is_file(), name
+    info = json.loads((tmp_path / "x" / "export.json").read_text())
+    assert info["head"] == "bert_GRU_att" and info["model_path"] == "model.onnx"
+
+
+def test_one_text_batches_of_any_size_and_short_cnn_input(tmp_path_factory, tiny_model, tmp_path):
+    ckpt = head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, "bert_CNN")
+    export_onnx(ckpt, tmp_path / "cnn")
+    onnx_clf = Classifier.load(tmp_path / "cnn", "cpu", batch_size=64)
+    torch_clf = Classifier.load(ckpt, "cpu")
+    assert onnx_clf.backend.min_seq_len == 4  # widest kernel of filter_sizes [2, 3, 4]
+    one = onnx_clf.predict_proba("好")  # [CLS] 好 [SEP]: shorter than the widest kernel
+    np.testing.assert_allclose(one, torch_clf.predict_proba("好"), atol=1e-5)
+    many = sample_texts(150)  # batches of 64, 64, 22
+    np.testing.assert_allclose(onnx_clf.predict_proba(many), torch_clf.predict_proba(many),
+                               atol=1e-5)
+
+
+def test_int8_quantisation_via_cli(tmp_path, capsys, tiny_model, tiny_data, tmp_path_factory,
+                                   texts):
+    ckpt = trained_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, tiny_data)
+    out = tmp_path / "q"
+    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out),
+                 "--quantize", "int8"]) == 0
+    printed = capsys.readouterr().out
+    assert "parity on" in printed and "top-1 agreement" in printed
+    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size
+    fp32 = Classifier.load(out, "cpu")
+    int8 = Classifier.load(out, "cpu", quantized=True)
+    assert int8.source.endswith("model.int8.onnx")
+    p32, p8 = fp32.predict_proba(texts), int8.predict_proba(texts)
+    assert (p32.argmax(1) == p8.argmax(1)).mean() >= 0.9
+    assert 0 < float(np.abs(p32 - p8).max()) < 0.2  # quantised: close, but not identical
+    assert main(["predict", str(out), "--quantized", "--format", "jsonl", texts[0]]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["label"] == int8.predict(texts[0]).label
+
+
+def test_export_errors(tmp_path, tmp_path_factory, tiny_model):
+    ckpt = head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, "bert")
+    with pytest.raises(ZhclsError, match="is the checkpoint itself"):
+        export_onnx(ckpt, ckpt)
+    with pytest.raises(ZhclsError, match="--quantize must be one of"):
+        export_onnx(ckpt, tmp_path / "x", quantize="int4")
+    with pytest.raises(ZhclsError, match="checkpoint directory not found"):
+        export_onnx(tmp_path / "nothing", tmp_path / "y")
+    export_onnx(ckpt, tmp_path / "plain")
+    with pytest.raises(ZhclsError, match="model.int8.onnx not found"):
+        Classifier.load(tmp_path / "plain", quantized=True)
+    (tmp_path / "plain" / "export.json").unlink()
+    with pytest.raises(ZhclsError, match="export.json not found"):
+        Classifier.load(tmp_path / "plain")
