@@ -135,6 +135,17 @@ def test_cli_report_prints_silhouette_and_page(runs, single, capsys):
     assert "PCA of the representations" in html
 
 
+def test_teacher_probabilities_shown_when_the_split_has_them(runs, tmp_path, tiny_kd_data):
+    page = build_report([runs["run_ce"]], tmp_path / "kd", data_dir=tiny_kd_data, method="pca")
+    wrong = read_wrong_samples(page.parent / "wrong_samples.jsonl")
+    assert wrong, "the 6-step model should make mistakes on the dev split"
+    for row in wrong:  # the teacher puts 0.8 on the gold class of every line
+        assert row["teacher"][row["gold"]] == pytest.approx(0.8)
+    html = page.read_text(encoding="utf-8")
+    assert "<th>teacher p(gold)</th>" in html and '<td class="num">0.800</td>' in html
+    assert "teacher p(gold)" in (page.parent / "confused_pairs.md").read_text(encoding="utf-8")
+
+
 # ----------------------------------------------------------------------------- comparison
 def test_comparison_shows_both_maps_and_scores(runs, single, caplog):
     a, b = runs["run_ce"], runs["run_scl"]
