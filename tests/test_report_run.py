@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import struct
 from html.parser import HTMLParser
 from pathlib import Path
@@ -144,6 +145,24 @@ def test_teacher_probabilities_shown_when_the_split_has_them(runs, tmp_path, tin
     html = page.read_text(encoding="utf-8")
     assert "<th>teacher p(gold)</th>" in html and '<td class="num">0.800</td>' in html
     assert "teacher p(gold)" in (page.parent / "confused_pairs.md").read_text(encoding="utf-8")
+
+
+def test_single_class_split_gives_a_report_without_map(runs, tmp_path, tiny_data):
+    data = tmp_path / "one-class"
+    data.mkdir()
+    (data / "class.txt").write_text((tiny_data / "class.txt").read_text(encoding="utf-8"),
+                                    encoding="utf-8")
+    lines = (tiny_data / "dev.txt").read_text(encoding="utf-8").splitlines()
+    (data / "dev.txt").write_text("\n".join(x for x in lines if x.endswith("\t0")) + "\n",
+                                  encoding="utf-8")
+    page = build_report([runs["run_ce"]], tmp_path / "r", data_dir=data)
+    assert "No map: the dev split could not be scored" in page.read_text(encoding="utf-8")
+    assert not (page.parent / "representation_map.png").exists()
+    assert json.loads((page.parent / "report.json").read_text(encoding="utf-8"))[
+        "silhouette"] is None
+    copies = [shutil.copytree(runs[name], tmp_path / name) for name in ("run_ce", "run_scl")]
+    with pytest.raises(ZhclsError, match="cannot compare representation maps"):
+        build_report(copies, tmp_path / "cmp", data_dir=data)
 
 
 # ----------------------------------------------------------------------------- comparison

@@ -36,6 +36,13 @@ REPORT_FORMAT = 1
 TOP_PAIRS = 10
 EXAMPLES_PER_PAIR = 5
 METHODS = ("tsne", "pca")
+IMAGES = {
+    "curves": "curves.png",
+    "confusion": "confusion_matrix.png",
+    "confusion_normalized": "confusion_matrix_normalized.png",
+    "per_class": "per_class.png",
+    "map": "representation_map.png",
+}
 
 
 @dataclass
@@ -51,7 +58,7 @@ class RunReport:
     config: dict
     split_metrics: dict
     run_metrics: dict | None
-    silhouette: float
+    silhouette: float | None
     n_points: int
     max_points: int
     method: str
@@ -137,12 +144,8 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
     split_metrics = _evaluate(best, split_path, class_names, report_dir, device)
     has_history = _plot_curves(run, report_dir)
     reps, labels = _sample(report_dir / "predictions.npz", max_points)
-    from zhcls.report.embedding import plot_embedding_map
-
-    score = plot_embedding_map(
-        reps, labels, class_names, report_dir / "representation_map.png",
-        title=f"{name} ({config.objective.name}): {split} representations, n={len(labels)}",
-        method=method)
+    title = f"{name} ({config.objective.name}): {split} representations, n={len(labels)}"
+    score = _plot_map(reps, labels, class_names, report_dir / IMAGES["map"], title, method)
     pairs = _write_pairs(split_metrics, class_names, report_dir)
     images = {k: f for k, f in IMAGES.items() if (report_dir / f).is_file()}
     report = RunReport(run, report_dir, name, split, str(split_path), class_names,
@@ -152,18 +155,23 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
     from zhcls.report.html import render_run_page
 
     report.html.write_text(render_run_page(report), encoding="utf-8")
-    logger.info("report of %s written to %s (silhouette %.3f on %d %s examples)",
-                run, report.html, score, len(labels), split)
+    logger.info("report of %s written to %s (silhouette %s on %d %s examples)",
+                run, report.html, "–" if score is None else f"{score:.3f}", len(labels), split)
     return report
 
 
-IMAGES = {
-    "curves": "curves.png",
-    "confusion": "confusion_matrix.png",
-    "confusion_normalized": "confusion_matrix_normalized.png",
-    "per_class": "per_class.png",
-    "map": "representation_map.png",
-}
+def _plot_map(reps: np.ndarray, labels: np.ndarray, class_names: list[str], path: Path,
+              title: str, method: str) -> float | None:
+    """The representation map; None (and no map) when the split cannot be scored, e.g.
+    when it holds a single class."""
+    from zhcls.report.embedding import plot_embedding_map
+
+    try:
+        return plot_embedding_map(reps, labels, class_names, path, title=title, method=method)
+    except ValueError as exc:
+        logger.warning("no representation map: %s", exc)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def build_comparison(reports: list[RunReport], out: str | Path, *, method: str = "tsne") -> Path:
@@ -175,6 +183,10 @@ def build_comparison(reports: list[RunReport], out: str | Path, *, method: str =
 
     out = Path(out)
     first = reports[0]
+    unscored = [str(r.run_dir) for r in reports if r.silhouette is None]
+    if unscored:
+        raise ZhclsError(f"cannot compare representation maps: no map for {unscored} (see "
+                         "the warning above); the split needs at least 2 classes")
     for other in reports[1:]:
         check_labels_match(first.class_names, other.class_names,
                            f"{other.run_dir} (compared with {first.run_dir})")
@@ -312,7 +324,7 @@ def _load_cached(run: Path, report_dir: Path, split_path: Path, max_points: int,
     return RunReport(run, report_dir, name, summary["split"], summary["split_path"],
                      summary["class_names"], read_config(run / "best").to_dict(),
                      _read_json(report_dir / "metrics.json"), _read_json(run / "metrics.json"),
-                     float(summary["silhouette"]), int(summary["n_points"]), max_points, method,
+                     summary["silhouette"], int(summary["n_points"]), max_points, method,
                      summary["images"], pairs, bool(summary["has_history"]), reps, labels)
 
 
