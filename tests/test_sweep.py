@@ -169,6 +169,14 @@ def test_sweep_runs_grid_writes_summary_and_resumes(tmp_path, tiny_model, tiny_k
     assert after["test"] == before["test"]
 
 
+def test_sweep_needs_an_existing_dataset(tmp_path):
+    with pytest.raises(ConfigError, match="no dataset given; pass --data"):
+        run_sweep(CONFIG, None, {"train.lr": [1e-3]}, 1, tmp_path / "s")
+    with pytest.raises(ConfigError, match="dataset directory .*nowhere not found"):
+        run_sweep(CONFIG, tmp_path / "nowhere", {"train.lr": [1e-3]}, 1, tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
 def test_cli_rejects_unknown_grid_key_before_training(tmp_path, capsys):
     out = tmp_path / "sweep"
     code = main(["sweep", "--config", str(CONFIG), "--out", str(out),

@@ -182,6 +182,11 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
 
     out = Path(out_dir)
     runs = plan_sweep(config_path, grid, seeds, out, overrides)
+    data = data_dir or load_config(config_path, overrides).data.dir
+    if data is None or not Path(data).is_dir():
+        raise ConfigError(f"sweep: dataset directory {data} not found; pass --data DIR (a "
+                          "folder with train/dev/test and class.txt)" if data else
+                          "sweep: no dataset given; pass --data DIR")
     todo = [r for r in runs if not r.finished]
     n_seeds = len({r.seed for r in runs})
     logger.info("sweep: %d runs (%d combinations x %d seeds), %d finished, %d to train, in %s",
