@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,8 @@ def training_arguments(config: Config, out: Path, n_train: int):
 
     t = config.train
     precision = resolve_precision(t.precision)
+    if t.precision == "auto" and precision == "fp32" and cpu_has_native_bf16():
+        precision = "bf16"  # bf16 autocast: ~5x faster matmuls on AVX512-BF16 / AMX CPUs
     steps_per_epoch = math.ceil(n_train / (t.batch_size * t.grad_accum))
     total = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
     eval_steps = min(t.eval_steps, total)
@@ -121,12 +124,42 @@ def training_arguments(config: Config, out: Path, n_train: int):
         save_steps=eval_steps, save_total_limit=t.save_total_limit, load_best_model_at_end=True,
         metric_for_best_model=metric, greater_is_better=t.metric_for_best != "loss",
         logging_steps=t.logging_steps, report_to=[], seed=t.seed, data_seed=t.seed,
-        bf16=precision == "bf16", fp16=precision == "fp16", tf32=torch.cuda.is_available() or None,
+        bf16=precision == "bf16", fp16=precision == "fp16", tf32=_tf32_available() or None,
         dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False, label_names=["labels"], torch_compile=t.compile,
         disable_tqdm=False, save_only_model=False, use_cpu=not torch.cuda.is_available(),
-        ddp_find_unused_parameters=False,
+        ddp_find_unused_parameters=_ddp_find_unused(config),
+        ddp_backend=_ddp_backend(),
     )
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 matrix instructions (AVX512-BF16 or AMX-BF16), where bf16
+    autocast trains several times faster than fp32; elsewhere bf16 would be emulated."""
+    if torch.cuda.is_available() or not hasattr(torch.cpu, "get_capabilities"):
+        return False
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def _ddp_backend() -> str | None:
+    """gloo for CPU runs under torchrun (accelerate would pick MPI when torch has it); the
+    default (NCCL on GPUs) otherwise. Single-process runs must not name a backend."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return "gloo" if launched and not torch.cuda.is_available() else None
+
+
+def _tf32_available() -> bool:
+    """TF32 matmuls need an Ampere or newer GPU (TrainingArguments rejects tf32 elsewhere)."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+
+
+def _ddp_find_unused(config: Config) -> bool:
+    """DDP must look for parameters without gradients when the model has some: the encoder's
+    pooler when the head reads token states, the projection head when no SCL term uses it."""
+    pooler_unused = config.model.head not in ("bert", "ERNIE")
+    projection_unused = config.objective.representation != "head" and not config.objective.uses_scl
+    return pooler_unused or projection_unused
 
 
 def _has_tensorboard() -> bool:

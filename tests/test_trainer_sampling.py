@@ -1,0 +1,145 @@
+"""ZhclsTrainer's batching and logging: length-grouped training batches in a random order,
+length-sorted evaluation batches, loss terms summed on the device and logged as means."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from zhcls.training.trainer import ShuffledLengthGroupedSampler
+
+
+def _lengths(n: int = 2000, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(5, 33, size=n)
+
+
+def _groups(sampler: ShuffledLengthGroupedSampler) -> list[list[int]]:
+    order = list(sampler)
+    g = sampler.group_size
+    return [order[i:i + g] for i in range(0, len(order), g)]
+
+
+def test_every_index_once_per_epoch():
+    lengths = _lengths(1003)
+    sampler = ShuffledLengthGroupedSampler(lengths, 16, seed=3)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert sorted(order) == list(range(1003)) and len(sampler) == 1003
+
+
+def test_groups_have_similar_lengths_unlike_random_batches():
+    lengths = _lengths()
+    sampler = ShuffledLengthGroupedSampler(lengths, 32, seed=0)
+    grouped = np.mean([lengths[g].max() - lengths[g].min() for g in _groups(sampler)])
+    rng = np.random.default_rng(1)
+    random = np.mean([np.ptp(lengths[rng.choice(len(lengths), 32, replace=False)])
+                      for _ in range(50)])
+    assert grouped < 4 and random > 20  # lengths 5..32: random batches span nearly all of it
+
+
+def test_group_order_is_random_not_sorted():
+    lengths = _lengths()
+    sampler = ShuffledLengthGroupedSampler(lengths, 32, seed=0)
+    maxima = [int(lengths[g].max()) for g in _groups(sampler)]
+    assert maxima[0] == lengths.max()  # the longest group first (early out-of-memory)
+    steps = np.diff(maxima[1:])
+    # transformers' LengthGroupedSampler walks each mega-batch from long to short; here the
+    # groups are shuffled, so the next group is as often longer as shorter.
+    assert 0.3 < np.mean(steps > 0) < 0.7
+
+
+def test_shuffle_depends_on_seed_and_epoch_only():
+    lengths = _lengths()
+    a, b = ShuffledLengthGroupedSampler(lengths, 8, seed=5), ShuffledLengthGroupedSampler(lengths, 8, seed=5)
+    assert list(a) == list(b)  # every DDP rank computes the same order
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first  # a new grouping and order each epoch
+    a.set_epoch(0)
+    assert list(a) == first
+    assert list(ShuffledLengthGroupedSampler(lengths, 8, seed=6)) != first
+
+
+def test_short_group_is_last():
+    lengths = _lengths(100)
+    groups = _groups(ShuffledLengthGroupedSampler(lengths, 16, seed=0))
+    assert [len(g) for g in groups] == [16] * 6 + [4]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="group_size >= 1"):
+        ShuffledLengthGroupedSampler([3, 4], 0)
+    with pytest.raises(ValueError, match="non-empty"):
+        ShuffledLengthGroupedSampler([], 4)
+
+
+@pytest.fixture(scope="module")
+def trainer(tiny_model, tiny_data, tmp_path_factory):
+    """A ZhclsTrainer on the tiny dataset, built as ``train()`` builds it."""
+    from zhcls.data.dataset import Collator
+    from zhcls.modeling.encoder import load_encoder, load_tokenizer
+    from zhcls.modeling.model import build_model
+    from zhcls.training.train import build_objective, prepare, training_arguments
+    from zhcls.training.trainer import ZhclsTrainer, compute_metrics
+
+    config = tiny_config(tiny_model, **{"train__batch_size": 4, "train__eval_batch_size": 5})
+    tokenizer = load_tokenizer(config.model.pretrained)
+    data = prepare(config, tiny_data, tokenizer)
+    out = Path(tmp_path_factory.mktemp("trainer"))
+    args = training_arguments(config, out, len(data.encoded["train"]))
+    model = build_model(load_encoder(config.model.pretrained), config, len(data.class_names))
+    return ZhclsTrainer(model=model, args=args, train_dataset=data.encoded["train"],
+                        eval_dataset=data.encoded["dev"],
+                        data_collator=Collator(tokenizer.pad_token_id),
+                        compute_metrics=compute_metrics, objective=build_objective(config),
+                        zh_config=config)
+
+
+def test_train_loader_uses_the_grouped_sampler(trainer):
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, ShuffledLengthGroupedSampler) and sampler.group_size == 4
+    lengths = np.asarray(trainer.train_dataset.lengths)
+    spans = []
+    for batch in trainer.get_train_dataloader():
+        n = batch["attention_mask"].sum(1).numpy()  # (B,) true lengths
+        assert batch["input_ids"].shape[1] == n.max()  # dynamic padding
+        spans.append(np.ptp(n))
+    assert len(spans) == len(lengths) // 4 and np.mean(spans) <= 2
+
+
+def test_random_batches_when_grouping_is_off(trainer):
+    trainer.zh_config.train.group_by_length = False
+    try:
+        assert not isinstance(trainer._get_train_sampler(), ShuffledLengthGroupedSampler)
+    finally:
+        trainer.zh_config.train.group_by_length = True
+
+
+def test_eval_batches_are_sorted_longest_first(trainer):
+    maxima = []
+    seen = 0
+    for batch in trainer.get_eval_dataloader():
+        n = batch["attention_mask"].sum(1)  # (B,)
+        assert torch.all(n[:-1] >= n[1:])
+        maxima.append(int(n.max()))
+        seen += len(n)
+    assert seen == len(trainer.eval_dataset) and maxima == sorted(maxima, reverse=True)
+    assert maxima[0] > maxima[-1]
+
+
+def test_loss_terms_are_averaged_at_log_time(trainer):
+    for ce, scl in ((1.0, 0.5), (3.0, 1.5)):
+        trainer._add_terms({"ce": torch.tensor(ce), "scl": torch.tensor(scl),
+                            "total": torch.tensor(ce + scl)})
+    assert all(v.device.type == "cpu" and v.dim() == 0 for v in trainer._term_sums.values())
+    trainer.log({"loss": 3.0})
+    logged = trainer.state.log_history[-1]
+    assert logged["loss_ce"] == pytest.approx(2.0) and logged["loss_scl"] == pytest.approx(1.0)
+    assert "loss_total" not in logged and trainer._term_count == 0
+    trainer.log({"eval_loss": 1.0})  # evaluation logs carry no train terms
+    assert not any(k.startswith("loss_") for k in trainer.state.log_history[-1])
