@@ -264,8 +264,14 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
         if rows:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
-            writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
+            writer.writerows([{k: _cell(v) for k, v in r.items()} for r in rows])
     return path
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return round(value, 6) if isinstance(value, float) else value
 
 
 def format_summary_md(table: list[dict[str, Any]], keys: list[str], planned: int,
