@@ -1,8 +1,8 @@
 """Checkpoints for the prediction / serving / export / explanation tests, built once per
 test session (shared by every test file that imports these helpers):
 
-* :func:`trained_checkpoint`: the tiny BERT from ``conftest.tiny_model`` fine-tuned for a few
-  dozen steps on ``conftest.tiny_data`` with the real ``zhcls train``;
+* :func:`trained_checkpoint`: the tiny BERT from ``conftest.tiny_model`` fine-tuned for 60
+  steps on ``conftest.tiny_data`` with the real ``zhcls train``;
 * :func:`head_checkpoint`: an untrained checkpoint for any head, saved with the real
   ``save_checkpoint``; its classifier weights are scaled up so probabilities are far from
   uniform (a parity test on near-uniform probabilities would prove little).
@@ -44,13 +44,14 @@ def sample_texts(n: int) -> list[str]:
 
 
 def trained_checkpoint(base: Path, tiny_model: Path, tiny_data: Path) -> Path:
-    """A ``bert`` head fine-tuned for 30 steps; its ``best`` checkpoint directory."""
+    """A ``bert`` head fine-tuned for 60 steps (fits the 18 sentences); its ``best``
+    checkpoint directory."""
     key = (str(base), "trained")
     if key not in _BUILT:
         from zhcls.training.train import train
 
-        config = tiny_config(tiny_model, "bert", train__max_steps=30, train__eval_steps=30,
-                             train__evaluate_test="false", train__lr="3e-3")
+        config = tiny_config(tiny_model, "bert", train__max_steps=60, train__eval_steps=60,
+                             train__evaluate_test="false", train__lr="5e-3")
         _BUILT[key] = train(config, tiny_data, base / "trained-run").best_dir
     return _BUILT[key]
 
@@ -74,6 +75,16 @@ def head_checkpoint(base: Path, tiny_model: Path, head: str) -> Path:
             model.classifier.weight.mul_(20.0)
         _BUILT[key] = save_checkpoint(base / f"ckpt-{head}", model,
                                       load_tokenizer(str(tiny_model)), config, CLASSES)
+    return _BUILT[key]
+
+
+def onnx_export(base: Path, checkpoint: Path, name: str) -> Path:
+    """``checkpoint`` exported with the real ``export_onnx`` (once per session and name)."""
+    key = (str(base), f"onnx-{name}")
+    if key not in _BUILT:
+        from zhcls.export import export_onnx
+
+        _BUILT[key] = export_onnx(checkpoint, base / f"onnx-{name}").out_dir
     return _BUILT[key]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from predict_fixtures import head_checkpoint, trained_checkpoint
+from predict_fixtures import head_checkpoint, onnx_export, trained_checkpoint
 from zhcls.cli import main
 from zhcls.errors import ZhclsError
 from zhcls.explain import explain_texts, integrated_gradients, plot_explanation
@@ -124,8 +124,7 @@ def test_cli_json_and_png(trained, tmp_path, capsys):
     assert code == 0 and "heatmap:" in printed and png_size(tmp_path / "x.png")[0] > 600
 
 
-def test_cli_refuses_onnx_exports(trained, tmp_path):
-    from zhcls.export import export_onnx
-
-    export_onnx(trained, tmp_path / "onnx")
-    assert main(["explain", str(tmp_path / "onnx"), TEXT]) == 2
+def test_cli_refuses_onnx_exports(tmp_path_factory, tiny_model):
+    base = tmp_path_factory.getbasetemp()
+    out = onnx_export(base, head_checkpoint(base, tiny_model, "bert"), "bert")
+    assert main(["explain", str(out), TEXT]) == 2

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from predict_fixtures import head_checkpoint, sample_texts, trained_checkpoint
+from predict_fixtures import head_checkpoint, onnx_export, sample_texts, trained_checkpoint
 from zhcls.cli import main
 from zhcls.config import HEADS
 from zhcls.errors import ZhclsError
@@ -26,10 +26,11 @@ def texts():
 
 @pytest.mark.parametrize("head", HEADS)
 def test_every_head_exports_with_probability_parity(tmp_path_factory, tiny_model, texts, head):
-    ckpt = head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, head)
-    out = tmp_path_factory.mktemp(f"onnx-{head}")
-    result = export_onnx(ckpt, out)
-    assert result.max_abs_prob_diff < 1e-4
+    base = tmp_path_factory.getbasetemp()
+    ckpt = head_checkpoint(base, tiny_model, head)
+    out = onnx_export(base, ckpt, head)
+    info = json.loads((out / "export.json").read_text())
+    assert info["max_abs_prob_diff"] < 1e-4 and info["head"] == head
     torch_clf = Classifier.load(ckpt, "cpu", batch_size=32)
     onnx_clf = Classifier.load(out, "cpu", batch_size=32)
     assert onnx_clf.backend.name == "onnxruntime" and onnx_clf.labels == torch_clf.labels
@@ -43,26 +44,26 @@ def test_every_head_exports_with_probability_parity(tmp_path_factory, tiny_model
         [p.label for p in torch_clf.predict(texts[:20])]
 
 
-def test_graph_has_dynamic_axes_and_side_files(tmp_path, tiny_model, tmp_path_factory):
+def test_graph_has_dynamic_axes_and_side_files(tiny_model, tmp_path_factory):
     import onnx
 
-    ckpt = head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, "bert_GRU_att")
-    export_onnx(ckpt, tmp_path / "x")
-    graph = onnx.load(str(tmp_path / "x" / "model.onnx")).graph
+    base = tmp_path_factory.getbasetemp()
+    out = onnx_export(base, head_checkpoint(base, tiny_model, "bert_GRU_att"), "bert_GRU_att")
+    graph = onnx.load(str(out / "model.onnx")).graph
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
             for i in graph.input}
     assert dims == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
     assert [o.name for o in graph.output] == ["logits"]
     for name in ("tokenizer.json", "labels.json", "zhcls.yaml", "export.json"):
-        assert (tmp_path / "x" / name).is_file(), name
-    info = json.loads((tmp_path / "x" / "export.json").read_text())
+        assert (out / name).is_file(), name
+    info = json.loads((out / "export.json").read_text())
     assert info["head"] == "bert_GRU_att" and info["model_path"] == "model.onnx"
 
 
-def test_one_text_batches_of_any_size_and_short_cnn_input(tmp_path_factory, tiny_model, tmp_path):
-    ckpt = head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, "bert_CNN")
-    export_onnx(ckpt, tmp_path / "cnn")
-    onnx_clf = Classifier.load(tmp_path / "cnn", "cpu", batch_size=64)
+def test_one_text_batches_of_any_size_and_short_cnn_input(tmp_path_factory, tiny_model):
+    base = tmp_path_factory.getbasetemp()
+    ckpt = head_checkpoint(base, tiny_model, "bert_CNN")
+    onnx_clf = Classifier.load(onnx_export(base, ckpt, "bert_CNN"), "cpu", batch_size=64)
     torch_clf = Classifier.load(ckpt, "cpu")
     assert onnx_clf.backend.min_seq_len == 4  # widest kernel of filter_sizes [2, 3, 4]
     one = onnx_clf.predict_proba("好")  # [CLS] 好 [SEP]: shorter than the widest kernel
@@ -100,9 +101,12 @@ def test_export_errors(tmp_path, tmp_path_factory, tiny_model):
         export_onnx(ckpt, tmp_path / "x", quantize="int4")
     with pytest.raises(ZhclsError, match="checkpoint directory not found"):
         export_onnx(tmp_path / "nothing", tmp_path / "y")
-    export_onnx(ckpt, tmp_path / "plain")
+    import shutil
+
+    plain = shutil.copytree(onnx_export(tmp_path_factory.getbasetemp(), ckpt, "bert"),
+                            tmp_path / "plain")
     with pytest.raises(ZhclsError, match="model.int8.onnx not found"):
-        Classifier.load(tmp_path / "plain", quantized=True)
-    (tmp_path / "plain" / "export.json").unlink()
+        Classifier.load(plain, quantized=True)
+    (plain / "export.json").unlink()
     with pytest.raises(ZhclsError, match="export.json not found"):
-        Classifier.load(tmp_path / "plain")
+        Classifier.load(plain)

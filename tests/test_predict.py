@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import SENTENCES
-from predict_fixtures import head_checkpoint, sample_texts, trained_checkpoint, zhcls_command
+from predict_fixtures import head_checkpoint, sample_texts, trained_checkpoint
 from zhcls.cli import main
 from zhcls.predict import Classifier, InputTextError
 from zhcls.predict_io import clip, display_width, iter_records
@@ -191,7 +191,7 @@ def test_cli_errors_exit_2_without_a_traceback(tmp_path, capsys, ckpt):
     assert code == 2
 
 
-def test_fresh_python_session_matches_cli_exactly(tmp_path, ckpt):
+def test_fresh_python_session_matches_cli_exactly(tmp_path, capsys, ckpt):
     """Acceptance 1: the API in a new interpreter and ``zhcls predict`` give identical
     labels and scores (same texts, same batches → bit-identical float32)."""
     texts = sample_texts(9)
@@ -204,10 +204,10 @@ def test_fresh_python_session_matches_cli_exactly(tmp_path, ckpt):
                                     text=True, check=True).stdout)
     src = tmp_path / "texts.txt"
     src.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    cli = subprocess.run([*zhcls_command(), "predict", str(ckpt), "--file", str(src),
-                          "--format", "jsonl", "--top-k", "2", "--probs", "--device", "cpu"],
-                         capture_output=True, text=True, check=True)
-    rows = [json.loads(line) for line in cli.stdout.splitlines()]
+    code, out, _ = run_cli(capsys, "predict", str(ckpt), "--file", str(src), "--format",
+                           "jsonl", "--top-k", "2", "--probs", "--device", "cpu")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0
     assert [{k: r[k] for k in ("label", "label_id", "score", "top_k")} for r in rows] == api["all"]
     assert [r["probs"] for r in rows] == api["proba"]
     assert api["one"]["label"] == api["all"][0]["label"]
