@@ -95,6 +95,8 @@ class TrainConfig:
     save_total_limit: int = 2
     tensorboard: bool = True
     evaluate_test: bool = True
+    report: bool = True
+    report_max_points: int = 1000
 
     def validate(self) -> None:
         for key in ("lr", "batch_size", "eval_batch_size", "epochs", "grad_accum", "eval_steps",
