@@ -77,7 +77,7 @@ def tiny_config(pretrained: Path, head: str = "bert", **train):
                  "--model.dpcnn_filters", "8", "--model.attention_dim", "8",
                  "--train.batch_size", "8", "--train.eval_batch_size", "32",
                  "--train.max_steps", "6", "--train.eval_steps", "3", "--train.logging_steps", "2",
-                 "--train.lr", "1e-3", "--train.tensorboard", "false"]
+                 "--train.lr", "1e-3", "--train.tensorboard", "false", "--train.report", "false"]
     for key, value in train.items():
         overrides += [f"--{key.replace('__', '.')}", str(value)]
     return load_config(REPO / "configs" / "tiny.yaml", overrides)

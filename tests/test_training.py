@@ -98,7 +98,8 @@ def test_every_head_trains_from_its_yaml(head, tiny_model, tiny_data, tmp_path):
     cfg = load_config(REPO / "configs" / f"{head}.yaml", [
         "--model.pretrained", str(tiny_model), "--train.max_steps", "3",
         "--train.batch_size", "8", "--train.eval_steps", "3", "--train.evaluate_test", "false",
-        "--train.tensorboard", "false", "--model.rnn_hidden", "16", "--model.num_filters", "8",
+        "--train.tensorboard", "false", "--train.report", "false", "--model.rnn_hidden", "16",
+        "--model.num_filters", "8",
         "--model.dpcnn_filters", "8"])
     result = train(cfg, tiny_data, tmp_path)
     assert result.dev_metrics["loss"] > 0
