@@ -64,13 +64,16 @@ def timed(clf, texts: list[str]) -> tuple[float, np.ndarray]:
     return time.perf_counter() - start, probs
 
 
-def run_cli(target: Path, file: Path, extra: list[str]) -> tuple[float, float | None]:
-    """Wall time of ``zhcls predict --file`` (process start included) and its own texts/s."""
+def run_cli(target: Path, file: Path, extra: list[str], threads: int
+            ) -> tuple[float, float | None]:
+    """Wall time of ``zhcls predict --file`` (process start included) and its own texts/s.
+    ``threads`` > 0 is passed as ``--threads``."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "zhcls", "predict", str(target), "--file",
                                str(file), "--format", "jsonl", "--out", f"{tmp}/out.jsonl",
-                               "--device", "cpu", "--no-progress", *extra],
+                               "--device", "cpu", "--no-progress", *extra,
+                              *(["--threads", str(threads)] if threads else [])],
                               capture_output=True, text=True, check=True)
         wall = time.perf_counter() - start
         lines = len(Path(tmp, "out.jsonl").read_text(encoding="utf-8").splitlines())
@@ -96,7 +99,6 @@ def main() -> int:
 
     logging.basicConfig(level=logging.WARNING)
     from zhcls.export import export_onnx
-    from zhcls.onnx_backend import OnnxBackend
     from zhcls.predict import Classifier
 
     if args.threads:
@@ -118,10 +120,8 @@ def main() -> int:
     rows.append(("Classifier.predict (torch)", len(texts), batched_s, torch_p))
     for name, quantized in (("Classifier.predict (onnxruntime fp32)", False),
                             ("Classifier.predict (onnxruntime int8)", True)):
-        clf = Classifier.load(onnx_dir, "cpu", batch_size=args.batch_size, quantized=quantized)
-        if args.threads:
-            clf.backend = OnnxBackend(Path(clf.source), clf.tokenizer.pad_token_id,
-                                      clf.backend.min_seq_len, "cpu", threads=args.threads)
+        clf = Classifier.load(onnx_dir, "cpu", batch_size=args.batch_size, quantized=quantized,
+                              threads=args.threads or None)
         seconds, probs = timed(clf, texts)
         rows.append((name, len(texts), seconds, probs))
     report(rows, torch_p, labels)
@@ -132,7 +132,7 @@ def main() -> int:
         for name, target, extra in (("torch", Path(args.checkpoint), []),
                                     ("onnxruntime fp32", onnx_dir, []),
                                     ("onnxruntime int8", onnx_dir, ["--quantized"])):
-            wall, own = run_cli(target, file, extra)
+            wall, own = run_cli(target, file, extra, args.threads)
             print(f"  {name:<18} wall {wall:6.1f} s   reported {own:8.0f} texts/s")
     tmp.cleanup()
     return 0

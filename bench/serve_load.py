@@ -84,12 +84,14 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=50, help="requests per client")
     ap.add_argument("--texts-per-request", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, help="--threads for the servers (model CPU threads)")
     args = ap.parse_args()
     if args.clients * args.requests > 20_000:
         ap.error("keep the test bounded: clients x requests <= 20000")
 
     print(f"checkpoint {args.checkpoint}; {args.clients} clients x {args.requests} requests, "
-          f"{args.texts_per_request} text(s) each, server and clients on 127.0.0.1")
+          f"{args.texts_per_request} text(s) each, server threads {args.threads or 'default'}, "
+          "server and clients on 127.0.0.1")
     print(f"\n{'server':<32} {'clients':>7} {'req/s':>8} {'texts/s':>8} {'p50 ms':>7} "
           f"{'p95 ms':>7} {'p99 ms':>7} {'batch':>6} {'errors':>6}")
     failed = 0
@@ -99,8 +101,9 @@ def main() -> int:
                   (args.clients,)))
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags, client_counts in scenarios:
+            threads = ["--threads", str(args.threads)] if args.threads else []
             server = ServerProcess(Path(args.checkpoint), Path(tmp) / "serve.log", "--device",
-                                   args.device, *flags)
+                                   args.device, *threads, *flags)
             try:
                 for clients in client_counts:
                     requests = args.requests if clients > 1 else args.requests * 4

@@ -42,6 +42,11 @@ def test_every_head_exports_with_probability_parity(tmp_path_factory, tiny_model
     assert diff < 1e-4, f"{head}: max |p_onnx - p_torch| = {diff:.2e} on {len(texts)} texts"
     assert [p.label for p in onnx_clf.predict(texts[:20])] == \
         [p.label for p in torch_clf.predict(texts[:20])]
+    if head == "bert":
+        one_thread = Classifier.load(out, "cpu", threads=1)
+        np.testing.assert_allclose(one_thread.predict_proba(texts[:20]), p_onnx[:20], atol=1e-6)
+        with pytest.raises(ZhclsError, match="threads must be >= 1"):
+            Classifier.load(out, "cpu", threads=0)
 
 
 def test_graph_has_dynamic_axes_and_side_files(tiny_model, tmp_path_factory):

@@ -133,22 +133,31 @@ class Classifier:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", *, batch_size: int = 64,
              long_text: str = "truncate", quantized: bool = False,
-             max_length: int | None = None) -> Classifier:
+             max_length: int | None = None, threads: int | None = None) -> Classifier:
         """Load a checkpoint directory (PyTorch) or an ONNX export directory (onnxruntime).
 
         ``device``: ``auto`` | ``cpu`` | ``cuda[:N]``. ``quantized``: use the int8 model of an
         ONNX export made with ``--quantize int8``. ``max_length`` overrides the checkpoint's
-        token limit (at most the encoder's position limit).
+        token limit (at most the encoder's position limit). ``threads``: CPU threads for the
+        model (onnxruntime: this session; PyTorch: ``torch.set_num_threads``, process-wide);
+        None keeps the library default. One thread is often fastest on a busy machine.
         """
         path = Path(path)
+        if threads is not None and threads < 1:
+            raise ZhclsError(f"threads must be >= 1, got {threads}")
         if is_onnx_dir(path):
-            return cls._load_onnx(path, device, batch_size, long_text, quantized, max_length)
+            return cls._load_onnx(path, device, batch_size, long_text, quantized, max_length,
+                                  threads)
         if quantized:
             raise ZhclsError(f"{path}: quantized=True needs an ONNX export directory made with "
                              "`zhcls export CKPT --format onnx --quantize int8 --out DIR`")
+        import torch
+
         from zhcls.checkpoint import load_checkpoint
         from zhcls.devices import resolve_device
 
+        if threads is not None:
+            torch.set_num_threads(threads)
         ckpt = load_checkpoint(path, resolve_device(device))
         limit = ckpt.model.encoder.config.max_position_embeddings
         length = _check_max_length(max_length or ckpt.config.data.max_length, limit, path)
@@ -160,7 +169,8 @@ class Classifier:
 
     @classmethod
     def _load_onnx(cls, path: Path, device: str, batch_size: int, long_text: str,
-                   quantized: bool, max_length: int | None) -> Classifier:
+                   quantized: bool, max_length: int | None, threads: int | None
+                   ) -> Classifier:
         from zhcls.checkpoint import read_config, read_labels
         from zhcls.modeling.encoder import load_tokenizer
         from zhcls.onnx_backend import OnnxBackend, read_export_info
@@ -174,7 +184,8 @@ class Classifier:
         config = read_config(path)
         length = _check_max_length(max_length or config.data.max_length,
                                    info["max_position_embeddings"], path)
-        backend = OnnxBackend(model_file, tokenizer.pad_token_id, info["min_seq_len"], device)
+        backend = OnnxBackend(model_file, tokenizer.pad_token_id, info["min_seq_len"], device,
+                              threads)
         logger.info("loaded ONNX export %s (%s, head %s) with %s", path, model_file.name,
                     config.model.head, backend.providers)
         return cls(backend, tokenizer, read_labels(path), length, batch_size=batch_size,

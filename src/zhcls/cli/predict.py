@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--long-text", default="truncate", choices=("truncate", "error"),
                    help="texts over the model's max_length tokens: truncate (default) or error")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, help="CPU threads for the model (default: library "
+                   "default; 1 is often fastest on a busy machine)")
     p.add_argument("--quantized", action="store_true",
                    help="use model.int8.onnx of an ONNX export made with --quantize int8")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise ZhclsError('no input: give texts (zhcls predict CKPT "文本"), --file PATH, or '
                          "pipe text into stdin (one text per line)")
     clf = Classifier.load(args.checkpoint, args.device, batch_size=args.batch_size,
-                          long_text=args.long_text, quantized=args.quantized)
+                          long_text=args.long_text, quantized=args.quantized,
+                          threads=args.threads)
     clf.check_top_k(args.top_k)
     if args.texts:
         clf.check_texts(args.texts)  # fail before any output is written

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="texts per model call when micro-batching (default 64; 1 = off)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a batch waits for more requests (default 5 ms)")
+    p.add_argument("--threads", type=int, help="CPU threads for the model (default: library "
+                   "default)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=run)
@@ -41,5 +43,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"zhcls serve: http://{args.host}:{args.port}  (docs: /docs, metrics: /metrics)",
           flush=True)
     serve(args.checkpoint, args.host, args.port, device=args.device, settings=settings,
-          quantized=args.quantized, batch_size=args.batch_size, log_level=args.log_level)
+          quantized=args.quantized, batch_size=args.batch_size, threads=args.threads,
+          log_level=args.log_level)
     return 0

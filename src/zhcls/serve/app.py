@@ -217,10 +217,11 @@ def _version() -> str:
 
 def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, *, device: str = "auto",
           settings: ServeSettings | None = None, quantized: bool = False,
-          batch_size: int = 64, log_level: str = "info") -> None:
+          batch_size: int = 64, threads: int | None = None, log_level: str = "info") -> None:
     """Load ``checkpoint`` (or an ONNX export) and serve it with uvicorn until stopped."""
     import uvicorn
 
-    clf = Classifier.load(checkpoint, device, quantized=quantized, batch_size=batch_size)
+    clf = Classifier.load(checkpoint, device, quantized=quantized, batch_size=batch_size,
+                          threads=threads)
     app = create_app(clf, settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
