@@ -115,3 +115,31 @@ def test_export_errors(tmp_path, tmp_path_factory, tiny_model):
     (plain / "export.json").unlink()
     with pytest.raises(ZhclsError, match="export.json not found"):
         Classifier.load(plain)
+
+
+def test_real_ernie_encoder_exports_with_parity(tmp_path, tiny_model, texts):
+    """ERNIE checkpoints carry an ErnieModel encoder (task-type embeddings), not BERT."""
+    import torch
+    from transformers import ErnieConfig, ErnieModel
+
+    from conftest import REPO
+    from zhcls.checkpoint import save_checkpoint
+    from zhcls.config import load_config
+    from zhcls.modeling.encoder import load_tokenizer
+    from zhcls.modeling.model import build_model
+
+    tok = load_tokenizer(str(tiny_model))
+    torch.manual_seed(0)
+    encoder = ErnieModel(ErnieConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=64,
+                                     use_task_id=True))
+    config = load_config(REPO / "configs" / "ERNIE.yaml", ["--model.pretrained", str(tiny_model)])
+    model = build_model(encoder, config, 3).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(20.0)
+    ckpt = save_checkpoint(tmp_path / "ernie", model, tok, config, ["a", "b", "c"])
+    export_onnx(ckpt, tmp_path / "onnx")
+    p_torch = Classifier.load(ckpt, "cpu").predict_proba(texts)
+    p_onnx = Classifier.load(tmp_path / "onnx", "cpu").predict_proba(texts)
+    assert p_torch.max(axis=1).mean() > 0.6
+    assert float(np.abs(p_torch - p_onnx).max()) < 1e-4

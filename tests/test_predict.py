@@ -83,6 +83,10 @@ def test_text_rules(clf):
         clf.predict_proba(["a", "b", 3])
     with pytest.raises(InputTextError, match="expected a string or a list"):
         clf.predict_proba(42)
+    with pytest.raises(InputTextError, match="found bytes; decode it first"):
+        clf.predict("体育".encode())
+    as_array = clf.predict_proba(np.array(["好", "中超联赛"]))  # any iterable of str works
+    np.testing.assert_allclose(as_array, clf.predict_proba(("好", "中超联赛")), atol=1e-6)
     with pytest.raises(InputTextError, match="top_k must be an integer from 1 to 3"):
         clf.predict("好", top_k=4)
     assert clf.predict_proba([]).shape == (0, 3) and clf.predict([]) == []

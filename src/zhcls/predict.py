@@ -197,15 +197,19 @@ class Classifier:
 
     # ---- encoding -------------------------------------------------------------------------
 
-    def check_texts(self, texts: str | Sequence[str], offset: int = 0) -> list[str]:
-        """Apply the type and emptiness rules; returns the texts as a list."""
+    def check_texts(self, texts: str | Iterable[str], offset: int = 0) -> list[str]:
+        """Apply the type and emptiness rules; returns the texts as a list (any iterable of
+        strings is accepted: list, tuple, numpy array, pandas Series)."""
         if isinstance(texts, str):
             texts = [texts]
-        elif not isinstance(texts, Sequence):
+        elif isinstance(texts, bytes | bytearray) or not isinstance(texts, Iterable):
             raise InputTextError(f"expected a string or a list of strings, found "
-                                 f"{type(texts).__name__}")
+                                 f"{type(texts).__name__}" + ("; decode it first (UTF-8)"
+                                                              if isinstance(texts, bytes) else ""))
+        elif not isinstance(texts, list):
+            texts = list(texts)  # tuples, numpy arrays, pandas Series, generators
         for i, text in enumerate(texts):
-            if not isinstance(text, str):
+            if not isinstance(text, str):  # numpy.str_ is a str
                 raise InputTextError(f"text {i + offset}: expected a string, found "
                                      f"{type(text).__name__} {text!r:.40}", i + offset)
             if not text.strip():
