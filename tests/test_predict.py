@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SENTENCES
+from conftest import SENTENCES, THUCNEWS, requires_thucnews
 from predict_fixtures import head_checkpoint, sample_texts, trained_checkpoint
 from zhcls.cli import main
 from zhcls.predict import Classifier, InputTextError
@@ -215,3 +215,19 @@ def test_fresh_python_session_matches_cli_exactly(tmp_path, capsys, ckpt):
     assert [{k: r[k] for k in ("label", "label_id", "score", "top_k")} for r in rows] == api["all"]
     assert [r["probs"] for r in rows] == api["proba"]
     assert api["one"]["label"] == api["all"][0]["label"]
+
+
+@requires_thucnews
+def test_cli_streams_the_shared_10000_line_test_file(tmp_path, capsys, ckpt):
+    """Acceptance 2: the shared test file (text<TAB>label) streams to JSONL with a throughput
+    line; one row per input line, in order."""
+    src = THUCNEWS / "test.txt"
+    out = tmp_path / "test.jsonl"
+    code, _, err = run_cli(capsys, "predict", str(ckpt), "--file", str(src), "--format", "jsonl",
+                           "--out", str(out), "--device", "cpu", "--chunk-size", "1500")
+    assert code == 0 and "predicted 10000 texts in" in err and "texts/s" in err
+    first_texts = [line.split("\t")[0] for line in src.read_text(encoding="utf-8").splitlines()]
+    with out.open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == 10000 and [r["line"] for r in rows] == list(range(1, 10001))
+    assert [r["text"] for r in rows[::997]] == first_texts[::997]
