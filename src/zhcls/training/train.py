@@ -242,7 +242,22 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
                                            "best_checkpoint": trainer.state.best_model_checkpoint,
                                            "global_step": trainer.state.global_step})
         logger.info("best checkpoint: %s", best)
+        if config.train.report:
+            _write_report(out, config)
     return TrainResult(out, best, dev, test)
+
+
+def _write_report(out: Path, config: Config) -> None:
+    """The run report (curves, confusion matrices, representation map, errors) in OUT/report.
+    A failure here is logged, never fatal: the trained model is already saved."""
+    from zhcls.report.run_report import build_report
+
+    try:
+        page = build_report([out], max_points=config.train.report_max_points)
+        logger.info("report: %s", page)
+    except Exception as exc:  # noqa: BLE001 - the run itself succeeded
+        logger.warning("could not write the run report (%s: %s); retry with `zhcls report %s`",
+                       type(exc).__name__, exc, out)
 
 
 def _resume_point(config: Config, out: Path) -> bool | None:
