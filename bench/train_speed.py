@@ -3,7 +3,8 @@
     ZHCLS_CACHE=/tmp/zhcache .venv/bin/python bench/train_speed.py \\
         --data ../shared/data/thucnews --vocab ../shared/data/bert-base-chinese-vocab.txt
 
-Both runs start from the same randomly initialised tiny BERT (``zhcls init-tiny``), train
+Both runs start from the same randomly initialised tiny BERT (``zhcls init-tiny``, 2 layers,
+hidden 128) with the research code's head (pooled [CLS] -> linear; zhcls head ``bert``), train
 ``--steps`` optimisation steps of ``--batch-size`` sentences with the same learning rate,
 and evaluate the whole dev set every ``--eval-every`` steps (3 times for 300/100). The
 baseline (``bench/baseline_research_loop.py``) pads every sentence to 32, trains in fp32
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3, help="same for both (configs/tiny.yaml)")
+    p.add_argument("--lr", type=float, default=1e-3, help="the same for both runs")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", help="work dir (default: a temporary one)")
@@ -121,18 +122,30 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, work: Path) -> dict:
             "samples_per_s": result.samples_per_s, "dev_acc": final_acc}
 
 
-def run_zhcls(args: argparse.Namespace, model_dir: Path, work: Path, tag: str) -> dict:
+def zhcls_variants() -> dict[str, str]:
+    """{--train.precision value: what it runs as}: fp32, and ``auto`` when it means
+    something else on this machine (bf16 autocast on a CPU with bf16 matmul units)."""
+    from zhcls.training.train import cpu_has_native_bf16, resolve_precision
+
+    auto = "bf16" if cpu_has_native_bf16() else resolve_precision("auto")
+    return {"fp32": "fp32"} if auto == "fp32" else {"fp32": "fp32", "auto": auto}
+
+
+def run_zhcls(args: argparse.Namespace, model_dir: Path, work: Path, tag: str,
+              precision: str) -> dict:
     from zhcls.config import load_config
     from zhcls.training.train import train
 
     config = load_config(REPO / "configs" / "tiny.yaml", [
-        "--model.pretrained", str(model_dir), "--train.batch_size", str(args.batch_size),
+        "--model.pretrained", str(model_dir), "--model.head", "bert",  # the research model
+        "--train.batch_size", str(args.batch_size),
         "--train.max_steps", str(args.steps), "--train.eval_steps", str(args.eval_every),
-        "--train.lr", str(args.lr), "--train.evaluate_test", "false",
-        "--train.tensorboard", "false", "--train.require_improvement", str(10 * args.steps),
+        "--train.lr", str(args.lr), "--train.precision", precision,
+        "--train.evaluate_test", "false", "--train.tensorboard", "false", "--train.report", "false",
+        "--train.require_improvement", str(10 * args.steps),
         "--data.cache_dir", str(work / "prep-cache")])
     t0 = time.perf_counter()
-    result = train(config, args.data, work / f"zhcls-{tag}")
+    result = train(config, args.data, work / f"zhcls-{precision}-{tag}")
     end_to_end = time.perf_counter() - t0
     logs = json.loads((result.output_dir / "history.json").read_text("utf-8"))["log_history"]
     summary = next(e for e in logs if "train_runtime" in e)
@@ -146,27 +159,34 @@ def run_zhcls(args: argparse.Namespace, model_dir: Path, work: Path, tag: str) -
             "end_to_end_s": end_to_end}
 
 
-def report(runs: list[tuple[dict, dict]], prep: dict[str, float], args) -> dict:
-    ratios = [z["samples_per_s"] / b["samples_per_s"] for b, z in runs]
+def _row(name: str, r: dict) -> str:
+    return (f"{name:<15}{r['samples_per_s']:>10.1f}{r['loop_s']:>9.1f}{r['train_s']:>9.1f}"
+            f"{r['eval_s']:>8.1f}{r['evals']:>6}{r['dev_acc']:>9.4f}")
+
+
+def report(runs: list[dict], variants: dict[str, str], prep: dict[str, float], args) -> dict:
+    """Print one table per repeat and the median ratio per zhcls variant."""
     print(f"\ntraining speed: {args.steps} steps x batch {args.batch_size}, full dev eval every "
           f"{args.eval_every} steps, torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY')}")
-    print(f"{'run':<10}{'samples/s':>10}{'loop s':>9}{'train s':>9}{'eval s':>8}{'evals':>6}"
-          f"{'dev acc':>9}")
-    for i, (b, z) in enumerate(runs):
-        for name, r in (("baseline", b), ("zhcls", z)):
-            print(f"{name:<10}{r['samples_per_s']:>10.1f}{r['loop_s']:>9.1f}{r['train_s']:>9.1f}"
-                  f"{r['eval_s']:>8.1f}{r['evals']:>6}{r['dev_acc']:>9.4f}")
-        print(f"  ratio zhcls / baseline (repeat {i + 1}): {ratios[i]:.2f}x  "
-              f"(train part {b['train_s'] / z['train_s']:.2f}x, eval part "
-              f"{b['eval_s'] / z['eval_s']:.2f}x)")
-    median = statistics.median(ratios)
-    print(f"samples/s ratio zhcls / baseline: {median:.2f}x (median of {len(ratios)})")
+    ratios: dict[str, list[float]] = {v: [] for v in variants}
+    for i, run in enumerate(runs):
+        b = run["baseline"]
+        print(f"repeat {i + 1}\n{'run':<15}{'samples/s':>10}{'loop s':>9}{'train s':>9}"
+              f"{'eval s':>8}{'evals':>6}{'dev acc':>9}\n{_row('baseline fp32', b)}")
+        for v, effective in variants.items():
+            z = run[v]
+            ratios[v].append(z["samples_per_s"] / b["samples_per_s"])
+            print(f"{_row(f'zhcls {effective}', z)}   {ratios[v][-1]:.2f}x (train part "
+                  f"{b['train_s'] / z['train_s']:.2f}x, eval part {b['eval_s'] / z['eval_s']:.2f}x)")
+    medians = {v: statistics.median(r) for v, r in ratios.items()}
+    for v, effective in variants.items():
+        print(f"samples/s ratio zhcls ({v} -> {effective}) / baseline: {medians[v]:.2f}x "
+              f"(median of {len(ratios[v])})")
     print(f"data preparation (train+dev): baseline per-line {prep['baseline']:.1f} s, zhcls "
           f"{prep['zhcls_cold']:.1f} s first run, {prep['zhcls_cached']:.2f} s from the cache")
-    return {"args": vars(args), "runs": [{"baseline": b, "zhcls": z} for b, z in runs],
-            "ratios": ratios, "median_ratio": median, "data_prep_s": prep,
-            "torch_threads": torch.get_num_threads()}
+    return {"args": vars(args), "variants": variants, "runs": runs, "ratios": ratios,
+            "median_ratio": medians, "data_prep_s": prep, "torch_threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,15 +197,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    variants = zhcls_variants()
     with tempfile.TemporaryDirectory(prefix="zhcls-train-speed-") as tmp:
         work = Path(args.out or tmp)
         work.mkdir(parents=True, exist_ok=True)
         model_dir = prepare_model(args, work)
         prep = time_data_prep(args, model_dir, work)
         runs = []
-        for i in range(args.repeats):
-            runs.append((run_baseline(args, model_dir, work), run_zhcls(args, model_dir, work, str(i))))
-        results = report(runs, prep, args)
+        for i in range(args.repeats):  # alternate, so a busy spell hits every variant alike
+            run = {"baseline": run_baseline(args, model_dir, work)}
+            for v in variants:
+                run[v] = run_zhcls(args, model_dir, work, str(i), v)
+            runs.append(run)
+        results = report(runs, variants, prep, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0

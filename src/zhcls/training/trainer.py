@@ -12,10 +12,12 @@ ranks (global batch = per-device batch x world size) and, with
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -94,7 +96,7 @@ class ZhclsTrainer(Trainer):
         self._term_count = 0
         self._digest: RankDigestCallback | None = None
         if os.environ.get(RANK_DIGEST_ENV):
-            self._digest = RankDigestCallback(Path(os.environ[RANK_DIGEST_ENV]))
+            self._digest = RankDigestCallback(Path(os.environ[RANK_DIGEST_ENV]), self.args)
             self.add_callback(self._digest)
         if not self.is_world_process_zero():  # replicas log warnings only, as transformers does
             logging.getLogger("zhcls").setLevel(logging.WARNING)
@@ -256,17 +258,48 @@ def weights_digest(model: torch.nn.Module) -> str:
 class RankDigestCallback(TrainerCallback):
     """Debug hook behind ``ZHCLS_RANK_DIGEST_DIR``: writes ``rank<N>.json`` with the weights'
     digest after the last optimisation step and after training (best model reloaded), the
-    pid, and a fingerprint of every training row this rank computed a loss on."""
+    pid, and a fingerprint of every training row this rank computed a loss on. Under DDP it
+    also audits, from its creation on, which files this process creates (``os.mkdir``) or
+    opens for writing from Python inside the run directory, and writes them to
+    ``rank<N>.writes.json`` when the process exits (C++ writers such as ``torch.save``'s zip
+    writer or safetensors are not seen; their directories are)."""
 
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, args):
         self.out_dir = out_dir
         self.rows: list[str] = []
         self.last_step_digest: str | None = None
+        self.writes: list[str] = []
+        if args.world_size > 1:
+            sys.addaudithook(self._audit_hook(os.path.abspath(Path(args.output_dir).parent)))
+            atexit.register(self._dump_writes, args.process_index)
 
     def record_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
         for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
             row = [t for t, m in zip(ids, mask, strict=True) if m]
             self.rows.append(hashlib.sha1(str(row).encode()).hexdigest()[:16])
+
+    def _audit_hook(self, root: str):
+        write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+        def hook(event: str, ev_args: tuple) -> None:
+            if event == "open":
+                path, mode, flags = ev_args
+                writing = any(c in mode for c in "wax+") if isinstance(mode, str) else \
+                    isinstance(flags, int) and bool(flags & write_flags)
+            elif event in ("os.mkdir", "os.rename", "os.replace"):
+                path, writing = ev_args[1] if event != "os.mkdir" else ev_args[0], True
+            else:
+                return
+            if writing and isinstance(path, str | os.PathLike):
+                full = os.path.abspath(os.fspath(path))
+                if isinstance(full, str) and full.startswith(root + os.sep):
+                    self.writes.append(os.path.relpath(full, root))
+
+        return hook
+
+    def _dump_writes(self, rank: int) -> None:
+        path = self.out_dir / f"rank{rank}.writes.json"
+        path.write_text(json.dumps(sorted(set(self.writes))), encoding="utf-8")
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if model is not None:
