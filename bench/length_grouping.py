@@ -11,9 +11,9 @@ budget, three seeds, batches drawn three ways:
         --data ../shared/data/thucnews --vocab ../shared/data/bert-base-chinese-vocab.txt
 
 The model and the rest of the recipe are configs/tiny.yaml's (init-tiny 1 layer, hidden 128;
-head bert_CNN, lr 2e-3); ``--steps`` optimisation steps of ``--batch-size``, one dev
-evaluation at the end. Prints dev accuracy mean ± std per arm, the padded tokens per batch
-and the training time.
+its head and lr unless ``--head`` / ``--lr``); ``--steps`` optimisation steps of
+``--batch-size``, one dev evaluation at the end. Prints dev accuracy mean ± std per arm, the
+padded tokens per batch and the training time.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=str(SHARED / "thucnews"))
     p.add_argument("--vocab", default=str(SHARED / "bert-base-chinese-vocab.txt"))
     p.add_argument("--model", help="existing tiny encoder dir (default: init-tiny into --out)")
+    p.add_argument("--layers", type=int, default=1, help="init-tiny layers (hidden 128)")
+    p.add_argument("--head", help="model.head (default: configs/tiny.yaml's)")
+    p.add_argument("--lr", type=float, help="train.lr (default: configs/tiny.yaml's)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -79,7 +82,9 @@ def run(args: argparse.Namespace, model_dir: Path, work: Path, arm: str, seed: i
         "--train.max_steps", str(args.steps), "--train.eval_steps", str(args.steps),
         "--train.seed", str(seed), "--train.group_by_length", str(arm != "random").lower(),
         "--train.precision", args.precision, "--train.evaluate_test", "false",
-        "--train.report", "false", "--train.tensorboard", "false"])
+        "--train.report", "false", "--train.tensorboard", "false",
+        *(["--model.head", args.head] if args.head else []),
+        *(["--train.lr", str(args.lr)] if args.lr else [])])
     _use_sorted_runs(arm == "sorted-runs")
     try:
         result = train(config, args.data, work / f"{arm}-{seed}")
@@ -122,14 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         if model_dir is None:
             from zhcls.modeling.tiny import init_tiny
 
-            model_dir = init_tiny(work / "model", vocab=args.vocab, layers=1, hidden=128, heads=2)
+            model_dir = init_tiny(work / "model", vocab=args.vocab, layers=args.layers,
+                                  hidden=128, heads=2)
         started = time.perf_counter()
         runs = [run(args, model_dir, work, arm, seed) for seed in args.seeds for arm in args.arms]
         widths = padded_tokens_per_batch(model_dir, args.data, args.batch_size)
     from zhcls.config import load_config
 
     tiny = load_config(REPO / "configs" / "tiny.yaml")
-    print(f"\nlength grouping: configs/tiny.yaml (head {tiny.model.head}, lr {tiny.train.lr:g}), "
+    head, lr = args.head or tiny.model.head, args.lr or tiny.train.lr
+    print(f"\nlength grouping: configs/tiny.yaml with head {head}, lr {lr:g}, "
           f"{args.steps} steps x batch {args.batch_size}, seeds {args.seeds}, precision "
           f"{args.precision}, {time.perf_counter() - started:.0f} s in all")
     print(f"{'arm':<13}{'dev acc mean':>13}{'std':>8}{'per seed':>28}{'train s':>9}{'pad width':>10}")

@@ -143,3 +143,23 @@ def test_loss_terms_are_averaged_at_log_time(trainer):
     assert "loss_total" not in logged and trainer._term_count == 0
     trainer.log({"eval_loss": 1.0})  # evaluation logs carry no train terms
     assert not any(k.startswith("loss_") for k in trainer.state.log_history[-1])
+
+
+def test_tensorboard_from_rank0_only_and_after_training(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from transformers import TrainerControl, TrainerState
+
+    from zhcls.training.trainer import TensorBoardLogCallback
+
+    cb, control = TensorBoardLogCallback(tmp_path / "tb"), TrainerControl()
+    replica = TrainerState(global_step=2, is_world_process_zero=False)
+    cb.on_log(None, replica, control, logs={"loss": 9.0})
+    assert not (tmp_path / "tb").exists()  # another DDP rank: no events file at all
+    cb.on_log(None, TrainerState(global_step=2), control, logs={"loss": 1.5, "loss_ce": 1.5})
+    cb.on_train_end(None, TrainerState(global_step=4), control)
+    cb.on_log(None, TrainerState(global_step=4), control, logs={"eval_accuracy": 0.75})
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(2, 1.5)]
+    assert [(e.step, e.value) for e in events.Scalars("eval/accuracy")] == [(4, 0.75)]
+    assert len(list((tmp_path / "tb").iterdir())) == 1
