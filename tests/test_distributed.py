@@ -145,8 +145,6 @@ def test_only_rank0_writes(torchrun_run):
     assert writes[1] and not stray, stray
 
 
-@pytest.mark.xfail(strict=True, reason="train() builds its SummaryWriter on every rank (an empty "
-                   "events file from rank 1); fixed by TensorBoardLogCallback in train()")
 def test_only_rank0_writes_tensorboard(torchrun_run):
     _, out, digests = torchrun_run
     r0, r1 = _ranks(digests)

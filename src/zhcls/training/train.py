@@ -216,10 +216,9 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), history],
     )
     if config.train.tensorboard and _has_tensorboard():
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
+        from zhcls.training.trainer import TensorBoardLogCallback
 
-        trainer.add_callback(TensorBoardCallback(SummaryWriter(str(out / "tensorboard"))))
+        trainer.add_callback(TensorBoardLogCallback(out / "tensorboard"))
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ZhclsProgressCallback())
     _log_plan(config, data, args)
