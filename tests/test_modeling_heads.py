@@ -22,17 +22,24 @@ def make_model(tiny_model, head, max_length=32, **over):
     return build_model(load_encoder(str(tiny_model)), cfg, num_labels=5).eval()
 
 
+def in_vocab(raw: torch.Tensor, model) -> torch.Tensor:
+    """Token ids valid for any vocabulary size (the shared vocab or a small character one)."""
+    return raw % model.encoder.config.vocab_size
+
+
 @pytest.mark.parametrize("head", HEADS)
 def test_shapes_and_padding_invariance(tiny_model, head):
     model = make_model(tiny_model, head)
-    ids = torch.tensor([[101, 704, 1290, 1957, 2094, 2110, 7368, 102],
+    raw = torch.tensor([[101, 704, 1290, 1957, 2094, 2110, 7368, 102],
                         [101, 3330, 3173, 102, 0, 0, 0, 0]])  # (2, 8)
-    mask = (ids != 0).long()
+    mask = (raw != 0).long()
+    ids = in_vocab(raw, model)
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask)
         alone = model(input_ids=ids[1:, :4], attention_mask=mask[1:, :4])  # unpadded copy
         wide = torch.cat([ids, torch.zeros(2, 20, dtype=torch.long)], 1)  # more padding
-        padded = model(input_ids=wide, attention_mask=(wide != 0).long())
+        wide_mask = torch.cat([mask, torch.zeros(2, 20, dtype=torch.long)], 1)
+        padded = model(input_ids=wide, attention_mask=wide_mask)
     assert out.logits.shape == (2, 5)
     assert out.representation.shape == (2, model.head.out_dim)
     torch.testing.assert_close(out.logits[1:], alone.logits, atol=1e-5, rtol=1e-4)
@@ -59,9 +66,10 @@ def test_padding_changes_nothing_even_for_very_short_text(tiny_model):
 def test_padding_is_not_ignored_would_fail_without_mask(tiny_model):
     """Guard against a masking test that cannot fail: treating padding as tokens changes output."""
     model = make_model(tiny_model, "bert_RCNN")
-    ids = torch.tensor([[101, 3330, 3173, 102, 0, 0, 0, 0]])
+    raw = torch.tensor([[101, 3330, 3173, 102, 0, 0, 0, 0]])
+    ids = in_vocab(raw, model)
     with torch.no_grad():
-        masked = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+        masked = model(input_ids=ids, attention_mask=(raw != 0).long()).logits
         unmasked = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     assert not torch.allclose(masked, unmasked, atol=1e-4)
 
@@ -69,7 +77,7 @@ def test_padding_is_not_ignored_would_fail_without_mask(tiny_model):
 def test_projection_head_features(tiny_model):
     model = make_model(tiny_model, "bert", **{"objective__representation": "mlp",
                                                "objective__projection_dim": "16"})
-    ids = torch.tensor([[101, 704, 102]])
+    ids = in_vocab(torch.tensor([[101, 704, 102]]), model)
     out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
     assert out.features.shape == (1, 16)
     torch.testing.assert_close(out.features.norm(dim=1), torch.ones(1))
