@@ -142,3 +142,14 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model, tiny_data, tmp_pa
     assert sorted(after) == [2, 4, 6]
     assert after[2] == before[2] and after[4] == before[4]
     assert json.loads((tmp_path / "metrics.json").read_text("utf-8"))["global_step"] == 6
+
+
+def test_history_records_only_whole_epoch_boundaries():
+    from types import SimpleNamespace
+
+    from zhcls.training.trainer import HistoryCallback
+
+    cb = HistoryCallback()
+    for step, epoch in ((100, 1.0), (200, 2.0), (276, 2.76)):  # max_steps stops at 2.76
+        cb.on_epoch_end(None, SimpleNamespace(epoch=epoch, global_step=step), None)
+    assert cb.epoch_steps == [100, 200]

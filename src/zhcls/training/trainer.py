@@ -212,13 +212,15 @@ class ZhclsProgressCallback(ProgressCallback):
 
 
 class HistoryCallback(TrainerCallback):
-    """Remembers where epochs end (in steps), for the curves in reports."""
+    """Remembers where epochs end (in steps), for the curves in reports. The Trainer also
+    fires ``on_epoch_end`` when ``max_steps`` stops it mid-epoch; that is no boundary."""
 
     def __init__(self):
         self.epoch_steps: list[int] = []
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        self.epoch_steps.append(state.global_step)
+        if state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-6:
+            self.epoch_steps.append(state.global_step)
 
 
 class TensorBoardLogCallback(TrainerCallback):
