@@ -98,8 +98,8 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from zhcls.export import export_onnx
-    from zhcls.predict import Classifier
+    from zhcls.inference.classifier import Classifier
+    from zhcls.inference.export import export_onnx
 
     if args.threads:
         torch.set_num_threads(args.threads)

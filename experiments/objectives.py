@@ -140,7 +140,7 @@ def run_training(config_path: str, overrides: list[str], data: Path, out: Path) 
     """Train once into ``out`` unless ``out/metrics.json`` exists; return the metrics and the
     CPU/wall seconds of this process's training (0 when reused)."""
     from zhcls.config import load_config
-    from zhcls.training.train import train
+    from zhcls.workflows.pipeline import train_and_report as train
 
     metrics_file = out / "metrics.json"
     if metrics_file.is_file():

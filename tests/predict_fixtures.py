@@ -64,7 +64,7 @@ def head_checkpoint(base: Path, tiny_model: Path, head: str) -> Path:
         import torch
 
         from conftest import CLASSES
-        from zhcls.checkpoint import save_checkpoint
+        from zhcls.modeling.checkpoint import save_checkpoint
         from zhcls.modeling.encoder import load_encoder, load_tokenizer
         from zhcls.modeling.model import build_model
 
@@ -82,7 +82,7 @@ def onnx_export(base: Path, checkpoint: Path, name: str) -> Path:
     """``checkpoint`` exported with the real ``export_onnx`` (once per session and name)."""
     key = (str(base), f"onnx-{name}")
     if key not in _BUILT:
-        from zhcls.export import export_onnx
+        from zhcls.inference.export import export_onnx
 
         _BUILT[key] = export_onnx(checkpoint, base / f"onnx-{name}").out_dir
     return _BUILT[key]

@@ -10,7 +10,8 @@ import unicodedata
 import pytest
 
 from conftest import REPO, THUCNEWS, requires_thucnews
-from zhcls.demo import (
+from zhcls.errors import ZhclsError
+from zhcls.workflows.demo import (
     CONFIG_FILE,
     DATA_FILES,
     DEMO_SENTENCES,
@@ -23,7 +24,6 @@ from zhcls.demo import (
     prepare_out_dir,
     run_demo,
 )
-from zhcls.errors import ZhclsError
 
 SPLIT_SIZES = {"train": 70, "dev": 15, "test": 15}  # per class
 

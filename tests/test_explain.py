@@ -1,4 +1,4 @@
-"""zhcls.explain and ``zhcls explain``: integrated gradients for every head (completeness:
+"""zhcls.inference.explain and ``zhcls explain``: integrated gradients for every head (completeness:
 attributions add up to p(text) - p(baseline)), the bert_GRU_att attention weights, one score per
 character, the PNG with Chinese drawn, JSON output, clear errors."""
 
@@ -15,8 +15,8 @@ import torch
 from predict_fixtures import head_checkpoint, onnx_export, trained_checkpoint
 from zhcls.cli import main
 from zhcls.errors import ZhclsError
-from zhcls.explain import explain_texts, integrated_gradients, plot_explanation
-from zhcls.predict import Classifier
+from zhcls.inference.classifier import Classifier
+from zhcls.inference.explain import explain_texts, integrated_gradients, plot_explanation
 
 TEXT = "央行宣布下调存款准备金率"
 

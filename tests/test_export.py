@@ -1,4 +1,4 @@
-"""zhcls.export / zhcls.onnx_backend: every head exports with dynamic batch and sequence axes,
+"""zhcls.inference.export / zhcls.inference.onnx_backend: every head exports with dynamic batch and sequence axes,
 ``Classifier.load(DIR)`` runs it on onnxruntime with the same API, and on 200 texts the
 probabilities match PyTorch within 1e-4; int8 quantisation; clear errors."""
 
@@ -14,8 +14,8 @@ from predict_fixtures import head_checkpoint, onnx_export, sample_texts, trained
 from zhcls.cli import main
 from zhcls.config import HEADS
 from zhcls.errors import ZhclsError
-from zhcls.export import export_onnx
-from zhcls.predict import Classifier
+from zhcls.inference.classifier import Classifier
+from zhcls.inference.export import export_onnx
 
 PARITY_TEXTS = 200
 
@@ -126,8 +126,8 @@ def test_real_ernie_encoder_exports_with_parity(tmp_path, tiny_model, texts):
     from transformers import ErnieConfig, ErnieModel
 
     from conftest import REPO
-    from zhcls.checkpoint import save_checkpoint
     from zhcls.config import load_config
+    from zhcls.modeling.checkpoint import save_checkpoint
     from zhcls.modeling.encoder import load_tokenizer
     from zhcls.modeling.model import build_model
 

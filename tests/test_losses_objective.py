@@ -14,9 +14,9 @@ from zhcls.losses import (
     KDLoss,
     Objective,
     ObjectiveOutput,
-    ProjectionHead,
     SupConLoss,
 )
+from zhcls.modeling.projection import ProjectionHead
 
 LAM, ALPHA, BETA, T, TAU = 0.3, 0.7, 0.2, 3.0, 0.2
 

@@ -1,4 +1,4 @@
-"""zhcls.predict (Classifier), zhcls.predict_io and ``zhcls predict``: shapes and label order,
+"""zhcls.inference.classifier (Classifier), zhcls.inference.io and ``zhcls predict``: shapes and label order,
 input order restored across length-sorted batches, the text rules, streaming files, and the
 same numbers from the Python API in a fresh process and from the CLI."""
 
@@ -16,8 +16,8 @@ import pytest
 from conftest import SENTENCES, THUCNEWS, requires_thucnews
 from predict_fixtures import head_checkpoint, sample_texts, trained_checkpoint
 from zhcls.cli import main
-from zhcls.predict import Classifier, InputTextError
-from zhcls.predict_io import clip, display_width, iter_records
+from zhcls.inference.classifier import Classifier, InputTextError
+from zhcls.inference.io import clip, display_width, iter_records
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def clf(ckpt):
 
 
 def test_predict_proba_shape_order_and_labels(clf, ckpt):
-    from zhcls.checkpoint import read_labels
+    from zhcls.modeling.checkpoint import read_labels
 
     texts = sample_texts(10)
     probs = clf.predict_proba(texts)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from predict_fixtures import ServerProcess, sample_texts, trained_checkpoint
-from zhcls.predict import Classifier
+from zhcls.inference.classifier import Classifier
 from zhcls.serve.batcher import MicroBatcher
 
 

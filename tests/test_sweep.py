@@ -1,4 +1,4 @@
-"""zhcls.sweep: grid parsing and validation, summary maths, and a real 2x2x2 sweep on a tiny
+"""zhcls.workflows.sweep: grid parsing and validation, summary maths, and a real 2x2x2 sweep on a tiny
 model that resumes without redoing finished runs."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 from zhcls.cli import main
 from zhcls.errors import ConfigError
-from zhcls.sweep import (
+from zhcls.workflows.sweep import (
     aggregate,
     combo_name,
     format_summary_md,
@@ -81,12 +81,12 @@ def test_plan_rejects_bad_grids_before_training(tmp_path, grid, message):
 
 
 def test_plan_warns_about_a_key_the_objective_ignores(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="zhcls.sweep"):
+    with caplog.at_level(logging.WARNING, logger="zhcls.workflows.sweep"):
         plan_sweep(CONFIG, {"objective.alpha": [0.1, 0.9]}, 1, tmp_path,
                    ["--objective.name", "kd"])
     assert "objective.alpha has no effect with objective kd (only kd+scl" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="zhcls.sweep"):
+    with caplog.at_level(logging.WARNING, logger="zhcls.workflows.sweep"):
         plan_sweep(CONFIG, {"objective.alpha": [0.1], "objective.name": ["kd", "kd+scl"]}, 1,
                    tmp_path)
     assert "no effect" not in caplog.text
@@ -156,7 +156,7 @@ def test_sweep_runs_grid_writes_summary_and_resumes(tmp_path, tiny_model, tiny_k
     argv = ["sweep", "--config", str(CONFIG), "--data", str(tiny_kd_data), "--out", str(out),
             "--grid", "objective.beta=0.2,0.8", "--grid", "objective.temperature=1,4",
             "--seeds", "2", *tiny_overrides(tiny_model)]
-    with caplog.at_level(logging.INFO, logger="zhcls.sweep"):
+    with caplog.at_level(logging.INFO, logger="zhcls.workflows.sweep"):
         assert main(argv) == 0
     assert "7 finished, 1 to train" in caplog.text
     assert caplog.text.count("sweep: training ") == 1

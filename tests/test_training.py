@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO, tiny_config, write_dataset
-from zhcls.checkpoint import load_checkpoint
 from zhcls.cli import main
 from zhcls.config import HEADS, load_config
 from zhcls.data.formats import read_class_names, read_split
 from zhcls.errors import CheckpointError, DataError
-from zhcls.inference import forward_texts
+from zhcls.modeling.checkpoint import load_checkpoint
+from zhcls.modeling.forward import forward_texts
 from zhcls.training.train import train
 
 

@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from zhcls._version import __version__
+
 __all__ = ["Classifier", "__version__"]
 
 
 def __getattr__(name: str):
     if name == "Classifier":
-        from zhcls.predict import Classifier
+        from zhcls.inference.classifier import Classifier
 
         return Classifier
     raise AttributeError(f"module 'zhcls' has no attribute {name!r}")

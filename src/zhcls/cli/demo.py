@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zhcls.demo import run_demo
+    from zhcls.workflows.demo import run_demo
 
     result = run_demo(args.out, seed=args.seed, quick=args.quick)
     print(format_summary(result))

@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from zhcls.explain import explain_texts, plot_explanation
-    from zhcls.predict import Classifier
+    from zhcls.inference.classifier import Classifier
+    from zhcls.inference.explain import explain_texts, plot_explanation
 
     clf = Classifier.load(args.checkpoint, args.device)
     explanations = explain_texts(clf, args.texts, method=args.method, target=args.target,

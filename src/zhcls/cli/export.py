@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zhcls.export import export_onnx
+    from zhcls.inference.export import export_onnx
 
     result = export_onnx(args.checkpoint, args.out, opset=args.opset, quantize=args.quantize)
     print(f"wrote {result.model_path} (head {result.head}, opset {result.opset})")

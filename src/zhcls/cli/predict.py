@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zhcls.errors import ZhclsError
-    from zhcls.predict import Classifier
-    from zhcls.predict_io import (
+    from zhcls.inference.classifier import Classifier
+    from zhcls.inference.io import (
         InputRecord,
         count_records,
         iter_records,

@@ -41,7 +41,7 @@ def parse_seeds(text: str) -> int | list[int]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from zhcls.sweep import parse_grid, run_sweep
+    from zhcls.workflows.sweep import parse_grid, run_sweep
 
     grid = parse_grid(args.grid)
     out = args.out or f"runs/sweep-{Path(args.config).stem if args.config else 'defaults'}"

@@ -20,10 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zhcls.config import load_config
-    from zhcls.training.train import train
+    from zhcls.workflows.pipeline import train_and_report
 
     config = load_config(args.config, args.overrides)
-    result = train(config, args.data, args.out)
+    result = train_and_report(config, args.data, args.out)
     print(f"best checkpoint: {result.best_dir}")
     if result.test_metrics:
         print(f"test accuracy {result.test_metrics['accuracy']:.4f}, "

@@ -50,7 +50,7 @@ class _HFTeacher(torch.nn.Module):
 
 def load_teacher(teacher: str | Path, class_names: list[str], device: torch.device):
     """(model, tokenizer, max_length) for a zhcls checkpoint or an HF classifier."""
-    from zhcls.checkpoint import check_labels_match, load_checkpoint
+    from zhcls.modeling.checkpoint import check_labels_match, load_checkpoint
 
     path = Path(teacher)
     if (path / "zhcls.yaml").is_file():
@@ -78,8 +78,8 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
                           device: str | None = None) -> LocalLabelReport:
     """Run ``teacher`` over ``DATA/split`` and write ``OUT`` as a ready KD dataset."""
     from zhcls.devices import resolve_device
-    from zhcls.inference import forward_texts, softmax
     from zhcls.label.writer import read_label_split, write_labelled_dataset
+    from zhcls.modeling.forward import forward_texts, softmax
 
     if emit not in ("probs", "logits"):
         raise ValueError(f"emit must be 'probs' or 'logits', got {emit!r}")

@@ -1,9 +1,8 @@
-"""Loss modules: cross-entropy, SupCon, KD, their named combinations and the projection head."""
+"""Loss modules: cross-entropy, SupCon, KD and their named combinations (one loss per module)."""
 
 from zhcls.losses.ce import CELoss
 from zhcls.losses.kd import KDLoss
 from zhcls.losses.objective import OBJECTIVES, Objective, ObjectiveOutput
-from zhcls.losses.projection import ProjectionHead
 from zhcls.losses.supcon import SupConLoss
 
 __all__ = [
@@ -12,6 +11,5 @@ __all__ = [
     "KDLoss",
     "Objective",
     "ObjectiveOutput",
-    "ProjectionHead",
     "SupConLoss",
 ]

@@ -65,7 +65,7 @@ class ZhclsModel(nn.Module):
         self.num_labels = num_labels
         self.projection = None
         if projection != "head":
-            from zhcls.losses import ProjectionHead
+            from zhcls.modeling.projection import ProjectionHead
 
             self.projection = ProjectionHead(self.head.out_dim, projection_dim, kind=projection)
 

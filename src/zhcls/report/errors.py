@@ -3,7 +3,7 @@
 :func:`confused_pairs` ranks unordered class pairs ``{a, b}`` by how many examples of one
 were predicted as the other (both directions added), from a confusion matrix
 ``cm[gold, predicted]``. :func:`attach_examples` fills in the most confident mistakes for
-each direction from ``wrong_samples.jsonl`` (as written by :func:`zhcls.evaluate.evaluate_model`),
+each direction from ``wrong_samples.jsonl`` (as written by :func:`zhcls.evaluation.evaluate.evaluate_model`),
 and :func:`write_confused_pairs` writes ``confused_pairs.json`` and ``confused_pairs.md``.
 """
 

@@ -36,7 +36,7 @@ def href(target: str | Path, base: str | Path) -> str:
 
 def render_run_page(report: RunReport) -> str:
     """The single-run page: config, metrics, curves, confusion, per class, map, errors."""
-    from zhcls import __version__
+    from zhcls._version import __version__
 
     base = report.report_dir
     test_dir = report.run_dir / "eval_test"
@@ -56,7 +56,7 @@ def render_run_page(report: RunReport) -> str:
 def render_comparison_page(reports: list[RunReport], scores: list[float], out: Path) -> str:
     """The comparison page: metrics side by side, config differences, both maps with their
     silhouette scores, and each run's pictures."""
-    from zhcls import __version__
+    from zhcls._version import __version__
 
     runs = []
     for r, score in zip(reports, scores, strict=True):

@@ -358,3 +358,13 @@ def plot_length_histogram(
     ax.grid(alpha=0.3)
     ax.set_title(f"Text length in {unit}")
     return save_figure(fig, path)
+
+
+def plot_evaluation(metrics: dict, class_names: list[str], out: Path) -> None:
+    """The pictures of an evaluation directory: confusion matrices (counts, normalised) and
+    per-class bars."""
+    out = Path(out)
+    cm = np.asarray(metrics["confusion_matrix"])
+    plot_confusion_matrix(cm, class_names, out / "confusion_matrix.png")
+    plot_confusion_matrix(cm, class_names, out / "confusion_matrix_normalized.png", normalize=True)
+    plot_per_class_bars(metrics["per_class"], out / "per_class.png")

@@ -121,7 +121,7 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
                      reuse: bool = False, name: str | None = None) -> RunReport:
     """Evaluate ``RUN/best`` on ``split`` and write every picture and the page into
     ``report_dir``. With ``reuse``, an up-to-date earlier report there is loaded instead."""
-    from zhcls.checkpoint import check_checkpoint_dir, read_config, read_labels
+    from zhcls.modeling.checkpoint import check_checkpoint_dir, read_config, read_labels
 
     run, report_dir = Path(run_dir), Path(report_dir)
     if not run.is_dir():
@@ -177,7 +177,7 @@ def _plot_map(reps: np.ndarray, labels: np.ndarray, class_names: list[str], path
 def build_comparison(reports: list[RunReport], out: str | Path, *, method: str = "tsne") -> Path:
     """Side-by-side representation maps (each with its silhouette score), metrics, config
     differences and every run's pictures on one page in ``out``; returns its report.html."""
-    from zhcls.checkpoint import check_labels_match
+    from zhcls.modeling.checkpoint import check_labels_match
     from zhcls.report.embedding import plot_embedding_maps
     from zhcls.report.html import render_comparison_page
 
@@ -225,10 +225,10 @@ def _split_file(run: Path, config, data_dir: str | Path | None, split: str) -> P
 
 def _evaluate(best: Path, split_path: Path, class_names: list[str], out: Path,
               device: str) -> dict:
-    from zhcls.checkpoint import check_labels_match, load_checkpoint
     from zhcls.data.formats import read_class_names, read_split
     from zhcls.devices import resolve_device
-    from zhcls.evaluate import evaluate_model
+    from zhcls.evaluation.evaluate import evaluate_model
+    from zhcls.modeling.checkpoint import check_labels_match, load_checkpoint
 
     ckpt = load_checkpoint(best, resolve_device(device))
     enc = ckpt.config.data.encoding
@@ -306,7 +306,7 @@ def _summary(report: RunReport, stamp: list[int]) -> dict:
 
 def _load_cached(run: Path, report_dir: Path, split_path: Path, max_points: int, method: str,
                  stamp: list[int], name: str) -> RunReport | None:
-    from zhcls.checkpoint import read_config
+    from zhcls.modeling.checkpoint import read_config
 
     summary = _read_json(report_dir / "report.json")
     wanted = {"format": REPORT_FORMAT, "split_path": str(split_path), "max_points": max_points,

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from zhcls.predict import Classifier, InputTextError
+from zhcls.inference.classifier import Classifier, InputTextError
 from zhcls.serve.batcher import MicroBatcher
 from zhcls.serve.metrics import ServiceMetrics
 
@@ -210,7 +210,7 @@ def _add_middleware(app: FastAPI, metrics: ServiceMetrics, settings: ServeSettin
 
 
 def _version() -> str:
-    from zhcls import __version__
+    from zhcls._version import __version__
 
     return __version__
 

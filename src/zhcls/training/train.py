@@ -1,4 +1,7 @@
-"""``zhcls train``: read → tokenise → fine-tune with Trainer → best checkpoint → test report."""
+"""``train()``: read → tokenise → fine-tune with Trainer → best checkpoint → test metrics.
+
+It returns what it computed; pictures and the run report are composed on top of it by
+:func:`zhcls.workflows.pipeline.train_and_report` (what ``zhcls train`` runs)."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ class TrainResult:
     best_dir: Path
     dev_metrics: dict
     test_metrics: dict | None
+    is_main_process: bool = True
 
 
 @dataclass
@@ -186,7 +190,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.trainer_callback import ProgressCallback
 
-    from zhcls.checkpoint import save_checkpoint
+    from zhcls.modeling.checkpoint import save_checkpoint
     from zhcls.modeling.encoder import load_encoder, load_tokenizer
     from zhcls.modeling.model import build_model
     from zhcls.training.trainer import (
@@ -231,7 +235,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         _write_history(out, trainer.state.log_history, history.epoch_steps)
     test = None
     if config.train.evaluate_test and "test" in data.splits and trainer.is_world_process_zero():
-        from zhcls.evaluate import evaluate_model
+        from zhcls.evaluation.evaluate import evaluate_model
 
         test = evaluate_model(trainer.model, tokenizer, data.splits["test"], data.class_names,
                               out / "eval_test", config=config, batch_size=args.per_device_eval_batch_size)
@@ -241,22 +245,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
                                            "best_checkpoint": trainer.state.best_model_checkpoint,
                                            "global_step": trainer.state.global_step})
         logger.info("best checkpoint: %s", best)
-        if config.train.report:
-            _write_report(out, config)
-    return TrainResult(out, best, dev, test)
-
-
-def _write_report(out: Path, config: Config) -> None:
-    """The run report (curves, confusion matrices, representation map, errors) in OUT/report.
-    A failure here is logged, never fatal: the trained model is already saved."""
-    from zhcls.report.run_report import build_report
-
-    try:
-        page = build_report([out], max_points=config.train.report_max_points)
-        logger.info("report: %s", page)
-    except Exception as exc:  # noqa: BLE001 - the run itself succeeded
-        logger.warning("could not write the run report (%s: %s); retry with `zhcls report %s`",
-                       type(exc).__name__, exc, out)
+    return TrainResult(out, best, dev, test, trainer.is_world_process_zero())
 
 
 def _resume_point(config: Config, out: Path) -> bool | None:

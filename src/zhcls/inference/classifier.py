@@ -85,7 +85,7 @@ class Backend(Protocol):
 
 class TorchBackend:
     """A PyTorch :class:`zhcls.modeling.model.ZhclsModel` run through
-    :func:`zhcls.inference.forward_ids` (length-sorted batches, no grad, autocast on GPU)."""
+    :func:`zhcls.modeling.forward.forward_ids` (length-sorted batches, no grad, autocast on GPU)."""
 
     name = "torch"
 
@@ -98,7 +98,7 @@ class TorchBackend:
         return next(self.model.parameters()).device
 
     def logits(self, ids: list[list[int]], batch_size: int) -> np.ndarray:
-        from zhcls.inference import forward_ids
+        from zhcls.modeling.forward import forward_ids
 
         return forward_ids(self.model, ids, self.pad_id, batch_size).logits
 
@@ -153,8 +153,8 @@ class Classifier:
                              "`zhcls export CKPT --format onnx --quantize int8 --out DIR`")
         import torch
 
-        from zhcls.checkpoint import load_checkpoint
         from zhcls.devices import resolve_device
+        from zhcls.modeling.checkpoint import load_checkpoint
 
         if threads is not None:
             torch.set_num_threads(threads)
@@ -171,9 +171,9 @@ class Classifier:
     def _load_onnx(cls, path: Path, device: str, batch_size: int, long_text: str,
                    quantized: bool, max_length: int | None, threads: int | None
                    ) -> Classifier:
-        from zhcls.checkpoint import read_config, read_labels
+        from zhcls.inference.onnx_backend import OnnxBackend, read_export_info
+        from zhcls.modeling.checkpoint import read_config, read_labels
         from zhcls.modeling.encoder import load_tokenizer
-        from zhcls.onnx_backend import OnnxBackend, read_export_info
 
         info = read_export_info(path)
         model_file = path / (ONNX_INT8_FILE if quantized else ONNX_FILE)
@@ -252,7 +252,7 @@ class Classifier:
     def predict_proba(self, texts, batch_size=None):
         """Probabilities (N, C) in label-id order (``labels`` names the columns); a single
         string gives a 1-D array (C,)."""
-        from zhcls.inference import softmax
+        from zhcls.modeling.forward import softmax
 
         probs = softmax(self.predict_logits(texts, batch_size))  # (N, C)
         return probs[0] if isinstance(texts, str) else probs
@@ -290,7 +290,7 @@ class Classifier:
 
     def _predict_chunk(self, chunk: list[str], top_k: int, offset: int
                        ) -> Iterator[tuple[Prediction, np.ndarray]]:
-        from zhcls.inference import softmax
+        from zhcls.modeling.forward import softmax
 
         self.check_texts(chunk, offset)
         probs = softmax(self.backend.logits(self.encode(chunk, offset), self.batch_size))

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_model
 
-from zhcls import __version__
+from zhcls._version import __version__
 from zhcls.config import Config, config_from_dict
 from zhcls.errors import CheckpointError
 

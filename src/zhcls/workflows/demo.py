@@ -136,7 +136,7 @@ def predict_sentences(checkpoint: str | Path,
                       sentences: tuple[tuple[str, str], ...] = DEMO_SENTENCES,
                       device: str = "auto") -> list[DemoPrediction]:
     """Classify ``(text, expected label)`` pairs with a trained checkpoint."""
-    from zhcls.predict import Classifier
+    from zhcls.inference.classifier import Classifier
 
     classifier = Classifier.load(checkpoint, device)
     probs = classifier.predict_proba([text for text, _ in sentences])  # (N, C)
@@ -154,7 +154,7 @@ def run_demo(out_dir: str | Path | None = None, *, seed: int = 0, quick: bool = 
              ) -> DemoResult:
     """Copy the demo data, build a tiny model, train, evaluate on test, predict new texts."""
     from zhcls.modeling.tiny import init_tiny
-    from zhcls.training.train import train
+    from zhcls.workflows.pipeline import train_and_report as train
 
     start = time.perf_counter()
     out = prepare_out_dir(Path(out_dir if out_dir is not None else DEFAULT_OUT).absolute())

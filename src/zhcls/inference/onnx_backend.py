@@ -18,7 +18,7 @@ EXPORT_INFO = "export.json"
 
 
 def read_export_info(path: str | Path) -> dict:
-    """``export.json`` of an ONNX export directory (written by :mod:`zhcls.export`)."""
+    """``export.json`` of an ONNX export directory (written by :mod:`zhcls.inference.export`)."""
     file = Path(path) / EXPORT_INFO
     if not file.is_file():
         raise ZhclsError(f"{path}: {EXPORT_INFO} not found; this directory was not written by "
@@ -84,7 +84,7 @@ class OnnxBackend:
         self.min_seq_len = max(1, int(min_seq_len))
 
     def logits(self, ids: list[list[int]], batch_size: int) -> np.ndarray:
-        from zhcls.inference import length_sorted_batches
+        from zhcls.modeling.forward import length_sorted_batches
 
         out: np.ndarray | None = None
         for batch in length_sorted_batches([len(x) for x in ids], batch_size):

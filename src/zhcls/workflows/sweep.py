@@ -178,7 +178,7 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
               overrides: list[str] | None = None) -> Path:
     """Train every run of the grid that is not finished yet, then write the summary table and
     plots into ``out_dir`` (returned). See the module docstring for the layout."""
-    from zhcls.training.train import train
+    from zhcls.workflows.pipeline import train_and_report as train
 
     out = Path(out_dir)
     runs = plan_sweep(config_path, grid, seeds, out, overrides)

@@ -82,7 +82,7 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEF
                 quantize: str = "none", check_texts: list[str] | None = None,
                 tolerance: float = 1e-4) -> ExportResult:
     """Export ``checkpoint`` to ``out_dir`` and verify it (see module docstring)."""
-    from zhcls.checkpoint import load_checkpoint
+    from zhcls.modeling.checkpoint import load_checkpoint
 
     if quantize not in QUANTIZE:
         raise ZhclsError(f"--quantize must be one of {QUANTIZE}, got {quantize!r}")
@@ -146,7 +146,7 @@ def _copy_side_files(src: Path, out: Path) -> None:
 
 
 def _torch_probs(ckpt, texts: list[str]) -> np.ndarray:
-    from zhcls.inference import forward_texts, softmax
+    from zhcls.modeling.forward import forward_texts, softmax
 
     return softmax(forward_texts(ckpt.model, ckpt.tokenizer, texts,
                                  ckpt.config.data.max_length, batch_size=4).logits)
@@ -155,8 +155,8 @@ def _torch_probs(ckpt, texts: list[str]) -> np.ndarray:
 def _onnx_probs(out: Path, model_path: Path, texts: list[str], min_len: int, ckpt
                 ) -> np.ndarray:
     from zhcls.data.dataset import encode_texts
-    from zhcls.inference import softmax
-    from zhcls.onnx_backend import OnnxBackend
+    from zhcls.inference.onnx_backend import OnnxBackend
+    from zhcls.modeling.forward import softmax
 
     backend = OnnxBackend(model_path, ckpt.tokenizer.pad_token_id, min_len, "cpu")
     ids = encode_texts(ckpt.tokenizer, texts, ckpt.config.data.max_length)

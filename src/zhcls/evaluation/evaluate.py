@@ -1,5 +1,6 @@
-"""``zhcls evaluate``: accuracy, macro-F1, per-class precision/recall/F1, the confusion matrix
-(printed and as PNG with Chinese class names), ``metrics.json`` and ``wrong_samples.jsonl``."""
+"""Evaluate a model on a labelled split: metrics (:mod:`zhcls.evaluation.metrics`),
+``metrics.json``, ``report.txt``, ``wrong_samples.jsonl`` and ``predictions.npz``. Pictures of
+these numbers are drawn by :mod:`zhcls.report` (the CLI composes both)."""
 
 from __future__ import annotations
 
@@ -10,49 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from zhcls.data.formats import SplitData
+from zhcls.evaluation.metrics import compute_report, format_report
 
 logger = logging.getLogger(__name__)
-
-
-def compute_report(gold: np.ndarray, pred: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy, macro-F1, per-class P/R/F1/support and the confusion matrix."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    ids = list(range(len(class_names)))
-    p, r, f, s = precision_recall_fscore_support(gold, pred, labels=ids, zero_division=0)
-    per_class = {name: {"precision": round(float(p[i]), 4), "recall": round(float(r[i]), 4),
-                        "f1": round(float(f[i]), 4), "support": int(s[i])}
-                 for i, name in enumerate(class_names)}
-    return {
-        "accuracy": round(float((gold == pred).mean()), 4),
-        "macro_f1": round(float(np.mean(f)), 4),
-        "num_examples": int(len(gold)),
-        "per_class": per_class,
-        "confusion_matrix": confusion_matrix(gold, pred, labels=ids).tolist(),
-    }
-
-
-def format_report(metrics: dict, class_names: list[str]) -> str:
-    """A readable per-class table and the confusion matrix (rows gold, columns predicted)."""
-    width = max(12, *(len(n) for n in class_names))
-    lines = [f"{'class':<{width}} precision    recall        f1   support"]
-    for name, m in metrics["per_class"].items():
-        lines.append(f"{name:<{width}} {m['precision']:9.4f} {m['recall']:9.4f} "
-                     f"{m['f1']:9.4f} {m['support']:9d}")
-    lines.append(f"\naccuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
-                 f"examples {metrics['num_examples']}")
-    lines.append("\nconfusion matrix (rows: gold, columns: predicted)")
-    lines.append(" " * width + "".join(f"{i:>6d}" for i in range(len(class_names))))
-    for i, row in enumerate(metrics["confusion_matrix"]):
-        lines.append(f"{i:>2d} {class_names[i]:<{width - 3}}" + "".join(f"{v:>6d}" for v in row))
-    return "\n".join(lines)
 
 
 def evaluate_model(model, tokenizer, split: SplitData, class_names: list[str],
                    out_dir: str | Path, *, config=None, batch_size: int = 256,
                    max_length: int | None = None) -> dict:
-    """Evaluate on ``split``; write metrics.json, report.txt, confusion matrices, wrong samples."""
-    from zhcls.inference import forward_texts, softmax
+    """Evaluate on ``split``; write metrics.json, report.txt, wrong samples and predictions."""
+    from zhcls.modeling.forward import forward_texts, softmax
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +41,6 @@ def evaluate_model(model, tokenizer, split: SplitData, class_names: list[str],
     _write_wrong_samples(out / "wrong_samples.jsonl", split, probs, pred, class_names)
     np.savez_compressed(out / "predictions.npz", probs=probs, gold=gold,
                         representations=result.representations)
-    _plot(metrics, class_names, out)
     logger.info("evaluation of %s written to %s", split.path, out)
     return metrics
 
@@ -94,22 +61,13 @@ def _write_wrong_samples(path: Path, split: SplitData, probs: np.ndarray, pred: 
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _plot(metrics: dict, class_names: list[str], out: Path) -> None:
-    from zhcls.report.plots import plot_confusion_matrix, plot_per_class_bars
-
-    cm = np.asarray(metrics["confusion_matrix"])
-    plot_confusion_matrix(cm, class_names, out / "confusion_matrix.png")
-    plot_confusion_matrix(cm, class_names, out / "confusion_matrix_normalized.png", normalize=True)
-    plot_per_class_bars(metrics["per_class"], out / "per_class.png")
-
-
 def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: str = "test",
                         out_dir: str | Path | None = None, batch_size: int = 256,
                         device: str = "auto") -> dict:
     """Load ``checkpoint`` and evaluate it on ``data_dir``'s split (class.txt must match)."""
-    from zhcls.checkpoint import check_labels_match, load_checkpoint
     from zhcls.data.formats import find_split_file, read_class_names, read_split
     from zhcls.devices import resolve_device
+    from zhcls.modeling.checkpoint import check_labels_match, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, resolve_device(device))
     class_names = read_class_names(Path(data_dir) / "class.txt", ckpt.config.data.encoding)

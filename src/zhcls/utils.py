@@ -1,0 +1,57 @@
+"""Small helpers every layer shares: atomic file writes and the CJK character test.
+
+Written here once so that every writer of a JSON/YAML file, and every check for Chinese text,
+behaves the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# CJK Unified Ideographs with extensions A-F, compatibility ideographs and their supplement.
+CJK_RANGES: tuple[tuple[int, int], ...] = (
+    (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
+    (0x20000, 0x2A6DF), (0x2A700, 0x2EBEF), (0x2F800, 0x2FA1F), (0x30000, 0x3134F),
+)
+
+
+def is_cjk(char: str) -> bool:
+    """True for one CJK ideograph (any of :data:`CJK_RANGES`)."""
+    code = ord(char)
+    return any(lo <= code <= hi for lo, hi in CJK_RANGES)
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it into
+    place: a reader (or a kill -9) never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> Path:
+    """:func:`atomic_write_text` of ``obj`` as UTF-8 JSON (non-ASCII kept, numpy floats as
+    floats), ending in a newline."""
+    text = json.dumps(obj, ensure_ascii=False, indent=indent, default=_default)
+    return atomic_write_text(path, text + "\n")
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

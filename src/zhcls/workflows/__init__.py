@@ -1,0 +1,1 @@
+"""End-to-end workflows composed from the layers below: train-and-report, the demo, sweeps."""
