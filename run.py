@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-MODELS = ("bert", "bert_CNN", "bert_RNN", "bert_RCNN", "bert_DPCNN", "bert_GRU_att", "ERNIE")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from zhcls.config import HEADS
+
     parser = argparse.ArgumentParser(description="Chinese Text Classification (zhcls)")
-    parser.add_argument("--model", required=True, choices=MODELS,
-                        help="bert, bert_CNN, bert_RNN, bert_RCNN, bert_DPCNN, bert_GRU_att, ERNIE")
+    parser.add_argument("--model", required=True, choices=HEADS, help=", ".join(HEADS))
     parser.add_argument("--dataset", default="THUCNews", help="dataset directory (default THUCNews)")
     args, overrides = parser.parse_known_args(argv)
     dataset = Path(args.dataset)

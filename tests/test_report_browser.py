@@ -70,7 +70,7 @@ def screenshot(page: Path, path: Path, profile: Path, height: int) -> tuple[int,
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory, tiny_model, tiny_data) -> dict[str, Path]:
     from zhcls.report.run_report import build_report
-    from zhcls.training.train import train
+    from zhcls.workflows.pipeline import train_and_report as train
 
     root = tmp_path_factory.mktemp("browser-runs")
     runs = [train(tiny_config(tiny_model, objective__name=objective), tiny_data,

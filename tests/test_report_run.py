@@ -37,7 +37,7 @@ RUN_FILES = ("curves.png", "confusion_matrix.png", "confusion_matrix_normalized.
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model, tiny_data) -> dict[str, Path]:
-    from zhcls.training.train import train
+    from zhcls.workflows.pipeline import train_and_report as train
 
     root = tmp_path_factory.mktemp("report-runs")
     out = {}

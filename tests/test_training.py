@@ -16,6 +16,7 @@ from zhcls.errors import CheckpointError, DataError
 from zhcls.modeling.checkpoint import load_checkpoint
 from zhcls.modeling.forward import forward_texts
 from zhcls.training.train import train
+from zhcls.workflows.pipeline import train_and_report
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def trained(tmp_path_factory, tiny_model, tiny_data):
     out = tmp_path_factory.mktemp("run")
     cfg = tiny_config(tiny_model, **{"train__max_steps": 60, "train__eval_steps": 20,
                                      "train__lr": 5e-3})
-    return train(cfg, tiny_data, out)
+    return train_and_report(cfg, tiny_data, out)
 
 
 def test_run_directory_layout(trained):

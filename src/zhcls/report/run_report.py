@@ -229,6 +229,7 @@ def _evaluate(best: Path, split_path: Path, class_names: list[str], out: Path,
     from zhcls.devices import resolve_device
     from zhcls.evaluation.evaluate import evaluate_model
     from zhcls.modeling.checkpoint import check_labels_match, load_checkpoint
+    from zhcls.report.plots import plot_evaluation
 
     ckpt = load_checkpoint(best, resolve_device(device))
     enc = ckpt.config.data.encoding
@@ -237,8 +238,10 @@ def _evaluate(best: Path, split_path: Path, class_names: list[str], out: Path,
     kind = "logits" if ckpt.config.objective.teacher_input == "logits" else "probs"
     data = read_split(split_path, class_names, teacher_kind=kind, teacher_policy="skip",
                       encoding=enc, on_bad_line=ckpt.config.data.on_bad_line)
-    return evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out, config=ckpt.config,
-                          batch_size=ckpt.config.train.eval_batch_size)
+    metrics = evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
+                             config=ckpt.config, batch_size=ckpt.config.train.eval_batch_size)
+    plot_evaluation(metrics, class_names, Path(out))
+    return metrics
 
 
 def _plot_curves(run: Path, out: Path) -> bool:
