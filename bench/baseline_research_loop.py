@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from sklearn import metrics
 from torch import nn
-from torch.nn.utils import clip_grad_norm_
-from torch.optim import Optimizer
+
+from zhcls.training.optim import BertAdam, research_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -106,48 +106,6 @@ class ResearchModel(nn.Module):
         return self.fc(pooled)  # (B, C)
 
 
-def warmup_linear(progress: float, warmup: float) -> float:
-    return progress / warmup if progress < warmup else max(0.0, 1.0 - progress)
-
-
-class BertAdam(Optimizer):
-    """The research code's optimiser: Adam with decoupled weight decay, a per-parameter
-    Python loop, per-parameter gradient clipping and no bias correction."""
-
-    def __init__(self, params, lr: float, warmup: float = 0.05, t_total: int = -1,
-                 b1: float = 0.9, b2: float = 0.999, e: float = 1e-6, weight_decay: float = 0.01,
-                 max_grad_norm: float = 1.0):
-        defaults = dict(lr=lr, warmup=warmup, t_total=t_total, b1=b1, b2=b2, e=e,
-                        weight_decay=weight_decay, max_grad_norm=max_grad_norm)
-        super().__init__(params, defaults)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["next_m"] = torch.zeros_like(p)
-                    state["next_v"] = torch.zeros_like(p)
-                if group["max_grad_norm"] > 0:
-                    clip_grad_norm_(p, group["max_grad_norm"])
-                grad = p.grad
-                next_m, next_v = state["next_m"], state["next_v"]
-                next_m.mul_(group["b1"]).add_(grad, alpha=1 - group["b1"])
-                next_v.mul_(group["b2"]).addcmul_(grad, grad, value=1 - group["b2"])
-                update = next_m / (next_v.sqrt() + group["e"])
-                if group["weight_decay"] > 0.0:
-                    update += group["weight_decay"] * p
-                lr = group["lr"]
-                if group["t_total"] != -1:
-                    lr = lr * warmup_linear(state["step"] / group["t_total"], group["warmup"])
-                p.add_(-(lr * update))
-                state["step"] += 1
-
-
 @dataclass
 class LoopResult:
     """Wall-clock split of one run of the loop."""
@@ -197,7 +155,8 @@ def train_research(model: nn.Module, train_iter: BatchIterator, dev_iter: BatchI
                "weight_decay": 0.01},
               {"params": [p for n, p in named if any(nd in n for nd in no_decay)],
                "weight_decay": 0.0}]
-    optimizer = BertAdam(groups, lr=lr, warmup=0.05, t_total=steps)
+    optimizer = BertAdam(groups, lr=lr)  # zhcls.training.optim: the research optimiser
+    schedule = research_schedule(optimizer, steps, 0.05)
     eval_s = save_s = 0.0
     evals, total_batch, samples = 0, 0, 0
     best_loss, dev_acc, dev_loss = float("inf"), float("nan"), float("nan")
@@ -209,6 +168,7 @@ def train_research(model: nn.Module, train_iter: BatchIterator, dev_iter: BatchI
             loss = F.cross_entropy(outputs, labels)
             loss.backward()
             optimizer.step()
+            schedule.step()
             samples += len(labels)
             if total_batch % eval_every == 0:
                 t0 = time.perf_counter()

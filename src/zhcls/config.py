@@ -86,6 +86,7 @@ class TrainConfig:
     metric_for_best: str = "loss"
     require_improvement: int = 1000
     seed: int = 1
+    optimizer: str = "adamw"
     precision: str = "auto"
     group_by_length: bool = True
     label_aware_batches: bool = False
@@ -110,6 +111,7 @@ class TrainConfig:
             raise ConfigError("train.require_improvement/num_workers must be >= 0 and "
                               "train.save_total_limit >= 1")
         _choice("train.precision", self.precision, PRECISIONS)
+        _choice("train.optimizer", self.optimizer, ("adamw", "bertadam"))
         _choice("train.metric_for_best", self.metric_for_best, ("loss", "accuracy", "macro_f1"))
 
 

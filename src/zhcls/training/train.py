@@ -123,7 +123,9 @@ def training_arguments(config: Config, out: Path, n_train: int):
         per_device_eval_batch_size=t.eval_batch_size, num_train_epochs=t.epochs,
         max_steps=t.max_steps, learning_rate=t.lr, weight_decay=t.weight_decay,
         warmup_steps=int(round(t.warmup_ratio * total)), lr_scheduler_type="linear",
-        gradient_accumulation_steps=t.grad_accum, max_grad_norm=t.max_grad_norm,
+        gradient_accumulation_steps=t.grad_accum,
+        # bertadam clips each parameter itself, as the research code does
+        max_grad_norm=0.0 if t.optimizer == "bertadam" else t.max_grad_norm,
         eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps",
         save_steps=eval_steps, save_total_limit=t.save_total_limit, load_best_model_at_end=True,
         metric_for_best_model=metric, greater_is_better=t.metric_for_best != "loss",

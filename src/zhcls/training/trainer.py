@@ -125,6 +125,33 @@ class ZhclsTrainer(Trainer):
             self._digest.record_batch(inputs["input_ids"], inputs["attention_mask"])
         return (result.loss, {"logits": out.logits}) if return_outputs else result.loss
 
+    def create_optimizer(self, model=None):
+        """``train.optimizer: bertadam``: the research optimiser (:mod:`zhcls.training.optim`)
+        with the same decay / no-decay groups as AdamW; AdamW otherwise."""
+        if self.zh_config.train.optimizer != "bertadam" or self.optimizer is not None:
+            return super().create_optimizer(model)
+        from zhcls.training.optim import BertAdam
+
+        t = self.zh_config.train
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        named = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in named if n in decay], "weight_decay": t.weight_decay},
+                  {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}]
+        self.optimizer = BertAdam(groups, lr=t.lr, max_grad_norm=t.max_grad_norm)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The research schedule over the real number of optimizer steps for bertadam."""
+        if self.zh_config.train.optimizer != "bertadam" or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        from zhcls.training.optim import research_schedule
+
+        self.lr_scheduler = research_schedule(optimizer or self.optimizer, num_training_steps,
+                                              self.zh_config.train.warmup_ratio)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
     def _add_terms(self, terms: dict[str, torch.Tensor]) -> None:
         """Sum the detached loss terms on their device: no host sync until the next log."""
         for name, value in terms.items():
