@@ -24,9 +24,11 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     result = train_and_report(config, args.data, args.out)
-    print(f"best checkpoint: {result.best_dir}")
-    if result.test_metrics:
-        print(f"test accuracy {result.test_metrics['accuracy']:.4f}, "
-              f"macro-F1 {result.test_metrics['macro_f1']:.4f} "
-              f"(details in {result.output_dir / 'eval_test'})")
+    step = result.dev_metrics.get("step") if result.dev_metrics else None
+    print(f"best checkpoint (step {step}): {result.best_dir}")
+    for split, metrics in (("dev", result.dev_metrics), ("test", result.test_metrics)):
+        if metrics:
+            print(f"{split} accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
+                  f" (best checkpoint, step {step}; details in "
+                  f"{result.output_dir / f'eval_{split}'})")
     return 0

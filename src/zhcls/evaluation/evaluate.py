@@ -62,7 +62,7 @@ def _write_wrong_samples(path: Path, split: SplitData, probs: np.ndarray, pred: 
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: str = "test",
-                        out_dir: str | Path | None = None, batch_size: int = 256,
+                        out_dir: str | Path | None = None, batch_size: int | None = None,
                         device: str = "auto") -> dict:
     """Load ``checkpoint`` and evaluate it on ``data_dir``'s split (class.txt must match)."""
     from zhcls.data.formats import find_split_file, read_class_names, read_split
@@ -77,4 +77,5 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
                       teacher_policy="skip", encoding=ckpt.config.data.encoding)
     out = Path(out_dir) if out_dir else Path(checkpoint) / f"eval_{split}"
     return evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
-                          config=ckpt.config, batch_size=batch_size)
+                          config=ckpt.config,
+                          batch_size=batch_size or ckpt.config.train.eval_batch_size)

@@ -229,25 +229,51 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     trainer.add_callback(ZhclsProgressCallback())
     _log_plan(config, data, args)
     trainer.train(resume_from_checkpoint=_resume_point(config, out))
-    dev = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
     best = out / "best"
+    dev = test = None
     if trainer.is_world_process_zero():
+        dev, test = _final_evaluation(trainer, tokenizer, config, data, out)
         save_checkpoint(best, trainer.model, tokenizer, config, data.class_names,
-                        metrics={"dev": dev})
+                        metrics={"dev": _headline(dev), "test": _headline(test)})
         _write_history(out, trainer.state.log_history, history.epoch_steps)
-    test = None
-    if config.train.evaluate_test and "test" in data.splits and trainer.is_world_process_zero():
-        from zhcls.evaluation.evaluate import evaluate_model
-
-        test = evaluate_model(trainer.model, tokenizer, data.splits["test"], data.class_names,
-                              out / "eval_test", config=config, batch_size=args.per_device_eval_batch_size)
-        logger.info("test accuracy %.4f, macro-F1 %.4f", test["accuracy"], test["macro_f1"])
-    if trainer.is_world_process_zero():
         _write_json(out / "metrics.json", {"dev": dev, "test": test,
                                            "best_checkpoint": trainer.state.best_model_checkpoint,
+                                           "best_step": dev["step"],
                                            "global_step": trainer.state.global_step})
         logger.info("best checkpoint: %s", best)
     return TrainResult(out, best, dev, test, trainer.is_world_process_zero())
+
+
+def _final_evaluation(trainer, tokenizer, config: Config, data: PreparedData,
+                      out: Path) -> tuple[dict, dict | None]:
+    """The numbers a run reports: the best checkpoint (loaded at the end of training) on dev
+    and test, each computed once by :func:`zhcls.evaluation.evaluate.evaluate_model`, the
+    function ``zhcls evaluate`` uses, with the checkpoint's own eval batch size."""
+    from zhcls.evaluation.evaluate import evaluate_model
+
+    step = trainer.state.best_global_step or trainer.state.global_step
+    what = f"best checkpoint, step {step}"
+    # accelerate wraps forward() in autocast for bf16/fp16 training; take the wrapper off so
+    # these numbers are the saved checkpoint's, exactly as `zhcls evaluate` computes them
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    results: dict[str, dict | None] = {"dev": None, "test": None}
+    for split in ("dev", "test"):
+        if split not in data.splits or (split == "test" and not config.train.evaluate_test):
+            continue
+        metrics = evaluate_model(model, tokenizer, data.splits[split], data.class_names,
+                                 out / f"eval_{split}", config=config,
+                                 batch_size=config.train.eval_batch_size)
+        metrics["step"] = step
+        logger.info("%s (%s): loss %.4f, accuracy %.4f, macro-F1 %.4f", split, what,
+                    metrics["loss"], metrics["accuracy"], metrics["macro_f1"])
+        results[split] = metrics
+    return results["dev"], results["test"]
+
+
+def _headline(metrics: dict | None) -> dict | None:
+    if metrics is None:
+        return None
+    return {k: metrics[k] for k in ("loss", "accuracy", "macro_f1", "num_examples", "step")}
 
 
 def _resume_point(config: Config, out: Path) -> bool | None:

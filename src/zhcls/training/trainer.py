@@ -204,15 +204,15 @@ class ZhclsTrainer(Trainer):
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
-    """Accuracy and macro-F1 from (logits, labels)."""
-    from sklearn.metrics import f1_score
+    """Accuracy and macro-F1 over all classes from (logits (N, C), labels (N,)), by the same
+    function as ``zhcls evaluate`` (:func:`zhcls.evaluation.metrics.headline_metrics`)."""
+    from zhcls.evaluation.metrics import headline_metrics
 
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     if isinstance(logits, tuple):
         logits = logits[0]
-    preds = np.asarray(logits).argmax(-1)
-    return {"accuracy": float((preds == labels).mean()),
-            "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0))}
+    logits = np.asarray(logits)  # (N, C)
+    return headline_metrics(np.asarray(labels), logits.argmax(-1), logits.shape[-1])
 
 
 class ZhclsProgressCallback(ProgressCallback):
