@@ -163,17 +163,31 @@ class ZhclsTrainer(Trainer):
         return np.argsort(-np.asarray(lengths), kind="stable").tolist()
 
     def get_train_dataloader(self) -> DataLoader:
+        """The Trainer's loader, or with ``train.label_aware_batches`` a loader over a
+        :class:`LabelAwareBatchSampler` that shards the epoch across DDP ranks itself. That
+        loader is not passed to ``accelerator.prepare``: its batch-sampler sharding would
+        split the batches again and drop every batch whose size is not exactly
+        ``batch_size`` (label-aware batches vary by design). The Trainer moves the inputs to
+        the device and calls ``set_epoch`` on it every epoch."""
         if not self.zh_config.train.label_aware_batches:
             return super().get_train_dataloader()
         from zhcls.data.samplers import LabelAwareBatchSampler
 
         sampler = LabelAwareBatchSampler(self.train_dataset.labels, self._train_batch_size,
-                                         seed=self.args.seed)
-        loader = DataLoader(self.train_dataset, batch_sampler=sampler,
-                            collate_fn=self.data_collator,
-                            num_workers=self.args.dataloader_num_workers,
-                            pin_memory=self.args.dataloader_pin_memory)
-        return self.accelerator.prepare(loader)  # shards whole batches across DDP ranks
+                                         seed=self.args.seed, num_replicas=self.args.world_size,
+                                         rank=self.args.process_index)
+        return EpochDataLoader(self.train_dataset, batch_sampler=sampler,
+                               collate_fn=self.data_collator,
+                               num_workers=self.args.dataloader_num_workers,
+                               pin_memory=self.args.dataloader_pin_memory)
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader whose ``set_epoch`` reaches its batch sampler (the Trainer calls it at
+    the start of every epoch; a plain DataLoader has none)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
@@ -260,7 +274,8 @@ def weights_digest(model: torch.nn.Module) -> str:
 class RankDigestCallback(TrainerCallback):
     """Debug hook behind ``ZHCLS_RANK_DIGEST_DIR``: writes ``rank<N>.json`` with the weights'
     digest after the last optimisation step and after training (best model reloaded), the
-    pid, and a fingerprint of every training row this rank computed a loss on. Under DDP it
+    pid, a fingerprint of every training row this rank computed a loss on and where each
+    epoch's rows begin. Under DDP it
     also audits, from its creation on, which files this process creates (``os.mkdir``) or
     opens for writing from Python inside the run directory, and writes them to
     ``rank<N>.writes.json`` when the process exits (C++ writers such as ``torch.save``'s zip
@@ -269,6 +284,7 @@ class RankDigestCallback(TrainerCallback):
     def __init__(self, out_dir: Path, args):
         self.out_dir = out_dir
         self.rows: list[str] = []
+        self.epoch_starts: list[int] = []  # index into rows where each epoch begins
         self.last_step_digest: str | None = None
         self.writes: list[str] = []
         if args.world_size > 1:
@@ -303,6 +319,9 @@ class RankDigestCallback(TrainerCallback):
         path = self.out_dir / f"rank{rank}.writes.json"
         path.write_text(json.dumps(sorted(set(self.writes))), encoding="utf-8")
 
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.epoch_starts.append(len(self.rows))
+
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if model is not None:
             self.last_step_digest = weights_digest(model)
@@ -312,6 +331,6 @@ class RankDigestCallback(TrainerCallback):
         record = {"rank": args.process_index, "world_size": args.world_size, "pid": os.getpid(),
                   "global_step": state.global_step, "last_step_digest": self.last_step_digest,
                   "final_digest": weights_digest(model) if model is not None else None,
-                  "rows": self.rows}
+                  "rows": self.rows, "epoch_starts": self.epoch_starts}
         path = self.out_dir / f"rank{args.process_index}.json"
         path.write_text(json.dumps(record), encoding="utf-8")
