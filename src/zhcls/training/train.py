@@ -233,6 +233,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     from transformers.trainer_callback import ProgressCallback
 
     from zhcls.checkpoint import save_checkpoint
+    from zhcls.devices import apply_threads
     from zhcls.modeling.encoder import load_encoder, load_tokenizer
     from zhcls.modeling.model import build_model
     from zhcls.training.trainer import (
@@ -242,6 +243,9 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         compute_metrics,
     )
 
+    threads = apply_threads(config.train.threads, "train.threads")
+    logger.info("CPU threads for training: %d (train.threads / $ZHCLS_THREADS; unset = torch's "
+                "default)", threads)
     data_dir = data_dir or config.data.dir
     if data_dir is None:
         raise ZhclsError("no dataset given: pass --data DIR (or set data.dir in the config)")
@@ -282,7 +286,9 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         from zhcls.evaluate import evaluate_model
 
         test = evaluate_model(trainer.model, tokenizer, data.splits["test"], data.class_names,
-                              out / "eval_test", config=config, batch_size=args.per_device_eval_batch_size)
+                              out / "eval_test", config=config,
+                              batch_size=args.per_device_eval_batch_size,
+                              precision=trainer.precision)
         logger.info("test accuracy %.4f, macro-F1 %.4f", test["accuracy"], test["macro_f1"])
     if trainer.is_world_process_zero():
         _write_json(out / "metrics.json", {"dev": dev, "test": test,
@@ -319,11 +325,13 @@ def _resume_point(config: Config, out: Path) -> bool | None:
 
 def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:
     """What will run, once at start (replicas log warnings only)."""
+    from zhcls.training.trainer import args_precision
+
     t = config.train
     logger.info("data: %s", ", ".join(f"{k} {len(v)}" for k, v in data.encoded.items()))
     logger.info("model %s (%s), objective %s, lr %g, eval every %d steps, precision %s",
                 config.model.head, config.model.pretrained, config.objective.name, t.lr,
-                args.eval_steps, "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32")
+                args.eval_steps, args_precision(args))
     length = f"train.max_steps {t.max_steps}" if t.max_steps > 0 else f"{t.epochs:g} epochs"
     logger.info("schedule: %d process%s x per-device batch %d x grad_accum %d = global batch "
                 "%d; %d optimizer steps per epoch, %d total steps (%s), %d warm-up steps "

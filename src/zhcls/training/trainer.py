@@ -13,6 +13,7 @@ ranks (global batch = per-device batch x world size) and, with
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import logging
@@ -101,12 +102,24 @@ class ZhclsTrainer(Trainer):
         if not self.is_world_process_zero():  # replicas log warnings only, as transformers does
             logging.getLogger("zhcls").setLevel(logging.WARNING)
 
+    @property
+    def precision(self) -> str:
+        """``train.precision`` as resolved for this run: fp32, bf16 or fp16."""
+        return args_precision(self.args)
+
+    def eval_autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast of evaluation forward passes: the training precision, so fp32 means
+        no autocast (explicitly off, whatever an enclosing context says)."""
+        return precision_autocast(self.precision, self.args.device.type)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         if not model.training:
+            with self.eval_autocast():
+                out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
             loss = F.cross_entropy(out.logits.float(), labels)
             return (loss, {"logits": out.logits}) if return_outputs else loss
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         features = out.features if out.features is not None else out.representation  # (B, D)
         feat_labels = labels
         if self.zh_config.objective.scl_global_batch and is_distributed():
@@ -188,6 +201,20 @@ class EpochDataLoader(DataLoader):
 
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.set_epoch(epoch)
+
+
+def args_precision(args) -> str:
+    """The precision TrainingArguments train at: fp32, bf16 or fp16."""
+    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+
+
+def precision_autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for a resolved precision: bf16 / fp16 autocast, or for fp32
+    autocast disabled."""
+    if precision == "fp32":
+        return torch.autocast(device_type, enabled=False)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type, dtype=dtype)
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
