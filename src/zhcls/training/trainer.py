@@ -6,8 +6,9 @@ Speed: training batches are grouped by length (dynamic padding pads little) in a
 order, evaluation batches are sorted by length (order does not change metrics), and the
 loss terms are summed on the device and read back only when a log line is written (no
 host sync per step on GPU). Under DDP (``torchrun``) the Trainer shards batches across
-ranks (global batch = per-device batch x world size) and, with
-``objective.scl_global_batch``, the contrastive term sees the features of every rank.
+ranks (global batch = per-device batch x world size; label-aware batches are sharded by
+their sampler instead) and, with ``objective.scl_global_batch``, the contrastive term sees
+the features of every rank. Evaluation runs at the training precision (fp32: no autocast).
 """
 
 from __future__ import annotations
