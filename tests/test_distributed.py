@@ -1,11 +1,13 @@
-"""DDP on CPU with gloo: ``torchrun --nproc_per_node 2 -m zhcls train`` on a tiny model
-(identical weights on both ranks, disjoint data, only rank 0 writes, same result as one
-process with the same global batch), and ``gather_with_grad`` / the global-batch SCL
-under a 2-process gloo group."""
+"""DDP on CPU with gloo: ``torchrun --nproc_per_node 2 -m zhcls train`` on a tiny model for 2
+**epochs** (identical weights on both ranks, disjoint data, only rank 0 writes, same result as
+one process with the same global batch, the warm-up and decay follow the real number of
+optimizer steps, label-aware batches cover the training set every epoch), and
+``gather_with_grad`` / the global-batch SCL under a 2-process gloo group."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,24 +21,30 @@ from conftest import CLASSES, REPO, SENTENCES, requires_vocab
 
 WORLD = 2
 PER_DEVICE = 8
-COMMON = ["--model.dropout", "0", "--train.max_steps", "12", "--train.eval_steps", "6",
-          "--train.logging_steps", "3", "--train.lr", "5e-3", "--train.precision", "fp32",
+N_TRAIN = 96
+EPOCHS = 2
+WARMUP = 0.25
+# Epochs, not max_steps: max_steps hides a schedule computed for the wrong number of steps.
+COMMON = ["--model.dropout", "0", "--train.epochs", str(EPOCHS), "--train.eval_steps", "6",
+          "--train.logging_steps", "1", "--train.warmup_ratio", str(WARMUP),
+          "--train.lr", "5e-3", "--train.precision", "fp32",
           "--objective.name", "ce+scl", "--objective.scl_global_batch", "true",
           "--train.tensorboard", "true", "--train.report", "false"]
 
 
-def _write_unique_dataset(root: Path) -> Path:
-    """3 classes, 96/24/24 distinct sentences (a class sentence + a distinct issue number)."""
+def _write_unique_dataset(root: Path, train_sizes=(32, 32, 32)) -> Path:
+    """3 classes, distinct sentences (a class sentence + a distinct issue number):
+    ``train_sizes`` per class for train (96 in all by default), 8 per class for dev and test."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "class.txt").write_text("\n".join(CLASSES), encoding="utf-8")
     rng = np.random.default_rng(0)
     splits: dict[str, list[str]] = {"train": [], "dev": [], "test": []}
-    for label, texts in SENTENCES.items():
+    for (label, texts), n_train in zip(SENTENCES.items(), train_sizes, strict=True):
         combos = [f"{t}第{n}期\t{label}" for t in texts for n in range(1, 41)]
         combos = [combos[i] for i in rng.permutation(len(combos))]
-        splits["train"] += combos[:32]
-        splits["dev"] += combos[32:40]
-        splits["test"] += combos[40:48]
+        splits["train"] += combos[:n_train]
+        splits["dev"] += combos[n_train:n_train + 8]
+        splits["test"] += combos[n_train + 8:n_train + 16]
     for name, lines in splits.items():
         (root / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
@@ -56,18 +64,23 @@ def ddp_setup(tmp_path_factory, tiny_model):
     return root, model, _write_unique_dataset(root / "data")
 
 
-@pytest.fixture(scope="module")
-def torchrun_run(ddp_setup):
-    root, model, data = ddp_setup
-    out, digests = root / "run-ddp", root / "digest-ddp"
+def _torchrun(root: Path, model: Path, data: Path, name: str, extra: list[str]):
+    out, digests = root / f"run-{name}", root / f"digest-{name}"
     env = {**os.environ, "ZHCLS_RANK_DIGEST_DIR": str(digests), "OMP_NUM_THREADS": "1",
            "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc_per_node", str(WORLD), "-m", "zhcls", "train",
            "--config", str(REPO / "configs" / "tiny.yaml"), "--model.pretrained", str(model),
-           "--data", str(data), "--out", str(out), "--train.batch_size", str(PER_DEVICE), *COMMON]
+           "--data", str(data), "--out", str(out), "--train.batch_size", str(PER_DEVICE), *COMMON,
+           *extra]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     return proc, out, digests
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(ddp_setup):
+    root, model, data = ddp_setup
+    return _torchrun(root, model, data, "ddp", [])
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +117,7 @@ def test_torchrun_trains_and_ranks_end_identical(torchrun_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = _ranks(digests)
     assert (r0["rank"], r1["rank"], r0["world_size"]) == (0, 1, WORLD)
-    assert r0["global_step"] == r1["global_step"] == 12
+    assert r0["global_step"] == r1["global_step"] == EPOCHS * N_TRAIN // (WORLD * PER_DEVICE)
     assert r0["last_step_digest"] == r1["last_step_digest"] is not None
     assert r0["final_digest"] == r1["final_digest"]
     history = json.loads((out / "history.json").read_text("utf-8"))["log_history"]
@@ -123,6 +136,72 @@ def test_each_rank_sees_its_own_half_of_every_global_batch(torchrun_run, single_
             r1["rows"][step * PER_DEVICE:(step + 1) * PER_DEVICE]
         one = single["rows"][step * PER_DEVICE * WORLD:(step + 1) * PER_DEVICE * WORLD]
         assert sorted(ddp) == sorted(one), step
+
+
+def _logged_lrs(out: Path) -> dict[int, float]:
+    logs = json.loads((out / "history.json").read_text("utf-8"))["log_history"]
+    return {e["step"]: e["learning_rate"] for e in logs if "learning_rate" in e}
+
+
+def _assert_warmup_fraction(proc, out: Path, total: int) -> None:
+    """The LR peaks after WARMUP x total of the real optimizer steps, decays to ~0 by the end,
+    and the plan logged at start names the same numbers."""
+    lrs = _logged_lrs(out)
+    assert sorted(lrs) == list(range(1, total + 1))  # logging_steps 1: every step, no more
+    peak = max(lrs, key=lrs.get)
+    # The LR logged at step s drove optimizer step s - 1: warm-up took peak - 1 steps.
+    assert peak - 1 == round(WARMUP * total), (peak, total, lrs)
+    assert lrs[peak] == pytest.approx(5e-3) and lrs[1] == 0.0
+    # Linear decay reaches zero exactly at the real end (the last step runs one step short).
+    assert lrs[total] == pytest.approx(lrs[peak] / (total - (peak - 1)))
+    assert (f"schedule: {WORLD} processes x per-device batch {PER_DEVICE} x grad_accum 1 = "
+            f"global batch {WORLD * PER_DEVICE}; {total // EPOCHS} optimizer steps per epoch, "
+            f"{total} total steps ({EPOCHS} epochs), {round(WARMUP * total)} warm-up steps"
+            ) in proc.stderr
+
+
+def test_lr_peaks_at_the_warmup_fraction_of_the_real_steps(torchrun_run):
+    proc, out, _ = torchrun_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    total = EPOCHS * math.ceil(N_TRAIN / (WORLD * PER_DEVICE))  # 2 x 6 optimizer steps
+    _assert_warmup_fraction(proc, out, total)
+
+
+# --- train.label_aware_batches under DDP ---
+
+LABEL_AWARE_SIZES = (33, 31, 35)  # odd classes: chunks of 3, batches of varying size
+
+
+@pytest.fixture(scope="module")
+def label_aware_run(ddp_setup):
+    root, model, _ = ddp_setup
+    data = _write_unique_dataset(root / "data-odd", LABEL_AWARE_SIZES)
+    return _torchrun(root, model, data, "label-aware", [
+        "--train.label_aware_batches", "true", "--train.eval_steps", "7",
+        "--train.evaluate_test", "false", "--train.tensorboard", "false"])
+
+
+def _epochs(rank: dict) -> list[list[str]]:
+    bounds = [*rank["epoch_starts"], len(rank["rows"])]
+    return [rank["rows"][a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+@pytest.mark.slow
+def test_label_aware_batches_cover_the_training_set_once_per_epoch(label_aware_run):
+    proc, out, digests = label_aware_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n_train = sum(LABEL_AWARE_SIZES)
+    total = EPOCHS * math.ceil(n_train / (WORLD * PER_DEVICE))  # 2 x 7 steps
+    r0, r1 = _ranks(digests)
+    assert r0["global_step"] == r1["global_step"] == total
+    (a0, a1), (b0, b1) = _epochs(r0), _epochs(r1)
+    for rank0, rank1 in ((a0, b0), (a1, b1)):  # one epoch: both ranks' rows together
+        seen = rank0 + rank1
+        assert len(seen) == len(set(seen)) == n_train  # every training example exactly once
+        assert not set(rank0) & set(rank1)
+    assert set(a0 + b0) == set(a1 + b1)
+    assert a0 != a1 and set(a0) != set(a1)  # a new order and a new share every epoch
+    _assert_warmup_fraction(proc, out, total)
 
 
 def _ranks_single(digests: Path) -> dict:

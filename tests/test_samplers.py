@@ -105,3 +105,83 @@ def test_invalid_arguments_raise() -> None:
         LabelAwareBatchSampler([0, 0], 4, seed=-1)
     with pytest.raises(ValueError, match="epoch"):
         LabelAwareBatchSampler([0, 0], 4).set_epoch(-2)
+
+
+# --- DDP: each rank takes a disjoint share of every epoch's batches ---
+
+def _rank_batches(labels, batch_size, world, epoch, seed=0, drop_last=False):
+    out = []
+    for rank in range(world):
+        sampler = LabelAwareBatchSampler(labels, batch_size, seed=seed, drop_last=drop_last,
+                                         num_replicas=world, rank=rank)
+        sampler.set_epoch(epoch)
+        out.append(list(sampler))
+    return out
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_ranks_cover_every_index_once_per_epoch(world: int) -> None:
+    rng = random.Random(world)
+    for trial in range(60):
+        labels = _random_labels(rng)
+        batch_size = rng.randrange(2, 24)
+        if sum(1 if n == 1 else n // 2 for n in Counter(labels).values()) < world:
+            continue
+        per_rank = _rank_batches(labels, batch_size, world, epoch=trial % 4, seed=trial)
+        n_steps = len(LabelAwareBatchSampler(labels, batch_size, num_replicas=world))
+        assert n_steps >= 1
+        assert [len(b) for b in per_rank] == [n_steps] * world  # same number of steps per rank
+        seen = [i for batches in per_rank for b in batches for i in b]
+        assert sorted(seen) == list(range(len(labels)))  # each index exactly once
+        for batches in per_rank:
+            _check_invariant(labels, batches)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_ranks_share_a_global_batch_of_world_times_batch_size(world: int) -> None:
+    labels = [i % 7 for i in range(1001)] + [7, 7, 7]  # 1004: odd classes make chunks of 3
+    per_rank = _rank_batches(labels, 16, world, epoch=0)
+    # One optimizer step per global batch of world x 16: ceil(1004 / (world x 16)) steps.
+    assert len(per_rank[0]) == -(-len(labels) // (16 * world))
+    for step in range(len(per_rank[0]) - 1):  # the last step takes the remainder
+        for batches in per_rank:
+            assert 16 - 4 <= len(batches[step]) <= 16 + 4
+        assert abs(sum(len(b[step]) for b in per_rank) - 16 * world) <= 2
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_ranks_get_a_new_share_and_order_every_epoch(world: int) -> None:
+    labels = [i % 5 for i in range(203)]
+    first, second = _rank_batches(labels, 8, world, 0), _rank_batches(labels, 8, world, 1)
+    assert first == _rank_batches(labels, 8, world, 0)  # (seed, epoch) decides, nothing else
+    for a, b in zip(first, second, strict=True):
+        assert a != b
+        if world > 1:
+            assert {i for x in a for i in x} != {i for x in b for i in x}
+
+
+def test_one_replica_is_the_single_process_sampler() -> None:
+    labels = [i % 9 for i in range(301)]
+    for epoch in range(3):
+        plain = LabelAwareBatchSampler(labels, 12, seed=4)
+        ddp = LabelAwareBatchSampler(labels, 12, seed=4, num_replicas=1, rank=0)
+        plain.set_epoch(epoch)
+        ddp.set_epoch(epoch)
+        assert list(plain) == list(ddp)
+
+
+def test_drop_last_under_ddp_keeps_ranks_equal() -> None:
+    labels = [i % 4 for i in range(150)]
+    per_rank = _rank_batches(labels, 8, 2, epoch=2, drop_last=True)
+    assert [len(b) for b in per_rank] == [150 // 16] * 2
+    seen = [i for batches in per_rank for b in batches for i in b]
+    assert len(seen) == len(set(seen)) <= 150
+
+
+def test_invalid_replica_arguments_raise() -> None:
+    with pytest.raises(ValueError, match="num_replicas"):
+        LabelAwareBatchSampler([0, 0], 4, num_replicas=0)
+    with pytest.raises(ValueError, match="rank"):
+        LabelAwareBatchSampler([0, 0, 1, 1], 4, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="3 ranks"):  # 2 pairs cannot feed 3 ranks
+        LabelAwareBatchSampler([0, 0, 1, 1], 4, num_replicas=3, rank=0)

@@ -3,6 +3,7 @@ length-sorted evaluation batches, loss terms summed on the device and logged as 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,63 @@ def test_tensorboard_from_rank0_only_and_after_training(tmp_path):
     assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(2, 1.5)]
     assert [(e.step, e.value) for e in events.Scalars("eval/accuracy")] == [(4, 0.75)]
     assert len(list((tmp_path / "tb").iterdir())) == 1
+
+
+# --- the schedule follows what the training loader really yields ---
+
+@pytest.mark.parametrize("label_aware", [False, True])
+@pytest.mark.parametrize("grad_accum", [1, 3])
+def test_plan_matches_the_trainers_own_step_count(trainer, label_aware, grad_accum):
+    from zhcls.training.train import plan_schedule
+
+    t = trainer.zh_config.train
+    old = (t.label_aware_batches, t.grad_accum, trainer.args.gradient_accumulation_steps)
+    t.label_aware_batches, t.grad_accum = label_aware, grad_accum
+    trainer.args.gradient_accumulation_steps = grad_accum
+    try:
+        loader = trainer.get_train_dataloader()
+        labels = trainer.train_dataset.labels
+        plan = plan_schedule(trainer.zh_config, len(labels), 1, labels)
+        assert plan.batches_per_epoch == len(loader) == sum(1 for _ in loader)
+        steps = trainer.set_initial_training_values(trainer.args, loader)[1]
+        assert plan.steps_per_epoch == steps
+        assert plan.global_batch == t.batch_size * grad_accum
+    finally:
+        t.label_aware_batches, t.grad_accum, trainer.args.gradient_accumulation_steps = old
+
+
+@pytest.mark.parametrize("world", [1, 2, 8])
+def test_warmup_is_the_configured_fraction_on_any_number_of_processes(world):
+    from zhcls.config import load_config
+    from zhcls.training.train import plan_schedule
+
+    # configs/bert.yaml-like: 180,000 titles, batch 128 per process, 3 epochs, 5% warm-up.
+    config = load_config(None, ["--train.batch_size", "128", "--train.epochs", "3",
+                                "--train.warmup_ratio", "0.05"])
+    plan = plan_schedule(config, 180_000, world)
+    assert plan.global_batch == 128 * world
+    assert plan.steps_per_epoch == math.ceil(180_000 / (128 * world))
+    assert plan.total_steps == 3 * plan.steps_per_epoch
+    assert plan.warmup_steps / plan.total_steps == pytest.approx(0.05, abs=1 / plan.total_steps)
+
+
+def test_label_aware_schedule_on_more_ranks_than_pairs_is_a_config_error():
+    from zhcls.config import load_config
+    from zhcls.errors import ConfigError
+    from zhcls.training.train import plan_schedule
+
+    config = load_config(None, ["--train.label_aware_batches", "true", "--train.batch_size", "4"])
+    with pytest.raises(ConfigError, match="train.label_aware_batches.*3 ranks"):
+        plan_schedule(config, 4, 3, [0, 0, 1, 1])
+
+
+def test_label_aware_loader_calls_set_epoch_on_its_sampler(trainer):
+    trainer.zh_config.train.label_aware_batches = True
+    try:
+        loader = trainer.get_train_dataloader()
+        first = [b["input_ids"].tolist() for b in loader]
+        loader.set_epoch(1)  # what the Trainer calls at the start of every epoch
+        assert loader.batch_sampler.epoch == 1
+        assert [b["input_ids"].tolist() for b in loader] != first
+    finally:
+        trainer.zh_config.train.label_aware_batches = False

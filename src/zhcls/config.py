@@ -91,6 +91,7 @@ class TrainConfig:
     group_by_length: bool = True
     label_aware_batches: bool = False
     num_workers: int = 0
+    threads: int | None = None
     compile: bool = False
     resume: bool = False
     save_total_limit: int = 2
@@ -110,6 +111,9 @@ class TrainConfig:
         if self.require_improvement < 0 or self.num_workers < 0 or self.save_total_limit < 1:
             raise ConfigError("train.require_improvement/num_workers must be >= 0 and "
                               "train.save_total_limit >= 1")
+        if self.threads is not None and self.threads < 0:
+            raise ConfigError(f"train.threads: expected a CPU thread count >= 0 (0 or null = "
+                              f"$ZHCLS_THREADS or torch's default), got {self.threads}")
         _choice("train.precision", self.precision, PRECISIONS)
         _choice("train.optimizer", self.optimizer, ("adamw", "bertadam"))
         _choice("train.metric_for_best", self.metric_for_best, ("loss", "accuracy", "macro_f1"))

@@ -51,13 +51,25 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
     ``drop_last=True`` the chunks after the last full batch are dropped (each index at
     most once). The shuffle depends on ``(seed, epoch)`` only: call
     :meth:`set_epoch` before each epoch to get a new order, as with
-    ``DistributedSampler``. This is a single-process sampler (no sharding across ranks).
+    ``DistributedSampler``.
+
+    DDP: with ``num_replicas`` W > 1 every rank builds the same epoch, cut into *global*
+    batches of about ``W * batch_size`` (each at least W chunks), and splits each global
+    batch at chunk boundaries into W parts of about ``batch_size``; rank r yields part r.
+    Each optimizer step thus sees one global batch, every rank takes the same number of
+    steps, ``len = min(ceil(N / (W * batch_size)), n_chunks // W)`` (``N // (W *
+    batch_size)`` with ``drop_last``), and across ranks every index appears exactly once
+    per epoch, in a new share and order each epoch. Do not let another layer shard it
+    again (accelerate's batch-sampler sharding drops batches whose size is not exactly
+    ``batch_size``). ``num_replicas=1`` is the single-process sampler above.
 
     Args:
         labels: class id of every dataset item, in dataset order.
         batch_size: target batch size, ``>= 2``.
         seed: non-negative base seed.
         drop_last: drop the trailing incomplete batch.
+        num_replicas: number of DDP ranks sharing the epoch (the world size).
+        rank: this process's rank, ``0 <= rank < num_replicas``.
     """
 
     def __init__(
@@ -66,6 +78,8 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
         batch_size: int,
         seed: int = 0,
         drop_last: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
         labels_list = [int(y) for y in labels]
         if not labels_list:
@@ -83,7 +97,18 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
                 f"LabelAwareBatchSampler: expected a non-negative integer seed, found "
                 f"{seed!r}; pass e.g. seed=0."
             )
+        if int(num_replicas) != num_replicas or num_replicas < 1:
+            raise ValueError(
+                f"LabelAwareBatchSampler: expected num_replicas >= 1 (the world size), found "
+                f"{num_replicas!r}."
+            )
+        if int(rank) != rank or not 0 <= rank < num_replicas:
+            raise ValueError(
+                f"LabelAwareBatchSampler: expected a rank in [0, {num_replicas}), found {rank!r}."
+            )
         self.batch_size = int(batch_size)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.epoch = 0
@@ -96,6 +121,12 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
         ]
         self._num_samples = len(labels_list)
         self._num_chunks = sum(1 if len(c) == 1 else len(c) // 2 for c in self._classes)
+        if self._num_chunks < self.num_replicas:
+            raise ValueError(
+                f"LabelAwareBatchSampler: {self._num_samples} examples make {self._num_chunks} "
+                f"same-class groups, too few to give each of {self.num_replicas} ranks a batch; "
+                "use fewer processes or more data."
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffle for ``epoch`` (call before iterating each epoch)."""
@@ -107,11 +138,14 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
+        """Batches this rank yields per epoch (= optimizer steps per epoch, before
+        gradient accumulation); the same on every rank and in every epoch."""
+        global_batch = self.batch_size * self.num_replicas
         if self.drop_last:
-            full = self._num_samples // self.batch_size
+            full = self._num_samples // global_batch
         else:
-            full = math.ceil(self._num_samples / self.batch_size)
-        return min(full, self._num_chunks)
+            full = math.ceil(self._num_samples / global_batch)
+        return min(full, self._num_chunks // self.num_replicas)
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -120,11 +154,23 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
         chunks = [chunks[i] for i in order]
         ends = np.cumsum([len(c) for c in chunks])  # (n_chunks,) end offset of each chunk
         flat = np.concatenate(chunks)  # (N,)
-        start = 0
-        for stop in self._cut_points(ends):
-            batch = flat[start:stop]
-            yield [int(i) for i in rng.permutation(batch)]
-            start = stop
+        world = self.num_replicas
+        global_ends = _cut_points(ends, len(self), self.batch_size * world, world,
+                                  take_rest=not self.drop_last)
+        first = 0  # index of the first chunk of the current global batch
+        for last in global_ends:
+            base = int(ends[first - 1]) if first else 0
+            part_ends = [last] if world == 1 else [
+                first + j for j in _cut_points(ends[first:last + 1] - base, world,
+                                               (int(ends[last]) - base) / world, 1, True)]
+            start = base
+            for rank, j in enumerate(part_ends):
+                stop = int(ends[j])
+                batch = [int(i) for i in rng.permutation(flat[start:stop])]
+                if rank == self.rank:  # every rank draws the same numbers, yields its own
+                    yield batch
+                start = stop
+            first = last + 1
 
     def _make_chunks(self, rng: np.random.Generator) -> list[np.ndarray]:
         chunks: list[np.ndarray] = []
@@ -139,26 +185,31 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
         assert sum(len(c) for c in chunks) == self._num_samples
         return chunks
 
-    def _cut_points(self, ends: np.ndarray) -> list[int]:
-        """Sample offsets where batches end: one per batch, at chunk boundaries."""
-        n_batches = len(self)
-        n_chunks = len(ends)
-        cuts: list[int] = []
-        prev = -1  # index of the chunk that ends the previous batch
-        for k in range(1, n_batches + 1):
-            last_batch = k == n_batches
-            if last_batch and not self.drop_last:
-                j = n_chunks - 1
-            else:
-                target = k * self.batch_size
-                j = int(np.searchsorted(ends, target))  # first chunk ending at >= target
-                j = min(j, n_chunks - 1)
-                if j > 0 and target - ends[j - 1] <= ends[j] - target:
-                    j -= 1  # the previous boundary is at least as close: prefer it
-                # Each batch needs >= 1 chunk and the later batches need theirs too.
-                j = max(j, prev + 1)
-                j = min(j, n_chunks - 1 - (n_batches - k))
-            cuts.append(int(ends[j]))
-            prev = j
-        assert len(cuts) == n_batches and all(b > a for a, b in zip([0, *cuts], cuts, strict=False))
-        return cuts
+
+def _cut_points(ends: np.ndarray, n_batches: int, size: float, min_chunks: int,
+                take_rest: bool) -> list[int]:
+    """Indices of the chunks that end each of ``n_batches`` batches of about ``size``
+    samples, cut at the chunk boundary nearest to ``size, 2*size, ...`` (ties go to the
+    smaller batch), each batch holding at least ``min_chunks`` chunks; with ``take_rest``
+    the last batch ends at the last chunk. ``ends`` (n_chunks,) are the chunks' end offsets."""
+    n_chunks = len(ends)
+    assert n_batches * min_chunks <= n_chunks
+    cuts: list[int] = []
+    prev = -1  # index of the chunk that ends the previous batch
+    for k in range(1, n_batches + 1):
+        if k == n_batches and take_rest:
+            j = n_chunks - 1
+        else:
+            target = k * size
+            j = int(np.searchsorted(ends, target))  # first chunk ending at >= target
+            j = min(j, n_chunks - 1)
+            if j > 0 and target - ends[j - 1] <= ends[j] - target:
+                j -= 1  # the previous boundary is at least as close: prefer it
+            # Each batch needs its chunks and the later batches need theirs too.
+            j = max(j, prev + min_chunks)
+            j = min(j, n_chunks - 1 - (n_batches - k) * min_chunks)
+        cuts.append(j)
+        prev = j
+    assert len(cuts) == n_batches and all(b - a >= min_chunks
+                                          for a, b in zip([-1, *cuts], cuts, strict=False))
+    return cuts

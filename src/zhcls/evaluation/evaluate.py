@@ -18,15 +18,17 @@ logger = logging.getLogger(__name__)
 
 def evaluate_model(model, tokenizer, split: SplitData, class_names: list[str],
                    out_dir: str | Path, *, config=None, batch_size: int = 256,
-                   max_length: int | None = None) -> dict:
-    """Evaluate on ``split``; write metrics.json, report.txt, wrong samples and predictions."""
+                   max_length: int | None = None, precision: str | None = None) -> dict:
+    """Evaluate on ``split``; write metrics.json, report.txt, wrong samples and predictions.
+    ``precision`` (``fp32`` | ``bf16`` | ``fp16``; None = bf16/fp16 autocast on CUDA) sets the
+    autocast of the forward passes on GPU (see ``zhcls.modeling.forward.autocast_dtype``)."""
     from zhcls.modeling.forward import forward_texts, softmax
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     max_length = max_length or (config.data.max_length if config is not None else 32)
     result = forward_texts(model, tokenizer, split.texts, max_length, batch_size,
-                           with_representations=True)
+                           with_representations=True, precision=precision)
     probs = softmax(result.logits)  # (N, C)
     gold = np.asarray(split.labels)
     pred = probs.argmax(axis=1)

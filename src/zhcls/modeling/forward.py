@@ -36,26 +36,34 @@ def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
+def autocast_dtype(device: torch.device, precision: str | None = None) -> torch.dtype | None:
+    """The autocast dtype of a forward pass on ``device``: none on CPU; on CUDA the given
+    ``precision`` (``fp32``: no autocast, ``bf16``, ``fp16``), or bf16 (fp16 without bf16)
+    when it is None or ``auto``."""
+    if device.type != "cuda" or precision == "fp32":
         return None
+    if precision in ("bf16", "fp16"):
+        return torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 @torch.inference_mode()
 def forward_texts(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 256,
-                  with_representations: bool = False, progress: bool = False) -> ForwardResult:
-    """Run ``model`` over ``texts``; returns float32 arrays in the order of ``texts``."""
+                  with_representations: bool = False, progress: bool = False,
+                  precision: str | None = None) -> ForwardResult:
+    """Run ``model`` over ``texts``; returns float32 arrays in the order of ``texts``.
+    ``precision``: see :func:`autocast_dtype`."""
     ids = encode_texts(tokenizer, texts, max_length)
     return forward_ids(model, ids, tokenizer.pad_token_id, batch_size, with_representations,
-                       progress)
+                       progress, precision)
 
 
 @torch.inference_mode()
 def forward_ids(model, ids: list[list[int]], pad_id: int, batch_size: int = 256,
-                with_representations: bool = False, progress: bool = False) -> ForwardResult:
+                with_representations: bool = False, progress: bool = False,
+                precision: str | None = None) -> ForwardResult:
     device = next(model.parameters()).device
-    dtype = autocast_dtype(device)
+    dtype = autocast_dtype(device, precision)
     was_training = model.training
     model.eval()
     logits = reps = None

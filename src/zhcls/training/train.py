@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from zhcls.config import Config
 from zhcls.data.dataset import Collator, EncodedDataset, encode_split
 from zhcls.data.formats import SplitData, find_split_file, read_class_names, read_split
-from zhcls.errors import DataError, ZhclsError
+from zhcls.errors import ConfigError, DataError, ZhclsError
 
 logger = logging.getLogger(__name__)
 
@@ -107,27 +108,67 @@ def prepare(config: Config, data_dir: str | Path, tokenizer) -> PreparedData:
     return PreparedData(class_names, splits, encoded)
 
 
-def training_arguments(config: Config, out: Path, n_train: int):
+@dataclass(frozen=True)
+class Schedule:
+    """The optimizer steps of a run as the Trainer will take them: per rank the training
+    loader yields ``batches_per_epoch`` batches, ``grad_accum`` of them make one step."""
+
+    processes: int
+    per_device_batch: int
+    grad_accum: int
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.processes * self.per_device_batch * self.grad_accum
+
+
+def plan_schedule(config: Config, n_train: int, world_size: int = 1,
+                  labels: Sequence[int] | None = None) -> Schedule:
+    """Steps per epoch, total and warm-up steps from what each of ``world_size`` ranks'
+    training loader really yields: ``ceil(n_train / (world_size x batch))`` batches (the
+    Trainer's sampler sharded by accelerate), or the label-aware sampler's length (``labels``
+    given with ``train.label_aware_batches``); a step is ``grad_accum`` batches."""
+    t = config.train
+    if t.label_aware_batches and labels is not None:
+        from zhcls.data.samplers import LabelAwareBatchSampler
+
+        try:
+            batches = len(LabelAwareBatchSampler(labels, t.batch_size, num_replicas=world_size))
+        except ValueError as exc:
+            raise ConfigError(f"train.label_aware_batches: {exc}") from None
+    else:
+        batches = math.ceil(n_train / (world_size * t.batch_size))
+    steps = max(1, math.ceil(batches / t.grad_accum))  # as Trainer.set_initial_training_values
+    total = t.max_steps if t.max_steps > 0 else math.ceil(steps * t.epochs)
+    return Schedule(world_size, t.batch_size, t.grad_accum, batches, steps, total,
+                    int(round(t.warmup_ratio * total)))
+
+
+def training_arguments(config: Config, out: Path, n_train: int,
+                       labels: Sequence[int] | None = None):
+    """TrainingArguments for the run; step counts follow :func:`plan_schedule` for the
+    number of processes the arguments see (``torchrun`` sets it)."""
     from transformers import TrainingArguments
 
     t = config.train
     precision = resolve_precision(t.precision)
     if t.precision == "auto" and precision == "fp32" and cpu_has_native_bf16():
         precision = "bf16"  # bf16 autocast: ~5x faster matmuls on AVX512-BF16 / AMX CPUs
-    steps_per_epoch = math.ceil(n_train / (t.batch_size * t.grad_accum))
-    total = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
-    eval_steps = min(t.eval_steps, total)
     metric = {"loss": "eval_loss"}.get(t.metric_for_best, f"eval_{t.metric_for_best}")
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size, num_train_epochs=t.epochs,
         max_steps=t.max_steps, learning_rate=t.lr, weight_decay=t.weight_decay,
-        warmup_steps=int(round(t.warmup_ratio * total)), lr_scheduler_type="linear",
+        warmup_steps=0, lr_scheduler_type="linear",
         gradient_accumulation_steps=t.grad_accum,
         # bertadam clips each parameter itself, as the research code does
         max_grad_norm=0.0 if t.optimizer == "bertadam" else t.max_grad_norm,
-        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps",
-        save_steps=eval_steps, save_total_limit=t.save_total_limit, load_best_model_at_end=True,
+        eval_strategy="steps", eval_steps=t.eval_steps, save_strategy="steps",
+        save_steps=t.eval_steps, save_total_limit=t.save_total_limit, load_best_model_at_end=True,
         metric_for_best_model=metric, greater_is_better=t.metric_for_best != "loss",
         logging_steps=t.logging_steps, report_to=[], seed=t.seed, data_seed=t.seed,
         bf16=precision == "bf16", fp16=precision == "fp16", tf32=_tf32_available() or None,
@@ -137,6 +178,11 @@ def training_arguments(config: Config, out: Path, n_train: int):
         ddp_find_unused_parameters=_ddp_find_unused(config),
         ddp_backend=_ddp_backend(),
     )
+    # The world size is known once the arguments exist (they set up the process group).
+    plan = plan_schedule(config, n_train, args.world_size, labels)
+    args.warmup_steps = plan.warmup_steps
+    args.eval_steps = args.save_steps = min(t.eval_steps, plan.total_steps)
+    return args
 
 
 def cpu_has_native_bf16() -> bool:
@@ -192,6 +238,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.trainer_callback import ProgressCallback
 
+    from zhcls.devices import apply_threads
     from zhcls.modeling.checkpoint import save_checkpoint
     from zhcls.modeling.encoder import load_encoder, load_tokenizer
     from zhcls.modeling.model import build_model
@@ -202,6 +249,9 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         compute_metrics,
     )
 
+    threads = apply_threads(config.train.threads, "train.threads")
+    logger.info("CPU threads for training: %d (train.threads / $ZHCLS_THREADS; unset = torch's "
+                "default)", threads)
     data_dir = data_dir or config.data.dir
     if data_dir is None:
         raise ZhclsError("no dataset given: pass --data DIR (or set data.dir in the config)")
@@ -212,7 +262,8 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     tokenizer = load_tokenizer(config.model.pretrained)
     data = prepare(config, data_dir, tokenizer)
     model = build_model(load_encoder(config.model.pretrained), config, len(data.class_names))
-    args = training_arguments(config, out, len(data.encoded["train"]))
+    train_labels = data.encoded["train"].labels
+    args = training_arguments(config, out, len(train_labels), train_labels)
     patience = max(1, math.ceil(config.train.require_improvement / args.eval_steps))
     history = HistoryCallback()
     trainer = ZhclsTrainer(
@@ -227,7 +278,8 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         trainer.add_callback(TensorBoardLogCallback(out / "tensorboard"))
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ZhclsProgressCallback())
-    _log_plan(config, data, args)
+    _log_plan(config, data, args,
+              plan_schedule(config, len(train_labels), args.world_size, train_labels))
     trainer.train(resume_from_checkpoint=_resume_point(config, out))
     best = out / "best"
     dev = test = None
@@ -262,7 +314,8 @@ def _final_evaluation(trainer, tokenizer, config: Config, data: PreparedData,
             continue
         metrics = evaluate_model(model, tokenizer, data.splits[split], data.class_names,
                                  out / f"eval_{split}", config=config,
-                                 batch_size=config.train.eval_batch_size)
+                                 batch_size=config.train.eval_batch_size,
+                                 precision=trainer.precision)
         metrics["step"] = step
         logger.info("%s (%s): loss %.4f, accuracy %.4f, macro-F1 %.4f", split, what,
                     metrics["loss"], metrics["accuracy"], metrics["macro_f1"])
@@ -286,13 +339,21 @@ def _resume_point(config: Config, out: Path) -> bool | None:
     return True
 
 
-def _log_plan(config: Config, data: PreparedData, args) -> None:
+def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:
+    """What will run, once at start (replicas log warnings only)."""
+    from zhcls.training.trainer import args_precision
+
     t = config.train
     logger.info("data: %s", ", ".join(f"{k} {len(v)}" for k, v in data.encoded.items()))
-    logger.info("model %s (%s), objective %s, lr %g, batch %d, epochs %g, max_steps %d, "
-                "eval every %d steps, precision %s", config.model.head, config.model.pretrained,
-                config.objective.name, t.lr, t.batch_size, t.epochs, t.max_steps,
-                args.eval_steps, "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32")
+    logger.info("model %s (%s), objective %s, lr %g, eval every %d steps, precision %s",
+                config.model.head, config.model.pretrained, config.objective.name, t.lr,
+                args.eval_steps, args_precision(args))
+    length = f"train.max_steps {t.max_steps}" if t.max_steps > 0 else f"{t.epochs:g} epochs"
+    logger.info("schedule: %d process%s x per-device batch %d x grad_accum %d = global batch "
+                "%d; %d optimizer steps per epoch, %d total steps (%s), %d warm-up steps "
+                "(train.warmup_ratio %g)", plan.processes, "" if plan.processes == 1 else "es",
+                plan.per_device_batch, plan.grad_accum, plan.global_batch, plan.steps_per_epoch,
+                plan.total_steps, length, plan.warmup_steps, t.warmup_ratio)
 
 
 def _write_history(out: Path, log_history: list[dict], epoch_steps: list[int]) -> None:

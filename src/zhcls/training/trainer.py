@@ -6,13 +6,15 @@ Speed: training batches are grouped by length (dynamic padding pads little) in a
 order, evaluation batches are sorted by length (order does not change metrics), and the
 loss terms are summed on the device and read back only when a log line is written (no
 host sync per step on GPU). Under DDP (``torchrun``) the Trainer shards batches across
-ranks (global batch = per-device batch x world size) and, with
-``objective.scl_global_batch``, the contrastive term sees the features of every rank.
+ranks (global batch = per-device batch x world size; label-aware batches are sharded by
+their sampler instead) and, with ``objective.scl_global_batch``, the contrastive term sees
+the features of every rank. Evaluation runs at the training precision (fp32: no autocast).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import logging
@@ -101,12 +103,24 @@ class ZhclsTrainer(Trainer):
         if not self.is_world_process_zero():  # replicas log warnings only, as transformers does
             logging.getLogger("zhcls").setLevel(logging.WARNING)
 
+    @property
+    def precision(self) -> str:
+        """``train.precision`` as resolved for this run: fp32, bf16 or fp16."""
+        return args_precision(self.args)
+
+    def eval_autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast of evaluation forward passes: the training precision, so fp32 means
+        no autocast (explicitly off, whatever an enclosing context says)."""
+        return precision_autocast(self.precision, self.args.device.type)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         if not model.training:
+            with self.eval_autocast():
+                out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
             loss = F.cross_entropy(out.logits.float(), labels)
             return (loss, {"logits": out.logits}) if return_outputs else loss
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         features = out.features if out.features is not None else out.representation  # (B, D)
         feat_labels = labels
         if self.zh_config.objective.scl_global_batch and is_distributed():
@@ -190,17 +204,45 @@ class ZhclsTrainer(Trainer):
         return np.argsort(-np.asarray(lengths), kind="stable").tolist()
 
     def get_train_dataloader(self) -> DataLoader:
+        """The Trainer's loader, or with ``train.label_aware_batches`` a loader over a
+        :class:`LabelAwareBatchSampler` that shards the epoch across DDP ranks itself. That
+        loader is not passed to ``accelerator.prepare``: its batch-sampler sharding would
+        split the batches again and drop every batch whose size is not exactly
+        ``batch_size`` (label-aware batches vary by design). The Trainer moves the inputs to
+        the device and calls ``set_epoch`` on it every epoch."""
         if not self.zh_config.train.label_aware_batches:
             return super().get_train_dataloader()
         from zhcls.data.samplers import LabelAwareBatchSampler
 
         sampler = LabelAwareBatchSampler(self.train_dataset.labels, self._train_batch_size,
-                                         seed=self.args.seed)
-        loader = DataLoader(self.train_dataset, batch_sampler=sampler,
-                            collate_fn=self.data_collator,
-                            num_workers=self.args.dataloader_num_workers,
-                            pin_memory=self.args.dataloader_pin_memory)
-        return self.accelerator.prepare(loader)  # shards whole batches across DDP ranks
+                                         seed=self.args.seed, num_replicas=self.args.world_size,
+                                         rank=self.args.process_index)
+        return EpochDataLoader(self.train_dataset, batch_sampler=sampler,
+                               collate_fn=self.data_collator,
+                               num_workers=self.args.dataloader_num_workers,
+                               pin_memory=self.args.dataloader_pin_memory)
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader whose ``set_epoch`` reaches its batch sampler (the Trainer calls it at
+    the start of every epoch; a plain DataLoader has none)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+
+def args_precision(args) -> str:
+    """The precision TrainingArguments train at: fp32, bf16 or fp16."""
+    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+
+
+def precision_autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for a resolved precision: bf16 / fp16 autocast, or for fp32
+    autocast disabled."""
+    if precision == "fp32":
+        return torch.autocast(device_type, enabled=False)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type, dtype=dtype)
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
@@ -287,7 +329,8 @@ def weights_digest(model: torch.nn.Module) -> str:
 class RankDigestCallback(TrainerCallback):
     """Debug hook behind ``ZHCLS_RANK_DIGEST_DIR``: writes ``rank<N>.json`` with the weights'
     digest after the last optimisation step and after training (best model reloaded), the
-    pid, and a fingerprint of every training row this rank computed a loss on. Under DDP it
+    pid, a fingerprint of every training row this rank computed a loss on and where each
+    epoch's rows begin. Under DDP it
     also audits, from its creation on, which files this process creates (``os.mkdir``) or
     opens for writing from Python inside the run directory, and writes them to
     ``rank<N>.writes.json`` when the process exits (C++ writers such as ``torch.save``'s zip
@@ -296,6 +339,7 @@ class RankDigestCallback(TrainerCallback):
     def __init__(self, out_dir: Path, args):
         self.out_dir = out_dir
         self.rows: list[str] = []
+        self.epoch_starts: list[int] = []  # index into rows where each epoch begins
         self.last_step_digest: str | None = None
         self.writes: list[str] = []
         if args.world_size > 1:
@@ -330,6 +374,9 @@ class RankDigestCallback(TrainerCallback):
         path = self.out_dir / f"rank{rank}.writes.json"
         path.write_text(json.dumps(sorted(set(self.writes))), encoding="utf-8")
 
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.epoch_starts.append(len(self.rows))
+
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if model is not None:
             self.last_step_digest = weights_digest(model)
@@ -339,6 +386,6 @@ class RankDigestCallback(TrainerCallback):
         record = {"rank": args.process_index, "world_size": args.world_size, "pid": os.getpid(),
                   "global_step": state.global_step, "last_step_digest": self.last_step_digest,
                   "final_digest": weights_digest(model) if model is not None else None,
-                  "rows": self.rows}
+                  "rows": self.rows, "epoch_starts": self.epoch_starts}
         path = self.out_dir / f"rank{args.process_index}.json"
         path.write_text(json.dumps(record), encoding="utf-8")
