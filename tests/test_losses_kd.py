@@ -86,7 +86,7 @@ def test_t_squared_scaling(temperature: float) -> None:
     assert loss.item() == pytest.approx(temperature**2 * _kl(q, p), rel=1e-6)
 
 
-def test_mask_averages_over_rows_with_teacher() -> None:
+def test_mask_sums_rows_with_teacher_over_the_whole_batch() -> None:
     gen = torch.Generator().manual_seed(1)
     student = torch.randn(4, 3, generator=gen, requires_grad=True)
     teacher = torch.randn(4, 3, generator=gen).softmax(-1)
@@ -95,8 +95,8 @@ def test_mask_averages_over_rows_with_teacher() -> None:
     mask = torch.tensor([True, False, True, False])
     loss_fn = KDLoss(2.0)
     loss = loss_fn(student, teacher, mask)
-    ref = loss_fn(student.detach()[[0, 2]], teacher[[0, 2]])
-    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    ref = loss_fn(student.detach()[[0, 2]], teacher[[0, 2]])  # mean over the 2 teacher rows
+    assert loss.item() == pytest.approx(ref.item() * 2 / 4, rel=1e-6)  # sum / B
     loss.backward()
     assert torch.isfinite(student.grad).all()
     assert student.grad[[1, 3]].abs().sum().item() == 0.0
@@ -144,3 +144,46 @@ def test_invalid_arguments_raise() -> None:
         loss_fn(torch.randn(2, 3), torch.tensor([[3.0, -1.0, 0.5], [0.2, 0.3, 0.5]]))
     with pytest.raises(ValueError, match="bool mask"):
         loss_fn(torch.randn(2, 3), torch.rand(2, 3), torch.tensor([1, 0]))
+
+
+def test_one_teacher_row_weighs_one_row_not_the_batch() -> None:
+    """hard_label_only: a batch of 4 with one teacher row gives that row weight 1/4, as the
+    cross-entropy gives every row; it is not averaged up to the weight of the whole batch."""
+    gen = torch.Generator().manual_seed(3)
+    student = torch.randn(4, 3, generator=gen)
+    teacher = torch.randn(4, 3, generator=gen).softmax(-1)
+    mask = torch.tensor([False, True, False, False])
+    loss_fn = KDLoss(2.0)
+    alone = loss_fn(student[1:2], teacher[1:2])  # KL of that row, T^2-scaled
+    assert loss_fn(student, teacher, mask).item() == pytest.approx(alone.item() / 4, rel=1e-6)
+
+
+def _no_host_sync(monkeypatch) -> None:
+    """Make every tensor-to-Python conversion (a device sync on GPU) raise."""
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("host sync in the loss forward")
+
+    for name in ("__bool__", "__float__", "__int__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+
+
+@pytest.mark.parametrize("teacher_input", ["probs", "logits"])
+def test_training_forward_makes_no_host_sync(monkeypatch, teacher_input: str) -> None:
+    from zhcls.losses import SupConLoss
+
+    gen = torch.Generator().manual_seed(4)
+    student = torch.randn(6, 3, generator=gen, requires_grad=True)
+    teacher = torch.randn(6, 3, generator=gen)
+    teacher = teacher.softmax(-1) if teacher_input == "probs" else teacher
+    mask = torch.tensor([True, False, True, True, False, True])
+    feats = torch.randn(6, 4, generator=gen, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 3])
+    kd = KDLoss(2.0, teacher_input, validate=False)
+    supcon_all, supcon_only = SupConLoss(0.1, "all"), SupConLoss(0.1, "only")
+    _no_host_sync(monkeypatch)
+    losses = [kd(student, teacher, mask), supcon_all(feats, labels), supcon_only(feats, labels),
+              supcon_only(feats, torch.arange(6))]  # the last: no anchor has a positive
+    monkeypatch.undo()
+    assert all(torch.isfinite(x) for x in losses)
+    assert losses[3].item() == 0.0
+

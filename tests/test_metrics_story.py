@@ -95,3 +95,19 @@ def test_run_numbers_equal_zhcls_evaluate_exactly(logged_run, tiny_data, tmp_pat
         for key in ("accuracy", "macro_f1", "loss", "per_class", "confusion_matrix"):
             assert again[key] == metrics[split][key], (split, key)
     assert metrics["best_step"] == metrics["dev"]["step"] == result.dev_metrics["step"]
+
+
+def test_train_leaves_the_callers_config_untouched(tiny_model, tiny_data, tmp_path):
+    import copy
+
+    from zhcls.training.train import train
+
+    cfg = tiny_config(tiny_model, train__max_steps=2, train__eval_steps=2)
+    before = copy.deepcopy(cfg)
+    result = train(cfg, tiny_data, tmp_path / "run")
+    assert cfg == before  # data.dir and train.output_dir are set on the run's own copy
+    from zhcls.modeling.checkpoint import read_config
+
+    saved = read_config(result.best_dir)
+    assert saved.data.dir == str(tiny_data) and saved.train.output_dir == str(tmp_path / "run")
+

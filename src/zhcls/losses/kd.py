@@ -51,23 +51,31 @@ class KDLoss(nn.Module):
         * ``teacher``: ``(B, C)`` probabilities (``"probs"``, ``"probs_as_logits"``) or
           logits (``"logits"``).
         * ``mask`` (optional): ``(B,)`` bool, True for rows that have a teacher. Rows
-          without a teacher contribute nothing (their teacher values are never read, so
-          they may hold NaN placeholders); the mean is over rows with a teacher.
+          without a teacher contribute 0 (their teacher values are never read, so they may
+          hold NaN placeholders). The sum is divided by the whole batch ``B``, not by the
+          number of rows with a teacher: every teacher row weighs ``1/B``, as every row does
+          in the cross-entropy it is mixed with, so a batch with one teacher row does not
+          give that row ``B`` times the weight (``L = T^2 * sum_i mask_i KL_i / B``).
         * returns a scalar tensor: fp32 (fp64 when the student logits are fp64).
 
     Edge cases:
         * ``mask`` all False -> 0, attached to the student graph so ``backward`` works.
         * student equal to teacher (same distribution) -> 0.
         * computed in fp32 with autocast disabled, so fp16/bf16 inputs give the fp32 result.
-        * ``"probs"`` values outside ``[0, 1]`` raise ``ValueError`` (they are logits).
+        * ``"probs"`` values outside ``[0, 1]`` raise ``ValueError`` (they are logits) when
+          ``validate`` is True. Training passes ``validate=False``: the data layer checked
+          the teacher column when it was read, and the check costs a host sync per step.
+        * no host-device synchronisation in ``forward`` with ``validate=False``.
 
     Args:
         temperature: ``T > 0``.
         teacher_input: one of ``"probs"`` (default), ``"logits"``, ``"probs_as_logits"``.
     """
 
-    def __init__(self, temperature: float = 2.0, teacher_input: str = "probs") -> None:
+    def __init__(self, temperature: float = 2.0, teacher_input: str = "probs",
+                 validate: bool = True) -> None:
         super().__init__()
+        self.validate = validate
         if not float(temperature) > 0.0 or not math.isfinite(float(temperature)):
             raise ValueError(
                 f"KDLoss: expected a finite temperature > 0, found {temperature!r}; "
@@ -93,16 +101,23 @@ class KDLoss(nn.Module):
         with torch.autocast(device_type=student_logits.device.type, enabled=False):
             student = student_logits.to(dtype)  # (B, C)
             target = teacher.detach().to(device=student.device, dtype=dtype)  # (B, C)
+            keep = None
             if mask is not None:
                 keep = mask.to(student.device)  # (B,)
-                if not bool(keep.any()):
-                    return student.sum() * 0.0
-                student = student[keep]  # (B', C)
-                target = target[keep]  # (B', C)
-            log_q = self.target_log_probs(target)  # (B', C)
-            log_p = F.log_softmax(student / t, dim=-1)  # (B', C)
-            kl = F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
-            return kl * (t * t)
+                # rows without a teacher get a finite stand-in target, weighted 0 below
+                target = torch.where(keep[:, None], target, self._neutral_target(target))
+            log_q = self.target_log_probs(target)  # (B, C)
+            log_p = F.log_softmax(student / t, dim=-1)  # (B, C)
+            kl_rows = (log_q.exp() * (log_q - log_p)).sum(dim=-1)  # (B,)
+            if keep is not None:
+                kl_rows = kl_rows * keep.to(dtype)  # (B,)
+            return kl_rows.sum() / student.shape[0] * (t * t)
+
+    def _neutral_target(self, target: Tensor) -> Tensor:
+        """A valid teacher row of the right kind (uniform), for rows that have none."""
+        if self.teacher_input == "logits":
+            return torch.zeros_like(target)
+        return torch.full_like(target, 1.0 / target.shape[-1])
 
     def target_log_probs(self, teacher: Tensor) -> Tensor:
         """Log of the tempered teacher target ``log q_T``, shape ``(B, C)``, no grad."""
@@ -110,14 +125,19 @@ class KDLoss(nn.Module):
         if self.teacher_input in ("logits", "probs_as_logits"):
             # Same expression; for "probs_as_logits" the tensor holds probabilities.
             return F.log_softmax(teacher / t, dim=-1)
-        lo, hi = float(teacher.min()), float(teacher.max())
+        if self.validate:
+            self._check_probabilities(teacher)
+        return F.log_softmax(teacher.clamp_min(_PROB_FLOOR).log() / t, dim=-1)
+
+    @staticmethod
+    def _check_probabilities(teacher: Tensor) -> None:
+        lo, hi = float(teacher.min()), float(teacher.max())  # a host sync: validation only
         if lo < -_PROB_TOL or hi > 1.0 + _PROB_TOL:
             raise ValueError(
                 f'KDLoss(teacher_input="probs"): expected teacher probabilities in [0, 1], '
                 f"found values in [{lo:.4g}, {hi:.4g}]; if the teacher column holds logits "
                 'use teacher_input="logits".'
             )
-        return F.log_softmax(teacher.clamp_min(_PROB_FLOOR).log() / t, dim=-1)
 
 
 def _check_inputs(student_logits: Tensor, teacher: Tensor, mask: Tensor | None) -> None:

@@ -99,7 +99,8 @@ class Objective(nn.Module):
         if name in _WITH_FEATURES:
             self.scl = SupConLoss(temperature=scl_temperature, positives=positives)
         if name in _WITH_TEACHER:
-            self.kd = KDLoss(temperature=temperature, teacher_input=teacher_input)
+            self.kd = KDLoss(temperature=temperature, teacher_input=teacher_input,
+                             validate=False)  # the data layer validated the teacher column
 
     @property
     def needs_teacher(self) -> bool:

@@ -97,10 +97,9 @@ class SupConLoss(nn.Module):
             per_anchor, has_pos = self._per_anchor(feats, labels)  # (B,), (B,)
             if self.positives == "all":
                 return per_anchor.mean()
-            n_anchors = has_pos.sum()
-            if int(n_anchors) == 0:
-                return per_anchor.sum() * 0.0
-            return per_anchor[has_pos].sum() / n_anchors.to(dtype)
+            # no host sync: anchors without a positive have l_i = 0 and are weighted 0 too
+            n_anchors = has_pos.sum().to(dtype).clamp_min(1.0)
+            return (per_anchor * has_pos.to(dtype)).sum() / n_anchors
 
     def _per_anchor(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``l_i`` for every anchor and whether anchor ``i`` has a positive."""

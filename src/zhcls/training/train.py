@@ -5,6 +5,7 @@ It returns what it computed; pictures and the run report are composed on top of 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -255,6 +256,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     data_dir = data_dir or config.data.dir
     if data_dir is None:
         raise ZhclsError("no dataset given: pass --data DIR (or set data.dir in the config)")
+    config = copy.deepcopy(config)  # the run's resolved copy; the caller's config is untouched
     config.data.dir = str(data_dir)
     out = Path(out_dir or config.train.output_dir)
     config.train.output_dir = str(out)
