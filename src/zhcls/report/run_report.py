@@ -144,7 +144,7 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
     split_metrics = _evaluate(best, split_path, class_names, report_dir, device)
     has_history = _plot_curves(run, report_dir)
     reps, labels = _sample(report_dir / "predictions.npz", max_points)
-    title = f"{name} ({config.objective.name}): {split} representations, n={len(labels)}"
+    title = f"{name} ({config.objective.label}): {split} representations, n={len(labels)}"
     score = _plot_map(reps, labels, class_names, report_dir / IMAGES["map"], title, method)
     pairs = _write_pairs(split_metrics, class_names, report_dir)
     images = {k: f for k, f in IMAGES.items() if (report_dir / f).is_file()}

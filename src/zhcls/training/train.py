@@ -69,7 +69,7 @@ def check_teacher_coverage(config: Config, train: SplitData) -> None:
         return
     if len(missing) == len(train.examples):
         raise DataError(
-            f"objective {config.objective.name!r} needs teacher soft labels (a third column) but "
+            f"objective {config.objective.label!r} needs teacher soft labels (a third column) but "
             "no training line has one; label the data with `zhcls label` or use objective ce",
             train.path)
     if config.data.teacher_missing == "error":
@@ -178,10 +178,10 @@ def _has_tensorboard() -> bool:
 def build_objective(config: Config) -> torch.nn.Module:
     from zhcls.losses import Objective
 
-    o = config.objective
-    return Objective(o.name, lam=o.lam, alpha=o.alpha, beta=o.beta, temperature=o.temperature,
-                     scl_temperature=o.scl_temperature, positives=o.positives,
-                     teacher_input=o.teacher_input)
+    objective = Objective.from_config(config.objective)
+    for line in objective.describe():  # each loss with its settings and citation
+        logger.info("%s", line)
+    return objective
 
 
 def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Path | None = None
@@ -263,7 +263,7 @@ def _log_plan(config: Config, data: PreparedData, args) -> None:
     logger.info("data: %s", ", ".join(f"{k} {len(v)}" for k, v in data.encoded.items()))
     logger.info("model %s (%s), objective %s, lr %g, batch %d, epochs %g, max_steps %d, "
                 "eval every %d steps, precision %s", config.model.head, config.model.pretrained,
-                config.objective.name, t.lr, t.batch_size, t.epochs, t.max_steps,
+                config.objective.label, t.lr, t.batch_size, t.epochs, t.max_steps,
                 args.eval_steps, "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32")
 
 
