@@ -190,7 +190,7 @@ class ObjectiveConfig:
     @property
     def label(self) -> str:
         """The preset name, or the terms as ``1·ce + 0.5·kd``."""
-        return self.name or " + ".join(f"{w:g}·{k}" for k, w in self.weights.items())
+        return objective_label(self.name, self.terms)
 
     @property
     def uses_teacher(self) -> bool:
@@ -207,6 +207,13 @@ class ObjectiveConfig:
         if key in _TERM_KEYS:
             return _TERM_KEYS[key] in self.weights
         return True
+
+
+def objective_label(name: str | None, terms: dict[str, float] | None) -> str:
+    """``kd+scl`` for a preset, ``1·ce + 0.5·kd`` for explicit terms (zero weights left out)."""
+    if name or not terms:
+        return str(name or "ce")
+    return " + ".join(f"{w:g}·{k}" for k, w in terms.items() if w > 0)
 
 
 def _check_terms(terms: dict[str, float]) -> None:

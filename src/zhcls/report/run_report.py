@@ -74,7 +74,10 @@ class RunReport:
 
     @property
     def objective(self) -> str:
-        return str(self.config.get("objective", {}).get("name", "?"))
+        from zhcls.config import objective_label
+
+        o = self.config.get("objective", {})
+        return objective_label(o.get("name", "?"), o.get("terms"))
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path | None = None, *,
