@@ -196,12 +196,12 @@ def _help(capsys, monkeypatch, *argv: str) -> str:
 
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_help_shows_every_key_with_type_default_and_doc(command, capsys, monkeypatch):
-    from zhcls.cli.config_options import help_text
+    from zhcls.cli.config_options import help_text, type_text
 
     text = _help(capsys, monkeypatch, command)
     for key in config_keys():
         shown = " ".join(help_text(key).replace("%%", "%").split())
-        metavar = f"[{key.type_text()}]" if key.hint is bool else key.type_text()  # bare = true
+        metavar = f"[{type_text(key)}]" if key.hint is bool else type_text(key)  # bare = true
         assert f"--{key.dotted} {metavar} {shown}" in text, key.dotted
     assert "--train.lr FLOAT peak AdamW learning rate" in text and "(default: 5e-05)" in text
     assert "--model.head {bert,bert_CNN,bert_RNN,bert_RCNN,bert_DPCNN,bert_GRU_att,ERNIE}" in text

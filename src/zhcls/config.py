@@ -146,12 +146,12 @@ _TERM_KEYS = {"temperature": "kd", "teacher_input": "kd", "scl_temperature": "sc
 
 @dataclass
 class ObjectiveConfig:
-    """Which losses train the student, and their weights (see ``zhcls.losses``)."""
+    """Which losses train the student, and their weights (see zhcls.losses)."""
 
-    name: str | None = opt(None, "preset: ce | ce+scl | kd | kd+scl (ce when terms is null too)",
+    name: str | None = opt(None, "named weights (lam, alpha, beta below); null: use terms (ce if none)",
                            choices=(*OBJECTIVES, None))
-    terms: dict[str, float] | None = opt(None, "explicit weights instead of a preset, e.g. "
-                                         "{ce: 1.0, kd: 0.5, scl: 0.3}")
+    terms: dict[str, float] | None = opt(None, "weights over ce, kd, scl instead of a "
+                                         "name, e.g. {ce: 1.0, kd: 0.5, scl: 0.3}")
     lam: float = opt(1.0, "ce+scl: L_CE + lam·L_SCL", low=0.0)
     alpha: float = opt(0.5, "kd+scl: alpha·L_KD + (1−alpha)·L_SCL", low=0.0, high=1.0)
     beta: float = opt(0.5, "kd, kd+scl: L_KD = beta·L_CE + (1−beta)·T²·KL", low=0.0, high=1.0)
@@ -276,21 +276,6 @@ class ConfigKey(NamedTuple):
     def dotted(self) -> str:
         return f"{self.section}.{self.name}"
 
-    def type_text(self) -> str:
-        """``FLOAT``, ``{a,b}``, ``INT,INT,...``, ``{TERM: WEIGHT}``, ``TEXT|null``."""
-        if self.meta.get("choices"):
-            shown = [c for c in self.meta["choices"] if c is not None]
-            return "{" + ",".join(shown) + "}" + ("|null" if None in self.meta["choices"] else "")
-        hint, optional = _strip_optional(self.hint)
-        origin = typing.get_origin(hint)
-        if origin is list:
-            text = _TYPE_NAMES[typing.get_args(hint)[0]] + ",..."
-        elif origin is dict:
-            text = "{KEY: VALUE}"
-        else:
-            text = _TYPE_NAMES[hint]
-        return text + ("|null" if optional else "")
-
     def check(self, value: Any) -> None:
         m, name = self.meta, self.dotted
         if m.get("choices") and value not in m["choices"]:
@@ -302,9 +287,6 @@ class ConfigKey(NamedTuple):
             _range(name, value, m["low"], m["high"], m.get("high_open", False))
         elif m.get("low") is not None and value < m["low"]:
             raise ConfigError(f"{name}: expected >= {m['low']}, got {value}")
-
-
-_TYPE_NAMES = {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}
 
 
 def config_keys(section: str | None = None) -> list[ConfigKey]:
@@ -416,7 +398,8 @@ def _did_you_mean(word: str, options, prefix: str = "", cutoff: float = 0.6) -> 
     return f" (did you mean {' or '.join(prefix + c for c in close)}?)" if close else ""
 
 
-def _strip_optional(hint: Any) -> tuple[Any, bool]:
+def strip_optional(hint: Any) -> tuple[Any, bool]:
+    """``str | None`` → ``(str, True)``; ``int`` → ``(int, False)``."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         if type(None) in args:
@@ -425,7 +408,7 @@ def _strip_optional(hint: Any) -> tuple[Any, bool]:
 
 
 def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
-    hint, optional = _strip_optional(hint)
+    hint, optional = strip_optional(hint)
     if value is None and optional:
         return None
     if typing.get_origin(hint) is list:

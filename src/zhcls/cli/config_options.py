@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import typing
 
-from zhcls.config import Config, ConfigKey, config_keys
+from zhcls.config import Config, ConfigKey, config_keys, strip_optional
 
 DEST = "config_overrides"
 
@@ -43,8 +43,28 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                 f"{key.section} (config section)", docs.get(key.section))
         groups[key.section].add_argument(
             f"--{key.dotted}", action=_Override, dest=f"_{key.section}_{key.name}",
-            metavar=key.type_text(), help=help_text(key), default=argparse.SUPPRESS,
+            metavar=type_text(key), help=help_text(key), default=argparse.SUPPRESS,
             **({"nargs": "?", "const": "true"} if key.hint is bool else {}))
+
+
+_TYPE_NAMES = {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}
+
+
+def type_text(key: ConfigKey) -> str:
+    """``FLOAT``, ``{a,b}``, ``INT,...``, ``{TEXT: FLOAT}``, ``TEXT|null``: the metavar."""
+    choices = key.meta.get("choices")
+    if choices:
+        shown = "{" + ",".join(c for c in choices if c is not None) + "}"
+        return shown + ("|null" if None in choices else "")
+    hint, optional = strip_optional(key.hint)
+    args = [_TYPE_NAMES.get(a, "TEXT") for a in typing.get_args(hint)]
+    if typing.get_origin(hint) is list:
+        text = f"{args[0]},..."
+    elif typing.get_origin(hint) is dict:
+        text = "{" + f"{args[0]}: {args[1]}" + "}"
+    else:
+        text = _TYPE_NAMES.get(hint, "TEXT")
+    return text + ("|null" if optional else "")
 
 
 def help_text(key: ConfigKey) -> str:
