@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 
 import pytest
 import torch
@@ -51,10 +53,6 @@ def _parts(b: dict[str, torch.Tensor]) -> tuple[float, float, float]:
     return ce, scl, soft
 
 
-def test_objectives_tuple() -> None:
-    assert OBJECTIVES == ("ce", "ce+scl", "kd", "kd+scl")
-
-
 @pytest.mark.parametrize(
     ("name", "keys"),
     [
@@ -92,14 +90,118 @@ def test_each_objective_matches_formula(name: str, keys: set[str]) -> None:
         assert b["features"].grad is not None and b["features"].grad.abs().sum().item() > 0
 
 
-def test_needs_properties() -> None:
-    flags = {n: (Objective(n).needs_teacher, Objective(n).needs_features) for n in OBJECTIVES}
-    assert flags == {
-        "ce": (False, False),
-        "ce+scl": (False, True),
-        "kd": (True, False),
-        "kd+scl": (True, True),
-    }
+# The presets written out as explicit weights, by hand from the research formulas.
+EXPLICIT = {
+    "ce": {"ce": 1.0},
+    "ce+scl": {"ce": 1.0, "scl": LAM},
+    "kd": {"ce": BETA, "kd": 1 - BETA},
+    "kd+scl": {"ce": ALPHA * BETA, "kd": ALPHA * (1 - BETA), "scl": 1 - ALPHA},
+}
+
+
+def _explicit(terms: dict[str, float]) -> Objective:
+    return Objective(terms=terms, temperature=T, scl_temperature=TAU, positives="only",
+                     teacher_input="probs")
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_preset_and_explicit_terms_give_the_same_loss_and_gradients(name: str) -> None:
+    losses, grads = [], []
+    for objective in (_objective(name), _explicit(EXPLICIT[name])):
+        b = _batch()
+        out = objective(**b)
+        out.loss.backward()
+        losses.append(out.loss.item())
+        grads.append((b["logits"].grad.clone(), b["features"].grad))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-7)
+    if grads[0][1] is not None:
+        assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-7)
+
+
+def test_explicit_terms_are_the_weighted_sum() -> None:
+    b = _batch()
+    ce, scl, soft = _parts(b)
+    out = _explicit({"ce": 1.0, "kd": 0.5, "scl": 0.3})(**b)
+    assert out.loss.item() == pytest.approx(ce + 0.5 * soft + 0.3 * scl, rel=1e-6)
+    assert set(out.terms) == {"ce", "kd_soft", "scl", "total"}  # no preset L_KD
+    only_kd = _explicit({"kd": 2.0})(**b)  # CE still logged, not trained on
+    assert only_kd.loss.item() == pytest.approx(2.0 * soft, rel=1e-6)
+    assert only_kd.terms["ce"].item() == pytest.approx(ce, rel=1e-6)
+
+
+@pytest.mark.parametrize("terms", [{"ce": 1.0}, {"ce": 1.0, "scl": 0.5}, {"ce": 1.0, "kd": 0.0},
+                                   {"kd": 1.0}, {"ce": 0.2, "kd": 0.3, "scl": 0.0}])
+def test_teacher_and_features_are_required_exactly_when_their_term_has_weight(terms) -> None:
+    b = _batch()
+    objective = _explicit(terms)
+    full = objective(**b).loss.item()
+    if terms.get("kd", 0) > 0:
+        with pytest.raises(ValueError, match="teacher"):
+            objective(b["logits"], b["features"], b["labels"], teacher=None)
+    else:  # the teacher is neither needed nor read
+        no_teacher = objective(b["logits"], b["features"], b["labels"], teacher=None)
+        assert no_teacher.loss.item() == full
+    if terms.get("scl", 0) > 0:
+        with pytest.raises(ValueError, match="features"):
+            objective(b["logits"], None, b["labels"], teacher=b["teacher"])
+    else:
+        assert objective(b["logits"], None, b["labels"], teacher=b["teacher"]).loss.item() == full
+
+
+def test_a_zero_weight_preset_term_is_not_computed() -> None:
+    """kd+scl with alpha = 1 is L_KD alone: no features needed, same loss as kd."""
+    b = _batch()
+    kd_only = Objective("kd+scl", alpha=1.0, beta=BETA, temperature=T)
+    out = kd_only(b["logits"], None, b["labels"], teacher=b["teacher"])
+    kd = Objective("kd", beta=BETA, temperature=T)(b["logits"], None, b["labels"],
+                                                    teacher=b["teacher"])
+    assert out.loss.item() == pytest.approx(kd.loss.item(), rel=1e-6)
+
+
+def test_config_and_objective_agree_on_what_is_needed() -> None:
+    from zhcls.config import load_config
+
+    for overrides in (["--objective.name", n] for n in OBJECTIVES):
+        o = load_config(None, overrides).objective
+        objective = Objective.from_config(o)
+        assert (objective.needs_teacher, objective.needs_features) == (o.uses_teacher, o.uses_scl)
+    o = load_config(None, ["--objective.terms", "{kd: 1, scl: 0.2}"]).objective
+    objective = Objective.from_config(o)
+    assert objective.weights == {"kd": 1.0, "scl": 0.2} == o.weights
+
+
+def test_name_and_terms_must_agree() -> None:
+    same = Objective("ce+scl", lam=0.3, terms={"ce": 1.0, "scl": 0.3})
+    assert same.weights == {"ce": 1.0, "scl": 0.3}
+    with pytest.raises(ValueError, match="preset 'ce\\+scl' has weights"):
+        Objective("ce+scl", lam=0.3, terms={"ce": 1.0, "scl": 0.5})
+    for bad in ({"focal": 1.0}, {"ce": -1.0}, {"ce": 0.0}):
+        with pytest.raises(ValueError, match="weights >= 0"):
+            Objective(terms=bad)
+    with pytest.raises(ValueError, match="neither"):
+        Objective()
+
+
+@pytest.mark.parametrize("loss", [CELoss(0.1), KDLoss(3.0, "logits"), SupConLoss(0.2, "only")])
+def test_each_loss_records_its_config_and_citation(loss) -> None:
+    rebuilt = type(loss)(**loss.config())
+    assert rebuilt.config() == loss.config()
+    assert all(f"{k}={v!r}" in repr(loss) for k, v in loss.config().items())
+    assert re.search(r"(19|20)\d\d", loss.citation)  # a year: it names a publication
+
+
+def test_describe_lists_formula_settings_and_citations(caplog) -> None:
+    from zhcls.config import load_config
+    from zhcls.training.train import build_objective
+
+    cfg = load_config(None, ["--objective.name", "kd+scl", "--objective.alpha", "0.5",
+                             "--objective.beta", "0.5", "--objective.temperature", "4"])
+    with caplog.at_level(logging.INFO, logger="zhcls.training.train"):
+        build_objective(cfg)
+    assert "objective kd+scl: L = 0.25·ce + 0.25·kd + 0.5·scl" in caplog.text
+    assert "KDLoss(temperature=4.0, teacher_input='probs')" in caplog.text
+    assert "Hinton" in caplog.text and "Khosla" in caplog.text
 
 
 def test_features_and_teacher_ignored_when_unused() -> None:

@@ -3,16 +3,25 @@
 ``load_config("configs/bert.yaml", ["--train.lr", "3e-5"])`` returns a :class:`Config`.
 Unknown keys and values of the wrong type or out of range raise :class:`ConfigError`
 naming the key as the user would type it (``train.lr``).
+
+Every key is declared once, with :func:`opt`: its type (the annotation), default, one-line
+doc and simple checks (choices, ranges). ``zhcls train --help``, ``--print-config``, the YAML
+loader and the validation all read that declaration (:func:`config_keys`), so adding a key
+is one line in its section. Rules that involve several keys live in the section's
+``validate()``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -21,27 +30,35 @@ from zhcls.errors import ConfigError
 HEADS = ("bert", "bert_CNN", "bert_RNN", "bert_RCNN", "bert_DPCNN", "bert_GRU_att", "ERNIE")
 OBJECTIVES = ("ce", "ce+scl", "kd", "kd+scl")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# The loss terms an objective weighs: cross-entropy, soft-target KD, supervised contrastive.
+TERMS = ("ce", "kd", "scl")
+
+
+def opt(default: Any, help: str, *, choices: tuple | None = None, positive: bool = False,
+        low: float | None = None, high: float | None = None, high_open: bool = False) -> Any:
+    """A config key: default, one-line ``help`` and the checks that validation applies."""
+    meta = {"help": help, "choices": choices, "positive": positive, "low": low, "high": high,
+            "high_open": high_open}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class ModelConfig:
     """Encoder checkpoint and classification head."""
 
-    head: str = "bert"
-    pretrained: str = "bert-base-chinese"
-    dropout: float = 0.1
-    num_filters: int = 256
-    filter_sizes: list[int] = field(default_factory=lambda: [2, 3, 4])
-    rnn_hidden: int = 256
-    rnn_layers: int = 2
-    attention_dim: int = 128
-    dpcnn_filters: int = 250
+    head: str = opt("bert", "classification head on the encoder", choices=HEADS)
+    pretrained: str = opt("bert-base-chinese", "encoder: hub name, HF directory or research layout")
+    dropout: float = opt(0.1, "dropout before the classifier (and between RNN layers)", low=0.0, high=1.0, high_open=True)
+    num_filters: int = opt(256, "bert_CNN: convolution filters per kernel size", positive=True)
+    filter_sizes: list[int] = opt([2, 3, 4], "bert_CNN: convolution kernel sizes (tokens)")
+    rnn_hidden: int = opt(256, "bert_RNN/RCNN/GRU_att: hidden size per direction", positive=True)
+    rnn_layers: int = opt(2, "bert_RNN/RCNN/GRU_att: stacked recurrent layers", positive=True)
+    attention_dim: int = opt(128, "bert_GRU_att: attention projection size", positive=True)
+    dpcnn_filters: int = opt(250, "bert_DPCNN: filters per convolution", positive=True)
 
     def validate(self) -> None:
-        _choice("model.head", self.head, HEADS)
-        _range("model.dropout", self.dropout, 0.0, 1.0, high_open=True)
-        for key in ("num_filters", "rnn_hidden", "rnn_layers", "attention_dim", "dpcnn_filters"):
-            _positive(f"model.{key}", getattr(self, key))
         if not self.filter_sizes or any(k < 1 for k in self.filter_sizes):
             raise ConfigError(f"model.filter_sizes: expected positive kernel sizes, got {self.filter_sizes}")
         if not self.pretrained:
@@ -52,109 +69,171 @@ class ModelConfig:
 class DataConfig:
     """Where the data is and how it is read and tokenised."""
 
-    dir: str | None = None
-    max_length: int = 32
-    encoding: str = "utf-8"
-    on_bad_line: str = "error"
-    teacher_policy: str = "error"
-    teacher_missing: str = "error"
-    cache_dir: str | None = None
+    dir: str | None = opt(None, "dataset directory (train/dev/test + class.txt); --data sets it")
+    max_length: int = opt(32, "tokens per text after truncation, [CLS]/[SEP] included",
+                          positive=True)
+    encoding: str = opt("utf-8", "text encoding of the data files")
+    on_bad_line: str = opt("error", "a malformed line stops the run or is counted and skipped",
+                           choices=("error", "skip"))
+    teacher_policy: str = opt("error", "teacher rows that are not distributions: stop, "
+                              "renormalise or drop", choices=("error", "normalize", "skip"))
+    teacher_missing: str = opt("error", "KD training lines without a teacher: stop or train "
+                               "on the hard label only", choices=("error", "hard_label_only"))
+    cache_dir: str | None = opt(None, "tokenisation cache (null: $ZHCLS_CACHE or ~/.cache/zhcls/tokenized)")
 
     def validate(self) -> None:
-        _positive("data.max_length", self.max_length)
-        _choice("data.on_bad_line", self.on_bad_line, ("error", "skip"))
-        _choice("data.teacher_policy", self.teacher_policy, ("error", "normalize", "skip"))
-        _choice("data.teacher_missing", self.teacher_missing, ("error", "hard_label_only"))
+        pass
 
 
 @dataclass
 class TrainConfig:
     """Optimisation, evaluation schedule, precision and logging."""
 
-    output_dir: str = "runs/zhcls"
-    lr: float = 5e-5
-    batch_size: int = 128
-    eval_batch_size: int = 256
-    epochs: float = 3.0
-    max_steps: int = -1
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.01
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    eval_steps: int = 100
-    logging_steps: int = 10
-    metric_for_best: str = "loss"
-    require_improvement: int = 1000
-    seed: int = 1
-    optimizer: str = "adamw"
-    precision: str = "auto"
-    group_by_length: bool = True
-    label_aware_batches: bool = False
-    num_workers: int = 0
-    threads: int | None = None
-    compile: bool = False
-    resume: bool = False
-    save_total_limit: int = 2
-    tensorboard: bool = True
-    evaluate_test: bool = True
-    report: bool = True
-    report_max_points: int = 1000
+    output_dir: str = opt("runs/zhcls", "run directory (best/, checkpoints, logs); --out sets it")
+    lr: float = opt(5e-5, "peak AdamW learning rate (linear warm-up, then linear decay)",
+                    positive=True)
+    batch_size: int = opt(128, "training examples per step per process", positive=True)
+    eval_batch_size: int = opt(256, "examples per evaluation batch", positive=True)
+    epochs: float = opt(3.0, "training epochs (ignored when max_steps > 0)", positive=True)
+    max_steps: int = opt(-1, "stop after this many optimizer steps; -1: use epochs")
+    warmup_ratio: float = opt(0.05, "fraction of all steps spent warming up", low=0.0, high=1.0)
+    weight_decay: float = opt(0.01, "AdamW weight decay (not on biases and LayerNorm)",
+                              low=0.0, high=1.0)
+    grad_accum: int = opt(1, "gradient accumulation steps per optimizer step", positive=True)
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    eval_steps: int = opt(100, "evaluate on dev (and checkpoint) every N steps", positive=True)
+    logging_steps: int = opt(10, "log the loss terms every N steps", positive=True)
+    metric_for_best: str = opt("loss", "dev metric that picks the best checkpoint",
+                               choices=("loss", "accuracy", "macro_f1"))
+    require_improvement: int = opt(1000, "early stop after N steps without a better dev metric",
+                                   low=0)
+    seed: int = opt(1, "seed of initialisation, shuffling and dropout")
+    optimizer: str = opt("adamw", "adamw (bias-corrected, global clipping) | bertadam (the "
+                         "research repos' optimiser; see README)", choices=("adamw", "bertadam"))
+    precision: str = opt("auto", "auto: bf16/fp16 on GPU, bf16 on CPUs with native bf16",
+                         choices=PRECISIONS)
+    group_by_length: bool = opt(True, "batch texts of similar length (less padding)")
+    label_aware_batches: bool = opt(False, "every class in a batch has a positive (for SCL)")
+    num_workers: int = opt(0, "DataLoader worker processes", low=0)
+    threads: int | None = opt(None, "CPU threads for torch (null/0: $ZHCLS_THREADS, else "
+                              "torch's default); 1 on busy shared machines", low=0)
+    compile: bool = opt(False, "torch.compile the model")
+    resume: bool = opt(False, "resume from the last checkpoint in output_dir/checkpoints")
+    save_total_limit: int = opt(2, "Trainer checkpoints kept on disk", low=1)
+    tensorboard: bool = opt(True, "write TensorBoard logs to output_dir/tensorboard")
+    evaluate_test: bool = opt(True, "evaluate the best checkpoint on the test split")
+    report: bool = opt(True, "write the run report to output_dir/report after training")
+    report_max_points: int = opt(1000, "report: most points per representation map",
+                                 positive=True)
 
     def validate(self) -> None:
-        for key in ("lr", "batch_size", "eval_batch_size", "epochs", "grad_accum", "eval_steps",
-                    "logging_steps"):
-            _positive(f"train.{key}", getattr(self, key))
-        _range("train.warmup_ratio", self.warmup_ratio, 0.0, 1.0)
-        _range("train.weight_decay", self.weight_decay, 0.0, 1.0)
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError(f"train.max_steps: expected -1 (use epochs) or > 0, got {self.max_steps}")
-        if self.require_improvement < 0 or self.num_workers < 0 or self.save_total_limit < 1:
-            raise ConfigError("train.require_improvement/num_workers must be >= 0 and "
-                              "train.save_total_limit >= 1")
-        if self.threads is not None and self.threads < 0:
-            raise ConfigError(f"train.threads: expected a CPU thread count >= 0 (0 or null = "
-                              f"$ZHCLS_THREADS or torch's default), got {self.threads}")
-        _choice("train.precision", self.precision, PRECISIONS)
-        _choice("train.optimizer", self.optimizer, ("adamw", "bertadam"))
-        _choice("train.metric_for_best", self.metric_for_best, ("loss", "accuracy", "macro_f1"))
+
+
+# Named objectives as weights over TERMS, with the research formulas (see zhcls.losses):
+#   kd      L_KD = β·L_CE + (1−β)·L_soft
+#   kd+scl  α·L_KD + (1−α)·L_SCL = αβ·L_CE + α(1−β)·L_soft + (1−α)·L_SCL
+#   ce+scl  L_CE + λ·L_SCL
+PRESETS: dict[str, typing.Callable[[float, float, float], dict[str, float]]] = {
+    "ce": lambda lam, alpha, beta: {"ce": 1.0},
+    "ce+scl": lambda lam, alpha, beta: {"ce": 1.0, "scl": lam},
+    "kd": lambda lam, alpha, beta: {"ce": beta, "kd": 1.0 - beta},
+    "kd+scl": lambda lam, alpha, beta: {"ce": alpha * beta, "kd": alpha * (1.0 - beta),
+                                        "scl": 1.0 - alpha},
+}
+# Keys that only some objectives read: which presets read the weight, which term the rest.
+_PRESET_WEIGHTS = {"alpha": ("kd+scl",), "beta": ("kd", "kd+scl"), "lam": ("ce+scl",)}
+_TERM_KEYS = {"temperature": "kd", "teacher_input": "kd", "scl_temperature": "scl",
+              "positives": "scl"}
 
 
 @dataclass
 class ObjectiveConfig:
-    """Which losses train the student, and their weights (see ``zhcls.losses``)."""
+    """Which losses train the student, and their weights (see zhcls.losses)."""
 
-    name: str = "ce"
-    lam: float = 1.0
-    alpha: float = 0.5
-    beta: float = 0.5
-    temperature: float = 2.0
-    scl_temperature: float = 0.07
-    positives: str = "all"
-    teacher_input: str = "probs"
-    representation: str = "head"
-    projection_dim: int = 128
-    scl_global_batch: bool = False
+    name: str | None = opt(None, "named weights (lam, alpha, beta below); null: use terms (ce if none)",
+                           choices=(*OBJECTIVES, None))
+    terms: dict[str, float] | None = opt(None, "weights over ce, kd, scl instead of a "
+                                         "name, e.g. {ce: 1.0, kd: 0.5, scl: 0.3}")
+    lam: float = opt(1.0, "ce+scl: L_CE + lam·L_SCL", low=0.0)
+    alpha: float = opt(0.5, "kd+scl: alpha·L_KD + (1−alpha)·L_SCL", low=0.0, high=1.0)
+    beta: float = opt(0.5, "kd, kd+scl: L_KD = beta·L_CE + (1−beta)·T²·KL", low=0.0, high=1.0)
+    temperature: float = opt(2.0, "KD temperature T", positive=True)
+    scl_temperature: float = opt(0.07, "SupCon temperature tau", positive=True)
+    positives: str = opt("all", "SupCon anchors averaged: all, or only those with a positive",
+                         choices=("all", "only"))
+    teacher_input: str = opt("probs", "what the teacher column holds (probs_as_logits: research "
+                             "code's softmax over probabilities)",
+                             choices=("probs", "logits", "probs_as_logits"))
+    representation: str = opt("head", "SCL features: the head's representation or a projection",
+                              choices=("head", "linear", "mlp"))
+    projection_dim: int = opt(128, "projection head output size (linear/mlp)", positive=True)
+    scl_global_batch: bool = opt(False, "DDP: contrast over the features of every process")
 
     def validate(self) -> None:
-        _choice("objective.name", self.name, OBJECTIVES)
-        for key in ("alpha", "beta"):
-            _range(f"objective.{key}", getattr(self, key), 0.0, 1.0)
-        _positive("objective.temperature", self.temperature)
-        _positive("objective.scl_temperature", self.scl_temperature)
-        if self.lam < 0:
-            raise ConfigError(f"objective.lam: expected >= 0, got {self.lam}")
-        _choice("objective.positives", self.positives, ("all", "only"))
-        _choice("objective.teacher_input", self.teacher_input, ("probs", "logits", "probs_as_logits"))
-        _choice("objective.representation", self.representation, ("head", "linear", "mlp"))
-        _positive("objective.projection_dim", self.projection_dim)
+        if self.terms is not None:
+            _check_terms(self.terms)
+            if self.name is not None and not _same_weights(self.weights_of_preset(), self.terms):
+                raise ConfigError(
+                    f"objective.name {self.name!r} (weights {self.weights_of_preset()}) and "
+                    f"objective.terms {self.terms} disagree; set only one of them "
+                    "(--objective.name null to use the terms)")
+        elif self.name is None:
+            self.name = "ce"  # neither given: the default. After this, set terms with name null
+
+    def weights_of_preset(self) -> dict[str, float]:
+        return PRESETS[self.name or "ce"](self.lam, self.alpha, self.beta)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Weight of every active term (weight > 0), in TERMS order."""
+        raw = self.terms if self.terms is not None else self.weights_of_preset()
+        return {k: float(raw[k]) for k in TERMS if raw.get(k, 0) > 0}
+
+    @property
+    def label(self) -> str:
+        """The preset name, or the terms as ``1·ce + 0.5·kd``."""
+        return objective_label(self.name, self.terms)
 
     @property
     def uses_teacher(self) -> bool:
-        return self.name.startswith("kd")
+        return "kd" in self.weights
 
     @property
     def uses_scl(self) -> bool:
-        return self.name.endswith("scl")
+        return "scl" in self.weights
+
+    def reads(self, key: str) -> bool:
+        """Whether ``objective.<key>`` changes the loss of this objective."""
+        if key in _PRESET_WEIGHTS:
+            return self.terms is None and (self.name or "ce") in _PRESET_WEIGHTS[key]
+        if key in _TERM_KEYS:
+            return _TERM_KEYS[key] in self.weights
+        return True
+
+
+def objective_label(name: str | None, terms: dict[str, float] | None) -> str:
+    """``kd+scl`` for a preset, ``1·ce + 0.5·kd`` for explicit terms (zero weights left out)."""
+    if name or not terms:
+        return str(name or "ce")
+    return " + ".join(f"{w:g}·{k}" for k, w in terms.items() if w > 0)
+
+
+def _check_terms(terms: dict[str, float]) -> None:
+    for key, weight in terms.items():
+        if key not in TERMS:
+            raise ConfigError(f"objective.terms: unknown term {key!r}{_did_you_mean(key, TERMS, cutoff=0.5)}; "
+                              f"terms are {', '.join(TERMS)}")
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"objective.terms.{key}: expected a weight >= 0, got {weight}")
+    if not any(w > 0 for w in terms.values()):
+        raise ConfigError(f"objective.terms: expected at least one weight > 0, got {terms}")
+
+
+def _same_weights(a: dict[str, float], b: dict[str, float]) -> bool:
+    return all(math.isclose(a.get(k, 0.0), b.get(k, 0.0), rel_tol=1e-9, abs_tol=1e-12)
+               for k in TERMS)
 
 
 @dataclass
@@ -167,34 +246,86 @@ class Config:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def validate(self) -> Config:
-        for section in (self.model, self.data, self.train, self.objective):
+        for name in SECTIONS:
+            section = getattr(self, name)
+            for key in config_keys(name):
+                key.check(getattr(section, key.name))
             section.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False)
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False),
-                              encoding="utf-8")
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 
 
+class ConfigKey(NamedTuple):
+    """One config key as declared with :func:`opt` (what ``--help`` shows)."""
+
+    section: str
+    name: str
+    hint: Any
+    default: Any
+    help: str
+    meta: dict
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    def check(self, value: Any) -> None:
+        m, name = self.meta, self.dotted
+        if value is None:  # an optional key left unset (typed `X | None`)
+            return
+        if m.get("choices") and value not in m["choices"]:
+            shown = ", ".join("null" if c is None else c for c in m["choices"])
+            raise ConfigError(f"{name}: expected one of {shown}; got {value!r}")
+        if m.get("positive"):
+            _positive(name, value)
+        if m.get("low") is not None and m.get("high") is not None:
+            _range(name, value, m["low"], m["high"], m.get("high_open", False))
+        elif m.get("low") is not None and value < m["low"]:
+            raise ConfigError(f"{name}: expected >= {m['low']}, got {value}")
+
+
+def config_keys(section: str | None = None) -> list[ConfigKey]:
+    """Every key of ``section`` (or of all sections), in declaration order."""
+    out = []
+    for name in [section] if section else list(SECTIONS):
+        cls = typing.get_type_hints(Config)[name]
+        hints = typing.get_type_hints(cls)
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            out.append(ConfigKey(name, f.name, hints[f.name], getattr(defaults, f.name),
+                                 f.metadata.get("help", ""), dict(f.metadata)))
+    return out
+
+
 def config_from_dict(raw: dict[str, Any] | None, source: str = "<dict>") -> Config:
     """Build a validated Config from nested dicts; unknown sections or keys are errors."""
+    return _from_dict(raw, source).validate()
+
+
+def _from_dict(raw: dict[str, Any] | None, source: str) -> Config:
     cfg = Config()
     for section, values in (raw or {}).items():
         if section not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section {section!r}; expected one of {list(SECTIONS)}")
+            raise ConfigError(f"{source}: unknown section {section!r}"
+                              f"{_did_you_mean(section, SECTIONS)}; expected one of {list(SECTIONS)}")
         if values is None:
             continue
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section {section!r} must be a mapping, got {values!r}")
         for key, value in values.items():
             set_value(cfg, f"{section}.{key}", value, source)
-    return cfg.validate()
+    return cfg
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -211,9 +342,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: invalid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    cfg = config_from_dict(raw, source)
+    cfg = _from_dict(raw, source)
     apply_overrides(cfg, overrides or [])
-    return cfg.validate()
+    return cfg.validate()  # once, after the overrides: the file's values may be out of range
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -228,8 +359,18 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             if not items:
                 raise ConfigError(f"--{key}: missing value")
             value = items.pop(0)
-        set_value(cfg, key, yaml.safe_load(value) if value != "" else "", f"--{key}")
+        set_value(cfg, key, parse_value(value), f"--{key}")
     return cfg
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as YAML (``3e-5``, ``true``, ``null``, ``{ce: 1}``); '' stays ''."""
+    if text == "":
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def set_value(cfg: Config, dotted: str, value: Any, source: str = "") -> None:
@@ -239,24 +380,53 @@ def set_value(cfg: Config, dotted: str, value: Any, source: str = "") -> None:
     where = f"{source}: " if source and not flag else ""
     shown = source if flag else dotted
     if section_name not in SECTIONS or not key:
-        raise ConfigError(f"{where}unknown key {shown!r}; sections are {list(SECTIONS)}")
+        raise ConfigError(f"{where}unknown key {shown!r}{_close_keys(dotted, flag)}; "
+                          f"sections are {list(SECTIONS)}")
     section = getattr(cfg, section_name)
     hints = typing.get_type_hints(type(section))
     if key not in hints:
-        known = ", ".join(hints)
-        raise ConfigError(f"{where}unknown key {shown!r}; {section_name} keys are: {known}")
+        raise ConfigError(f"{where}unknown key {shown!r}{_close_keys(dotted, flag)}; "
+                          f"{section_name} keys are: {', '.join(hints)}")
     setattr(section, key, _coerce(shown, value, hints[key], where))
 
 
-def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
-    args = typing.get_args(hint)
+def _close_keys(dotted: str, flag: bool) -> str:
+    """`` (did you mean --train.lr?)``: close keys of the same section, else of any."""
+    section, _, key = dotted.partition(".")
+    prefix = "--" if flag else ""
+    if section in SECTIONS:
+        return _did_you_mean(key, [k.name for k in config_keys(section)], f"{prefix}{section}.")
+    return _did_you_mean(dotted, [k.dotted for k in config_keys()], prefix)
+
+
+def _did_you_mean(word: str, options, prefix: str = "", cutoff: float = 0.6) -> str:
+    close = difflib.get_close_matches(word, list(options), n=3, cutoff=cutoff)
+    return f" (did you mean {' or '.join(prefix + c for c in close)}?)" if close else ""
+
+
+def strip_optional(hint: Any) -> tuple[Any, bool]:
+    """``str | None`` → ``(str, True)``; ``int`` → ``(int, False)``."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+        if type(None) in args:
+            return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
+    hint, optional = strip_optional(hint)
+    if value is None and optional:
+        return None
     if typing.get_origin(hint) is list:
         items = value if isinstance(value, list) else str(value).split(",")
         return [_coerce(name, v, typing.get_args(hint)[0], where) for v in items]
+    if typing.get_origin(hint) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}{name}: expected a mapping such as {{ce: 1.0, kd: 0.5}}, "
+                              f"got {value!r}")
+        key_t, value_t = typing.get_args(hint)
+        return {_coerce(name, k, key_t, where): _coerce(f"{name}.{k}", v, value_t, where)
+                for k, v in value.items()}
     if hint is bool and isinstance(value, bool):
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):

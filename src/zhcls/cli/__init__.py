@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 
+from zhcls._version import __version__
 from zhcls.errors import ZhclsError
 
 # Order is the order shown by ``zhcls --help``.
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate, distil, explain and serve Chinese text classifiers.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"zhcls {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

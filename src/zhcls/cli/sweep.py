@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from zhcls.cli.config_options import add_config_options, overrides_of
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,8 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Writes OUT/summary.csv, summary.md (mean ± std over seeds of dev and test metrics), "
         "runs.csv and OUT/sweep_KEY.png per swept key. Other --section.key value options "
         "apply to every run, e.g. --train.max_steps 500.",
+        usage="zhcls sweep [--config FILE.yaml] [--data DIR] --grid KEY=V1,V2,... [--grid ...] "
+        "[--seeds N] [--out DIR] [--section.key VALUE ...]",
+        allow_abbrev=False,
     )
-    p.add_argument("--config", help="YAML config (see configs/); defaults when omitted")
     p.add_argument("--data", help="dataset directory (train/dev/test + class.txt)")
     p.add_argument("--grid", action="append", default=[], required=True, metavar="KEY=V1,V2,...",
                    help="a config key and its values, e.g. objective.alpha=0.1,0.5,0.9 "
@@ -23,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="1", metavar="N|S1,S2,...",
                    help="number of seeds (train.seed, +1, ...) or an explicit list (default: 1)")
     p.add_argument("--out", help="sweep directory (default: runs/sweep-<config name>)")
+    add_config_options(p)
     p.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     grid = parse_grid(args.grid)
     out = args.out or f"runs/sweep-{Path(args.config).stem if args.config else 'defaults'}"
     result = run_sweep(args.config, args.data, grid, parse_seeds(args.seeds), out,
-                       args.overrides)
+                       overrides_of(args))
     print((result / "summary.md").read_text(encoding="utf-8"))
     print(f"written: {result}/summary.csv, summary.md, runs.csv, "
           + ", ".join(f"sweep_{k}.png" for k in grid))

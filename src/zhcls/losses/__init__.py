@@ -2,7 +2,7 @@
 
 from zhcls.losses.ce import CELoss
 from zhcls.losses.kd import KDLoss
-from zhcls.losses.objective import OBJECTIVES, Objective, ObjectiveOutput
+from zhcls.losses.objective import OBJECTIVES, TERMS, Objective, ObjectiveOutput
 from zhcls.losses.supcon import SupConLoss
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "Objective",
     "ObjectiveOutput",
     "SupConLoss",
+    "TERMS",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,11 @@ class CELoss(nn.Module):
         label_smoothing: smoothing ``eps`` in ``[0, 1)``; ``0`` means plain cross-entropy.
     """
 
+    citation: ClassVar[str] = (
+        "softmax cross-entropy; label smoothing: C. Szegedy et al., \"Rethinking the Inception "
+        "Architecture for Computer Vision\", CVPR 2016, arXiv:1512.00567"
+    )
+
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= float(label_smoothing) < 1.0:
@@ -67,5 +73,9 @@ class CELoss(nn.Module):
                 label_smoothing=self.label_smoothing,
             )
 
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments: ``CELoss(**loss.config())`` rebuilds this loss."""
+        return {"label_smoothing": self.label_smoothing}
+
     def extra_repr(self) -> str:
-        return f"label_smoothing={self.label_smoothing}"
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,11 @@ class KDLoss(nn.Module):
         teacher_input: one of ``"probs"`` (default), ``"logits"``, ``"probs_as_logits"``.
     """
 
+    citation: ClassVar[str] = (
+        "G. Hinton, O. Vinyals, J. Dean, \"Distilling the Knowledge in a Neural Network\", "
+        "NIPS 2014 Deep Learning Workshop, arXiv:1503.02531"
+    )
+
     def __init__(self, temperature: float = 2.0, teacher_input: str = "probs",
                  validate: bool = True) -> None:
         super().__init__()
@@ -89,8 +95,12 @@ class KDLoss(nn.Module):
         self.temperature = float(temperature)
         self.teacher_input = teacher_input
 
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments: ``KDLoss(**loss.config())`` rebuilds this loss."""
+        return {"temperature": self.temperature, "teacher_input": self.teacher_input}
+
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, teacher_input={self.teacher_input!r}"
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
 
     def forward(
         self, student_logits: Tensor, teacher: Tensor, mask: Tensor | None = None

@@ -1,23 +1,24 @@
-"""Training objectives combining CE, SupCon and KD terms."""
+"""Training objectives: a weighted sum of CE, KD and SupCon terms, with named presets."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
+from zhcls.config import OBJECTIVES, PRESETS, TERMS
 from zhcls.losses.ce import CELoss
 from zhcls.losses.kd import KDLoss
 from zhcls.losses.supcon import SupConLoss
 
+if TYPE_CHECKING:
+    from zhcls.config import ObjectiveConfig
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput"]
-
-OBJECTIVES: tuple[str, ...] = ("ce", "ce+scl", "kd", "kd+scl")
-_WITH_TEACHER = frozenset({"kd", "kd+scl"})
-_WITH_FEATURES = frozenset({"ce+scl", "kd+scl"})
+__all__ = ["OBJECTIVES", "TERMS", "Objective", "ObjectiveOutput"]
 
 
 @dataclass
@@ -26,8 +27,9 @@ class ObjectiveOutput:
 
     Attributes:
         loss: scalar tensor to call ``backward()`` on.
-        terms: detached scalar tensors for logging. Always ``ce`` and ``total``; plus
-            ``scl`` for ``*+scl`` objectives and ``kd_soft`` / ``kd`` for KD objectives.
+        terms: detached, unweighted scalar tensors for logging. Always ``ce`` and ``total``;
+            ``kd_soft`` (the ``T^2``-scaled KD term) and ``scl`` when they have a weight; ``kd``
+            (``L_KD = beta * L_CE + (1 - beta) * L_soft``) for the ``kd`` / ``kd+scl`` presets.
     """
 
     loss: Tensor
@@ -35,37 +37,41 @@ class ObjectiveOutput:
 
 
 class Objective(nn.Module):
-    r"""Named training objective.
+    r"""Training objective ``L = w_ce * L_CE + w_kd * L_soft + w_scl * L_SCL``.
 
-    ================  =========================================================
-    name              loss
-    ================  =========================================================
-    ``ce``            ``L = L_CE``
-    ``ce+scl``        ``L = L_CE + lam * L_SCL``
-    ``kd``            ``L = L_KD = beta * L_CE + (1 - beta) * L_soft``
-    ``kd+scl``        ``L = alpha * L_KD + (1 - alpha) * L_SCL``
-    ================  =========================================================
+    Give the weights explicitly (``terms={"ce": 1.0, "kd": 0.5, "scl": 0.3}``, any weights
+    >= 0 over ``ce``, ``kd``, ``scl``) or name a preset, which fixes them from the research
+    formulas (:data:`zhcls.config.PRESETS`):
 
-    ``L_CE`` is :class:`~zhcls.losses.ce.CELoss`, ``L_SCL`` is
-    :class:`~zhcls.losses.supcon.SupConLoss` (Khosla et al., 2020) on the ``features``
-    the caller passes (model representation or projection-head output: the caller
-    decides), and ``L_soft`` is the ``T^2``-scaled :class:`~zhcls.losses.kd.KDLoss`
-    (Hinton et al., 2015).
+    ================  ===========================================  ======================
+    name              loss                                         weights (ce, kd, scl)
+    ================  ===========================================  ======================
+    ``ce``            ``L_CE``                                     ``1, 0, 0``
+    ``ce+scl``        ``L_CE + lam * L_SCL``                       ``1, 0, lam``
+    ``kd``            ``L_KD = beta * L_CE + (1 - beta) * L_soft``  ``beta, 1-beta, 0``
+    ``kd+scl``        ``alpha * L_KD + (1 - alpha) * L_SCL``        ``alpha*beta,
+                                                                   alpha*(1-beta), 1-alpha``
+    ================  ===========================================  ======================
+
+    A term with weight 0 is not computed (and needs no teacher / features). ``L_CE`` is
+    :class:`~zhcls.losses.ce.CELoss`, ``L_SCL`` is :class:`~zhcls.losses.supcon.SupConLoss`
+    (Khosla et al., 2020) on the ``features`` the caller passes (model representation or
+    projection-head output: the caller decides), and ``L_soft`` is the ``T^2``-scaled
+    :class:`~zhcls.losses.kd.KDLoss` (Hinton et al., 2015).
 
     Shapes (``forward``):
         * ``logits``: ``(B, C)``; ``labels``: ``(B,)`` int.
-        * ``features``: ``(B, D)``; required by ``*+scl`` objectives, ignored otherwise
-          (may be ``None``).
-        * ``teacher``: ``(B, C)`` (probabilities or logits, see ``teacher_input``);
-          required by KD objectives, ignored otherwise.
+        * ``features``: ``(B, D)``; required when ``scl`` has a weight, else may be ``None``.
+        * ``teacher``: ``(B, C)`` (probabilities or logits, see ``teacher_input``); required
+          when ``kd`` has a weight, ignored otherwise.
         * ``teacher_mask``: optional ``(B,)`` bool, rows that have a teacher. With a
           mask, ``L_soft`` averages over masked rows only while ``L_CE`` uses all rows.
 
     Args:
-        name: one of :data:`OBJECTIVES`.
-        lam: weight of ``L_SCL`` in ``ce+scl``.
-        alpha: weight of ``L_KD`` in ``kd+scl``, in ``[0, 1]``.
-        beta: weight of ``L_CE`` inside ``L_KD``, in ``[0, 1]``.
+        name: a preset from :data:`OBJECTIVES`, or ``None`` when ``terms`` is given. Both
+            may be given only if they agree.
+        terms: weights of ``ce``, ``kd``, ``scl``; missing terms weigh 0.
+        lam, alpha, beta: preset weights (see the table), ignored with ``terms`` alone.
         temperature: KD temperature ``T``.
         scl_temperature: SupCon temperature ``tau``.
         positives: SupCon anchor mode, ``"all"`` or ``"only"``.
@@ -74,8 +80,9 @@ class Objective(nn.Module):
 
     def __init__(
         self,
-        name: str,
+        name: str | None = None,
         *,
+        terms: dict[str, float] | None = None,
         lam: float = 1.0,
         alpha: float = 0.5,
         beta: float = 0.5,
@@ -85,35 +92,49 @@ class Objective(nn.Module):
         teacher_input: str = "probs",
     ) -> None:
         super().__init__()
-        if name not in OBJECTIVES:
-            raise ValueError(
-                f"Objective: expected name in {OBJECTIVES}, found {name!r}; "
-                "pick one of the listed objectives."
-            )
-        _check_weights(lam=lam, alpha=alpha, beta=beta)
         self.name = name
         self.lam, self.alpha, self.beta = float(lam), float(alpha), float(beta)
+        self.weights = _resolve_weights(name, terms, lam=lam, alpha=alpha, beta=beta)
         self.ce = CELoss()
         self.scl: SupConLoss | None = None
         self.kd: KDLoss | None = None
-        if name in _WITH_FEATURES:
+        if "scl" in self.weights:
             self.scl = SupConLoss(temperature=scl_temperature, positives=positives)
-        if name in _WITH_TEACHER:
+        if "kd" in self.weights:
             self.kd = KDLoss(temperature=temperature, teacher_input=teacher_input,
                              validate=False)  # the data layer validated the teacher column
 
+    @classmethod
+    def from_config(cls, o: ObjectiveConfig) -> Objective:
+        """The objective of a validated ``config.objective``."""
+        return cls(o.name, terms=o.terms, lam=o.lam, alpha=o.alpha, beta=o.beta,
+                   temperature=o.temperature, scl_temperature=o.scl_temperature,
+                   positives=o.positives, teacher_input=o.teacher_input)
+
     @property
     def needs_teacher(self) -> bool:
-        """Whether ``forward`` requires a ``teacher`` tensor (KD objectives)."""
-        return self.name in _WITH_TEACHER
+        """Whether ``forward`` requires a ``teacher`` tensor (the KD term has a weight)."""
+        return self.kd is not None
 
     @property
     def needs_features(self) -> bool:
-        """Whether ``forward`` requires ``features`` (objectives with a SupCon term)."""
-        return self.name in _WITH_FEATURES
+        """Whether ``forward`` requires ``features`` (the SupCon term has a weight)."""
+        return self.scl is not None
+
+    def formula(self) -> str:
+        """``L = 0.25·ce + 0.25·kd + 0.5·scl``."""
+        return "L = " + " + ".join(f"{w:g}·{k}" for k, w in self.weights.items())
+
+    def describe(self) -> list[str]:
+        """One line for the objective, then one per active loss: its config and citation."""
+        lines = [f"objective {self.name or 'terms'}: {self.formula()}"]
+        for key, module in (("ce", self.ce), ("kd", self.kd), ("scl", self.scl)):
+            if module is not None and key in self.weights:
+                lines.append(f"  {key}: {module!r} — {module.citation}")
+        return lines
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, lam={self.lam}, alpha={self.alpha}, beta={self.beta}"
+        return f"name={self.name!r}, weights={self.weights}"
 
     def forward(
         self,
@@ -127,40 +148,68 @@ class Objective(nn.Module):
         """``feature_labels`` labels the rows of ``features`` when they differ from the
         batch (e.g. features all-gathered across DDP ranks); defaults to ``labels``."""
         self._check_call(features, teacher)
-        terms: dict[str, Tensor] = {}
+        w = self.weights
         ce = self.ce(logits, labels)
-        terms["ce"] = ce
-        loss = ce
+        terms: dict[str, Tensor] = {"ce": ce}
+        loss = w["ce"] * ce if "ce" in w else None
         if self.kd is not None:
             assert teacher is not None  # guaranteed by _check_call
             soft = self.kd(logits, teacher, teacher_mask)
-            loss = self.beta * ce + (1.0 - self.beta) * soft
             terms["kd_soft"] = soft
-            terms["kd"] = loss
+            if self.name in ("kd", "kd+scl"):
+                terms["kd"] = self.beta * ce + (1.0 - self.beta) * soft
+            loss = w["kd"] * soft if loss is None else loss + w["kd"] * soft
         if self.scl is not None:
             assert features is not None  # guaranteed by _check_call
             scl = self.scl(features, labels if feature_labels is None else feature_labels)
             terms["scl"] = scl
-            if self.name == "ce+scl":
-                loss = ce + self.lam * scl
-            else:  # kd+scl
-                loss = self.alpha * loss + (1.0 - self.alpha) * scl
+            loss = w["scl"] * scl if loss is None else loss + w["scl"] * scl
+        assert loss is not None  # at least one weight > 0, checked in __init__
         terms["total"] = loss
         return ObjectiveOutput(loss=loss, terms={k: v.detach() for k, v in terms.items()})
 
     def _check_call(self, features: Tensor | None, teacher: Tensor | None) -> None:
         if self.needs_teacher and teacher is None:
             raise ValueError(
-                f"Objective {self.name!r}: expected a teacher tensor, found None; the data "
-                "needs a teacher column (the third column: teacher probabilities or logits "
-                "per example), or use objective 'ce' (or 'ce+scl') instead."
+                f"Objective {self.name or self.formula()!r}: expected a teacher tensor, found "
+                "None; the data needs a teacher column (the third column: teacher probabilities "
+                "or logits per example), or use objective 'ce' (or 'ce+scl') instead."
             )
         if self.needs_features and features is None:
             raise ValueError(
-                f"Objective {self.name!r}: expected features of shape (B, D) for the SupCon "
-                "term, found None; pass the sentence representation (or projection-head "
-                "output), or use objective 'ce' / 'kd' instead."
+                f"Objective {self.name or self.formula()!r}: expected features of shape (B, D) "
+                "for the SupCon term, found None; pass the sentence representation (or "
+                "projection-head output), or use objective 'ce' / 'kd' instead."
             )
+
+
+def _resolve_weights(name: str | None, terms: dict[str, float] | None, *, lam: float,
+                     alpha: float, beta: float) -> dict[str, float]:
+    """The active (weight > 0) terms in TERMS order, from the preset and/or the terms."""
+    if name is not None and name not in OBJECTIVES:
+        raise ValueError(
+            f"Objective: expected name in {OBJECTIVES}, found {name!r}; pick one of the listed "
+            "presets or pass terms={'ce': 1.0, 'kd': 0.5, 'scl': 0.3}."
+        )
+    if name is None and terms is None:
+        raise ValueError("Objective: expected a preset name or terms, found neither; "
+                         "use e.g. Objective('ce') or Objective(terms={'ce': 1.0}).")
+    if terms is not None:
+        bad = {k: v for k, v in terms.items() if k not in TERMS or not float(v) >= 0.0}
+        if bad or not any(float(v) > 0 for v in terms.values()):
+            raise ValueError(f"Objective: expected terms over {TERMS} with weights >= 0, at "
+                             f"least one > 0; found {terms}.")
+    preset = None
+    if name is not None:
+        _check_weights(lam=lam, alpha=alpha, beta=beta)
+        preset = PRESETS[name](float(lam), float(alpha), float(beta))
+    chosen = terms if terms is not None else preset
+    assert chosen is not None
+    if preset is not None and terms is not None and any(
+            abs(preset.get(k, 0.0) - float(terms.get(k, 0.0))) > 1e-9 for k in TERMS):
+        raise ValueError(f"Objective: preset {name!r} has weights {preset} but terms are "
+                         f"{terms}; pass only one of them.")
+    return {k: float(chosen[k]) for k in TERMS if float(chosen.get(k, 0.0)) > 0.0}
 
 
 def _check_weights(*, lam: float, alpha: float, beta: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,11 @@ class SupConLoss(nn.Module):
         positives: ``"all"`` or ``"only"`` (see above).
     """
 
+    citation: ClassVar[str] = (
+        "P. Khosla et al., \"Supervised Contrastive Learning\", NeurIPS 2020, arXiv:2004.11362 "
+        "(L^sup_out, eq. 2)"
+    )
+
     def __init__(self, temperature: float = 0.07, positives: str = "all") -> None:
         super().__init__()
         if not float(temperature) > 0.0:
@@ -83,8 +89,12 @@ class SupConLoss(nn.Module):
         self.temperature = float(temperature)
         self.positives = positives
 
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments: ``SupConLoss(**loss.config())`` rebuilds this loss."""
+        return {"temperature": self.temperature, "positives": self.positives}
+
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, positives={self.positives!r}"
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         _check_inputs(features, labels)

@@ -74,7 +74,10 @@ class RunReport:
 
     @property
     def objective(self) -> str:
-        return str(self.config.get("objective", {}).get("name", "?"))
+        from zhcls.config import objective_label
+
+        o = self.config.get("objective", {})
+        return objective_label(o.get("name", "?"), o.get("terms"))
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path | None = None, *,
@@ -144,7 +147,7 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
     split_metrics = _evaluate(best, split_path, class_names, report_dir, device)
     has_history = _plot_curves(run, report_dir)
     reps, labels = _sample(report_dir / "predictions.npz", max_points)
-    title = f"{name} ({config.objective.name}): {split} representations, n={len(labels)}"
+    title = f"{name} ({config.objective.label}): {split} representations, n={len(labels)}"
     score = _plot_map(reps, labels, class_names, report_dir / IMAGES["map"], title, method)
     pairs = _write_pairs(split_metrics, class_names, report_dir)
     images = {k: f for k, f in IMAGES.items() if (report_dir / f).is_file()}

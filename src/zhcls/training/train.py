@@ -71,7 +71,7 @@ def check_teacher_coverage(config: Config, train: SplitData) -> None:
         return
     if len(missing) == len(train.examples):
         raise DataError(
-            f"objective {config.objective.name!r} needs teacher soft labels (a third column) but "
+            f"objective {config.objective.label!r} needs teacher soft labels (a third column) but "
             "no training line has one; label the data with `zhcls label` or use objective ce",
             train.path)
     if config.data.teacher_missing == "error":
@@ -227,10 +227,10 @@ def _has_tensorboard() -> bool:
 def build_objective(config: Config) -> torch.nn.Module:
     from zhcls.losses import Objective
 
-    o = config.objective
-    return Objective(o.name, lam=o.lam, alpha=o.alpha, beta=o.beta, temperature=o.temperature,
-                     scl_temperature=o.scl_temperature, positives=o.positives,
-                     teacher_input=o.teacher_input)
+    objective = Objective.from_config(config.objective)
+    for line in objective.describe():  # each loss with its settings and citation
+        logger.info("%s", line)
+    return objective
 
 
 def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Path | None = None
@@ -348,7 +348,7 @@ def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:
     t = config.train
     logger.info("data: %s", ", ".join(f"{k} {len(v)}" for k, v in data.encoded.items()))
     logger.info("model %s (%s), objective %s, lr %g, eval every %d steps, precision %s",
-                config.model.head, config.model.pretrained, config.objective.name, t.lr,
+                config.model.head, config.model.pretrained, config.objective.label, t.lr,
                 args.eval_steps, args_precision(args))
     length = f"train.max_steps {t.max_steps}" if t.max_steps > 0 else f"{t.epochs:g} epochs"
     logger.info("schedule: %d process%s x per-device batch %d x grad_accum %d = global batch "
@@ -356,6 +356,7 @@ def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:
                 "(train.warmup_ratio %g)", plan.processes, "" if plan.processes == 1 else "es",
                 plan.per_device_batch, plan.grad_accum, plan.global_batch, plan.steps_per_epoch,
                 plan.total_steps, length, plan.warmup_steps, t.warmup_ratio)
+    logger.info("optimizer %s", t.optimizer)
 
 
 def _write_history(out: Path, log_history: list[dict], epoch_steps: list[int]) -> None:

@@ -21,7 +21,6 @@ reproduces its metrics; see ``tests/test_sweep.py``).
 
 from __future__ import annotations
 
-import copy
 import csv
 import itertools
 import json
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from zhcls.config import Config, load_config, set_value
+from zhcls.config import load_config
 from zhcls.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -48,7 +47,8 @@ METRICS = (
     ("test_macro_f1", "test", "macro_f1", "test macro-F1"),
 )
 PLOTTED = ("dev_accuracy", "dev_macro_f1", "test_accuracy")
-# Objective weights and the objectives whose loss uses them (see zhcls.losses.Objective).
+# Objective keys and the presets whose loss uses them (the warning's hint; whether a run's
+# objective reads a key is ObjectiveConfig.reads, which also knows explicit terms).
 USED_BY = {
     "objective.alpha": ("kd+scl",), "objective.beta": ("kd", "kd+scl"),
     "objective.temperature": ("kd", "kd+scl"), "objective.teacher_input": ("kd", "kd+scl"),
@@ -114,30 +114,36 @@ def plan_sweep(config_path: str | Path | None, grid: dict[str, list], seeds: int
     or value fails before any training."""
     overrides = list(overrides or [])
     base = load_config(config_path, overrides)
-    texts = _check_grid(base, grid)
+    texts = _check_grid(config_path, overrides, grid)
     seed_list = _seeds(seeds, base.train.seed)
-    names = set(texts.get("objective.name", [base.objective.name]))
-    for key in texts:
-        if key in USED_BY and not names & set(USED_BY[key]):
-            logger.warning("sweep: %s has no effect with objective %s (only %s use it); every "
-                           "value will train the same model", key, " / ".join(sorted(names)),
-                           " / ".join(USED_BY[key]))
-    runs = []
+    runs, objectives = [], []
     for combo in itertools.product(*texts.values()):
         values = dict(zip(texts, combo, strict=True))
         grid_args = [a for k, v in values.items() for a in (f"--{k}", v)]
         for seed in seed_list:
             args = overrides + grid_args + ["--train.seed", str(seed)]
             try:
-                load_config(config_path, args)  # validates the combination
+                objectives.append(load_config(config_path, args).objective)  # validates it
             except ConfigError as exc:
                 raise ConfigError(f"--grid combination {combo_name(values)}: {exc}") from None
             runs.append(SweepRun(values, seed, Path(out_dir) / combo_name(values) / f"seed-{seed}",
                                  args))
+    _warn_unused(texts, objectives)
     return runs
 
 
-def _check_grid(base: Config, grid: dict[str, list]) -> dict[str, list[str]]:
+def _warn_unused(texts: dict[str, list[str]], objectives: list) -> None:
+    """Warn about swept objective keys that no run's loss reads (see ObjectiveConfig.reads)."""
+    labels = sorted({o.label for o in objectives})
+    for key in texts:
+        if key in USED_BY and not any(o.reads(key.split(".", 1)[1]) for o in objectives):
+            logger.warning("sweep: %s has no effect with objective %s (only %s use it); every "
+                           "value will train the same model", key, " / ".join(labels),
+                           " / ".join(USED_BY[key]))
+
+
+def _check_grid(config_path: str | Path | None, overrides: list[str],
+                grid: dict[str, list]) -> dict[str, list[str]]:
     if not grid:
         raise ConfigError("sweep: the grid is empty; give at least one --grid KEY=V1,V2,...")
     texts = {}
@@ -149,13 +155,9 @@ def _check_grid(base: Config, grid: dict[str, list]) -> dict[str, list[str]]:
             raise ConfigError(f"--grid {key}: no values given")
         if len(set(shown)) != len(shown):
             raise ConfigError(f"--grid {key}: repeated values in {shown}")
-        import yaml
-
         for text in shown:
             try:
-                config = copy.deepcopy(base)
-                set_value(config, key, yaml.safe_load(text), f"--{key}")
-                config.validate()
+                load_config(config_path, [*overrides, f"--{key}", text])
             except ConfigError as exc:
                 raise ConfigError(f"--grid {key}={text}: {exc}") from None
         texts[key] = shown
