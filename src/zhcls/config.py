@@ -92,6 +92,7 @@ class TrainConfig:
     num_workers: int = 0
     compile: bool = False
     resume: bool = False
+    overwrite: bool = False
     save_total_limit: int = 2
     tensorboard: bool = True
     evaluate_test: bool = True
@@ -110,6 +111,10 @@ class TrainConfig:
             raise ConfigError("train.require_improvement/num_workers must be >= 0 and "
                               "train.save_total_limit >= 1")
         _choice("train.precision", self.precision, PRECISIONS)
+        if self.resume and self.overwrite:
+            raise ConfigError("train.resume and train.overwrite (--overwrite) are both true: "
+                              "resume continues the run in the output directory, overwrite "
+                              "deletes it; choose one")
         _choice("train.metric_for_best", self.metric_for_best, ("loss", "accuracy", "macro_f1"))
 
 

@@ -14,7 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", help="YAML config (see configs/); defaults when omitted")
     p.add_argument("--data", help="dataset directory (train/dev/test + class.txt)")
-    p.add_argument("--out", help="output directory (default: train.output_dir)")
+    p.add_argument("--out", help="output directory (default: train.output_dir); a non-empty "
+                   "one needs --train.resume true (continue that run) or --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="remove the earlier run's outputs in --out first (train.overwrite true); "
+                   "refused when --out holds files zhcls did not write")
     p.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -22,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from zhcls.config import load_config
     from zhcls.workflows.pipeline import train_and_report
 
-    config = load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + (["--train.overwrite", "true"] if args.overwrite else [])
+    config = load_config(args.config, overrides)
     result = train_and_report(config, args.data, args.out)
     print(f"best checkpoint: {result.best_dir}")
     if result.test_metrics:
