@@ -190,3 +190,14 @@ def test_unknown_checkpoint_format_is_refused(reference, tmp_path):
     (dest / "meta.json").write_text(json.dumps({**meta, "format": 99}), encoding="utf-8")
     with pytest.raises(CheckpointError, match=r"checkpoint format 99 .*upgrade zhcls"):
         load_checkpoint(dest)
+
+
+def test_a_checkpoint_at_an_epoch_end_counts_that_epoch(tmp_path):
+    from zhcls.training.rundir import _epoch_steps
+
+    # The Trainer saves checkpoint-18 before it ends epoch 2 at step 18: a run resumed from it
+    # never sees that epoch end, so the boundary comes from the checkpoint.
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"epoch": 2.0, "global_step": 18}))
+    assert _epoch_steps(tmp_path, {"epoch_steps": [9]}) == [9, 18]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"epoch": 2.5, "global_step": 22}))
+    assert _epoch_steps(tmp_path, {"epoch_steps": [9, 18]}) == [9, 18]

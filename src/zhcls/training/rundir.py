@@ -220,7 +220,7 @@ def _plan_resume(plan: RunDirPlan, entries: list[Path], fingerprint: dict[str, A
         _refuse_differences(ckpt / RUN_FILE, record["fingerprint"], fingerprint)
         if plan.resume_from is None:
             plan.resume_from = ckpt
-            plan.epoch_steps = [int(s) for s in record.get("epoch_steps", [])]
+            plan.epoch_steps = _epoch_steps(ckpt, record)
     if plan.resume_from is None:
         logger.warning("train.resume: no complete checkpoint in %s; training this run from "
                        "the start", ckpt_root)
@@ -228,6 +228,17 @@ def _plan_resume(plan: RunDirPlan, entries: list[Path], fingerprint: dict[str, A
     else:
         logger.info("train.resume: continuing %s from %s", out, plan.resume_from)
     return plan
+
+
+def _epoch_steps(ckpt: Path, record: dict[str, Any]) -> list[int]:
+    """Epoch boundaries up to ``ckpt``: the Trainer saves a checkpoint at an epoch's last step
+    before that epoch ends, so a checkpoint at a whole epoch adds its own step."""
+    steps = [int(s) for s in record.get("epoch_steps", [])]
+    state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    epoch, step = float(state.get("epoch") or 0.0), int(state.get("global_step", 0))
+    if epoch >= 1 and abs(epoch - round(epoch)) < 1e-6 and step not in steps:
+        steps.append(step)
+    return steps
 
 
 def _refuse_differences(where: Path, stored: dict[str, Any], current: dict[str, Any]) -> None:
