@@ -146,7 +146,7 @@ def run_training(config_path: str, overrides: list[str], data: Path, out: Path) 
     if metrics_file.is_file():
         logger.info("reusing finished run %s", out)
         return json.loads(metrics_file.read_text(encoding="utf-8"))
-    resume = any((out / "checkpoints").glob("checkpoint-*"))
+    resume = out.is_dir() and any(out.iterdir())  # an interrupted run: continue it
     config = load_config(config_path, overrides + ["--train.resume", str(resume).lower()])
     wall, cpu = time.perf_counter(), time.process_time()
     train(config, data, out)

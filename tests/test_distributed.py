@@ -216,9 +216,11 @@ def test_only_rank0_writes(torchrun_run):
                 "eval_test/metrics.json", "eval_test/report.txt"):
         assert (out / rel).is_file(), rel
     assert {"history.json", "metrics.json", "best", "eval_test/metrics.json"} <= set(writes[0])
-    # Rank 1 writes only its own RNG state into the Trainer's checkpoints (needed to resume);
-    # TensorBoard is checked on its own below.
-    stray = [w for w in writes[1] if not w.startswith("tensorboard") and not (
+    # Rank 1 writes only its own RNG state into the Trainer's checkpoints (needed to resume;
+    # into checkpoints/.staging, which rank 0 renames); TensorBoard is checked on its own below.
+    staged = [w.replace("checkpoints/.staging", "checkpoints", 1) for w in writes[1]
+              if w != "checkpoints/.staging"]
+    stray = [w for w in staged if not w.startswith("tensorboard") and not (
         w.startswith("checkpoints/checkpoint-")
         and (w.endswith("rng_state_1.pth") or "/" not in w.removeprefix("checkpoints/")))]
     assert writes[1] and not stray, stray

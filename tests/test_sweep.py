@@ -147,7 +147,7 @@ def test_sweep_runs_grid_writes_summary_and_resumes(tmp_path, tiny_model, tiny_k
         assert width > height > 300
 
     # An interruption: one run lost its metrics.json (it is written last, so a crash leaves
-    # a directory without it). Restarting through the CLI redoes exactly that run.
+    # a directory without it). Restarting through the CLI resumes exactly that run.
     redo = out / "objective.beta=0.8,objective.temperature=1" / "seed-2"
     before = json.loads((redo / "metrics.json").read_text(encoding="utf-8"))
     (redo / "metrics.json").unlink()
@@ -169,6 +169,28 @@ def test_sweep_runs_grid_writes_summary_and_resumes(tmp_path, tiny_model, tiny_k
     # nothing leaks from one in-process run into the next.
     assert after["dev"]["loss"] == pytest.approx(before["dev"]["loss"], abs=1e-5)
     assert after["test"] == before["test"]
+
+
+def test_sweep_resumes_an_interrupted_run_instead_of_deleting_it(tmp_path, tiny_data,
+                                                                  monkeypatch):
+    import zhcls.workflows.pipeline as pipeline
+
+    out = tmp_path / "sweep"
+    runs = plan_sweep(CONFIG, {"train.lr": ["1e-3", "2e-3"]}, 1, out)
+    interrupted = runs[0].run_dir / "checkpoints" / "checkpoint-2"
+    interrupted.mkdir(parents=True)  # what a killed run leaves (no metrics.json)
+    calls = {}
+
+    def fake_train(config, data_dir, run_dir):
+        calls[str(run_dir)] = (config.train.resume, interrupted.is_dir())
+        (run_dir / "metrics.json").parent.mkdir(parents=True, exist_ok=True)
+        metrics = {"dev": {"accuracy": 0.5, "macro_f1": 0.5, "loss": 1.0}, "test": None}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+
+    monkeypatch.setattr(pipeline, "train_and_report", fake_train)
+    run_sweep(CONFIG, tiny_data, {"train.lr": ["1e-3", "2e-3"]}, 1, out)
+    # The interrupted run keeps its checkpoint and is resumed; the fresh one starts anew.
+    assert calls == {str(runs[0].run_dir): (True, True), str(runs[1].run_dir): (False, True)}
 
 
 def test_sweep_needs_an_existing_dataset(tmp_path):

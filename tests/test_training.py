@@ -124,25 +124,34 @@ def test_kd_without_teacher_column_is_an_error(tiny_model, tiny_data, tmp_path):
         train(cfg, tiny_data, tmp_path)
 
 
-def test_resume_continues_from_the_last_checkpoint(tiny_model, tiny_data, tmp_path):
-    def losses():
-        logs = json.loads((tmp_path / "history.json").read_text("utf-8"))["log_history"]
-        return {h["step"]: h["loss"] for h in logs if "loss" in h}
+def test_resume_continues_from_the_checkpoint_and_ends_like_an_uninterrupted_run(
+        tiny_model, tiny_data, tmp_path, monkeypatch):
+    import shutil
 
-    first = tiny_config(tiny_model, **{"train__max_steps": 4, "train__eval_steps": 2,
-                                       "train__evaluate_test": "false"})
-    train(first, tiny_data, tmp_path)
-    assert (tmp_path / "checkpoints" / "checkpoint-4").is_dir()
-    before = losses()
-    # A different seed: a run from scratch would log different losses for steps 2 and 4.
-    more = tiny_config(tiny_model, **{"train__max_steps": 6, "train__eval_steps": 2,
-                                      "train__evaluate_test": "false", "train__resume": "true",
-                                      "train__seed": 99})
-    train(more, tiny_data, tmp_path)
-    after = losses()
-    assert sorted(after) == [2, 4, 6]
-    assert after[2] == before[2] and after[4] == before[4]
-    assert json.loads((tmp_path / "metrics.json").read_text("utf-8"))["global_step"] == 6
+    from safetensors.torch import load_file
+
+    settings = {"train__max_steps": 6, "train__eval_steps": 2, "train__save_total_limit": 3,
+                "train__precision": "fp32", "train__evaluate_test": "false"}
+    whole = train(tiny_config(tiny_model, **settings), tiny_data, tmp_path / "whole")
+    # The state of a run killed after saving checkpoint-4: later outputs are not there yet.
+    cut = tmp_path / "cut"
+    shutil.copytree(whole.output_dir, cut)
+    for name in ("checkpoints/checkpoint-6", "best"):
+        shutil.rmtree(cut / name)
+    for name in ("metrics.json", "history.json"):
+        (cut / name).unlink()
+    monkeypatch.setenv("ZHCLS_RANK_DIGEST_DIR", str(tmp_path / "digest"))
+    resumed = train(tiny_config(tiny_model, **settings, train__resume="true"), tiny_data, cut)
+    record = json.loads((tmp_path / "digest" / "rank0.json").read_text("utf-8"))
+    assert record["global_step"] == 6
+    assert len(record["rows"]) == 2 * 8  # batches of steps 5 and 6 only (batch size 8)
+    a = load_file(str(whole.best_dir / "model.safetensors"))
+    b = load_file(str(resumed.best_dir / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    for key in ("loss", "accuracy", "macro_f1"):  # (not the timings)
+        assert resumed.dev_metrics[key] == whole.dev_metrics[key]
+    steps = json.loads((cut / "metrics.json").read_text("utf-8"))["global_step"]
+    assert steps == 6
 
 
 def test_history_records_only_whole_epoch_boundaries():

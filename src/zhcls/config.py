@@ -118,7 +118,8 @@ class TrainConfig:
     threads: int | None = opt(None, "CPU threads for torch (null/0: $ZHCLS_THREADS, else "
                               "torch's default); 1 on busy shared machines", low=0)
     compile: bool = opt(False, "torch.compile the model")
-    resume: bool = opt(False, "resume from the last checkpoint in output_dir/checkpoints")
+    resume: bool = opt(False, "continue the run in output_dir from its newest complete checkpoint")
+    overwrite: bool = opt(False, "remove the earlier run's outputs in output_dir first (--overwrite)")
     save_total_limit: int = opt(2, "Trainer checkpoints kept on disk", low=1)
     tensorboard: bool = opt(True, "write TensorBoard logs to output_dir/tensorboard")
     evaluate_test: bool = opt(True, "evaluate the best checkpoint on the test split")
@@ -129,6 +130,10 @@ class TrainConfig:
     def validate(self) -> None:
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError(f"train.max_steps: expected -1 (use epochs) or > 0, got {self.max_steps}")
+        if self.resume and self.overwrite:
+            raise ConfigError("train.resume and train.overwrite (--overwrite) are both true: "
+                              "resume continues the run in the output directory, overwrite "
+                              "deletes it; choose one")
 
 
 # Named objectives as weights over TERMS, with the research formulas (see zhcls.losses):

@@ -21,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
     )
     p.add_argument("--data", help="dataset directory (train/dev/test + class.txt); sets data.dir")
-    p.add_argument("--out", help="output directory; sets train.output_dir")
+    p.add_argument("--out", help="output directory; sets train.output_dir. A non-empty one "
+                   "needs --train.resume true (continue that run) or --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="remove the earlier run's outputs in --out first (train.overwrite true); "
+                   "refused when --out holds files zhcls did not write")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (file + overrides + --data/--out) as YAML "
                    "and exit")
@@ -32,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from zhcls.config import load_config
 
-    config = load_config(args.config, overrides_of(args))
+    overrides = overrides_of(args) + (["--train.overwrite", "true"] if args.overwrite else [])
+    config = load_config(args.config, overrides)
     if args.print_config:
         if args.data:
             config.data.dir = str(args.data)

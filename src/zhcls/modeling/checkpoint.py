@@ -8,12 +8,18 @@ Layout::
     zhcls.yaml            the resolved run config (model / data / train / objective)
     labels.json           {"labels": [name of id 0, name of id 1, ...]}
     meta.json             format version, zhcls version, head, metrics when known
+
+The directory is written into a temporary sibling (``.NAME.tmp``) and renamed into place when
+complete, so a kill -9 never leaves a half-written checkpoint under its real name; loading
+checks ``meta.json``'s format version.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +50,24 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, model, tokenizer, config: Config, labels: list[str],
                     metrics: dict | None = None) -> Path:
-    """Write a self-describing checkpoint directory (see module docstring)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    """Write a self-describing checkpoint directory (see module docstring), atomically: an
+    existing checkpoint at ``path`` is replaced only once the new one is complete."""
+    final = Path(path)
+    path = final.with_name(f".{final.name}.tmp")
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    try:
+        _write_checkpoint_files(path, model, tokenizer, config, labels, metrics)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    replace_dir(path, final)
+    return final
+
+
+def _write_checkpoint_files(path: Path, model, tokenizer, config: Config, labels: list[str],
+                            metrics: dict | None) -> None:
     model = getattr(model, "module", model)  # unwrap DDP
     save_model(model, str(path / "model.safetensors"))
     (path / "encoder_config.json").write_text(model.encoder.config.to_json_string(), "utf-8")
@@ -58,7 +79,33 @@ def save_checkpoint(path: str | Path, model, tokenizer, config: Config, labels: 
     if metrics:
         meta["metrics"] = metrics
     _write_json(path / "meta.json", meta)
-    return path
+
+
+def _fsync_tree(root: Path) -> None:
+    for file in sorted(root.rglob("*")):
+        if file.is_file():
+            with file.open("rb") as f:
+                os.fsync(f.fileno())
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_dir(staged: str | Path, final: str | Path) -> Path:
+    """Move the fully written directory ``staged`` to ``final`` (a sibling), replacing an
+    existing ``final`` only after ``staged`` is synced to disk."""
+    staged, final = Path(staged), Path(final)
+    _fsync_tree(staged)
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staged, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -86,7 +133,28 @@ def check_checkpoint_dir(path: str | Path) -> Path:
         hint = (" (this looks like an encoder, not a zhcls checkpoint: train one with `zhcls "
                 "train`, whose best model lands in OUT/best)") if (path / "config.json").is_file() else ""
         raise CheckpointError(f"{path}: not a zhcls checkpoint; missing {', '.join(missing)}{hint}")
+    check_format(path)
     return path
+
+
+def check_format(path: Path) -> None:
+    """``meta.json``'s ``format`` must be one this zhcls reads (a missing meta.json is
+    tolerated with a warning: hand-assembled checkpoints may lack it)."""
+    meta_path = path / "meta.json"
+    if not meta_path.is_file():
+        logger.warning("%s has no meta.json; assuming checkpoint format %d", path, FORMAT_VERSION)
+        return
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{meta_path}: unreadable ({exc}); the checkpoint is damaged: "
+                              "copy it again or retrain") from None
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if not isinstance(found, int) or isinstance(found, bool) or not 1 <= found <= FORMAT_VERSION:
+        raise CheckpointError(
+            f"{meta_path}: checkpoint format {found!r} (written by zhcls "
+            f"{meta.get('zhcls_version', '?') if isinstance(meta, dict) else '?'}); this zhcls "
+            f"{__version__} reads formats 1..{FORMAT_VERSION}: upgrade zhcls to load it")
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",

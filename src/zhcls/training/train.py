@@ -6,7 +6,6 @@ It returns what it computed; pictures and the run report are composed on top of 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from zhcls.config import Config
 from zhcls.data.dataset import Collator, EncodedDataset, encode_split
 from zhcls.data.formats import SplitData, find_split_file, read_class_names, read_split
 from zhcls.errors import ConfigError, DataError, ZhclsError
+from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def training_arguments(config: Config, out: Path, n_train: int,
         remove_unused_columns=False, label_names=["labels"], torch_compile=t.compile,
         disable_tqdm=False, save_only_model=False, use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=_ddp_find_unused(config),
-        ddp_backend=_ddp_backend(),
+        ddp_backend=_ddp_backend(), restore_callback_states_from_checkpoint=True,
     )
     # The world size is known once the arguments exist (they set up the process group).
     plan = plan_schedule(config, n_train, args.world_size, labels)
@@ -243,6 +243,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     from zhcls.modeling.checkpoint import save_checkpoint
     from zhcls.modeling.encoder import load_encoder, load_tokenizer
     from zhcls.modeling.model import build_model
+    from zhcls.training.rundir import inspect_run_dir, run_fingerprint
     from zhcls.training.trainer import (
         HistoryCallback,
         ZhclsProgressCallback,
@@ -260,12 +261,16 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     config.data.dir = str(data_dir)
     out = Path(out_dir or config.train.output_dir)
     config.train.output_dir = str(out)
+    run_dir = inspect_run_dir(out, config, run_fingerprint(config, data_dir))  # refuse early
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(config.model.pretrained)
     data = prepare(config, data_dir, tokenizer)
     model = build_model(load_encoder(config.model.pretrained), config, len(data.class_names))
     train_labels = data.encoded["train"].labels
     args = training_arguments(config, out, len(train_labels), train_labels)
+    with args.main_process_first(desc="run directory", local=False):
+        if args.process_index == 0:
+            run_dir.apply()
     patience = max(1, math.ceil(config.train.require_improvement / args.eval_steps))
     history = HistoryCallback()
     trainer = ZhclsTrainer(
@@ -278,11 +283,13 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         from zhcls.training.trainer import TensorBoardLogCallback
 
         trainer.add_callback(TensorBoardLogCallback(out / "tensorboard"))
+    trainer.run_record = run_dir.record  # stored with every Trainer checkpoint
+    history.epoch_steps = list(run_dir.epoch_steps)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ZhclsProgressCallback())
     _log_plan(config, data, args,
               plan_schedule(config, len(train_labels), args.world_size, train_labels))
-    trainer.train(resume_from_checkpoint=_resume_point(config, out))
+    trainer.train(resume_from_checkpoint=str(run_dir.resume_from) if run_dir.resume_from else None)
     best = out / "best"
     dev = test = None
     if trainer.is_world_process_zero():
@@ -331,16 +338,6 @@ def _headline(metrics: dict | None) -> dict | None:
     return {k: metrics[k] for k in ("loss", "accuracy", "macro_f1", "num_examples", "step")}
 
 
-def _resume_point(config: Config, out: Path) -> bool | None:
-    if not config.train.resume:
-        return None
-    ckpts = list((out / "checkpoints").glob("checkpoint-*"))
-    if not ckpts:
-        logger.warning("train.resume: no checkpoint under %s; starting from scratch", out)
-        return None
-    return True
-
-
 def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:
     """What will run, once at start (replicas log warnings only)."""
     from zhcls.training.trainer import args_precision
@@ -364,6 +361,4 @@ def _write_history(out: Path, log_history: list[dict], epoch_steps: list[int]) -
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=float) + "\n",
-                    encoding="utf-8")
+    atomic_write_json(path, obj)

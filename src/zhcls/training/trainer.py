@@ -166,6 +166,13 @@ class ZhclsTrainer(Trainer):
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    def _save_checkpoint(self, model, trial) -> None:
+        """Atomic: written into ``checkpoints/.staging``, renamed when complete (rundir.py)."""
+        from zhcls.training.rundir import staged_trainer_checkpoint
+
+        with staged_trainer_checkpoint(self, trial):
+            super()._save_checkpoint(model, trial)
+
     def _add_terms(self, terms: dict[str, torch.Tensor]) -> None:
         """Sum the detached loss terms on their device: no host sync until the next log."""
         for name, value in terms.items():

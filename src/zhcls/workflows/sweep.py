@@ -13,7 +13,8 @@ directory), then writes
 
 A run is finished when its ``metrics.json`` exists (training writes it last), so a sweep that
 was interrupted picks up where it stopped: finished runs are skipped and a run directory
-without ``metrics.json`` (a crash) is deleted and trained again. Every training runs in this
+without ``metrics.json`` (a crash) is resumed from its last complete checkpoint
+(``train.resume``; the run-directory rules refuse it when its settings changed). Every training runs in this
 process through :func:`zhcls.training.train.train`; each one seeds itself and builds its own
 model, Trainer and data, so nothing carries over from one run to the next (a re-run of a run
 reproduces its metrics; see ``tests/test_sweep.py``).
@@ -26,7 +27,6 @@ import itertools
 import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,16 +200,17 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
          "seeds": sorted({r.seed for r in runs}), "overrides": list(overrides or [])},
         indent=2) + "\n", encoding="utf-8")
     for k, run in enumerate(todo, start=1):
-        if run.run_dir.exists():
-            logger.warning("sweep: %s has no metrics.json (an interrupted run); training it "
-                           "again from scratch", run.run_dir)
-            shutil.rmtree(run.run_dir)
+        config = load_config(config_path, run.overrides)
+        if run.run_dir.is_dir() and any(run.run_dir.iterdir()):
+            logger.warning("sweep: %s has no metrics.json (an interrupted run); resuming it",
+                           run.run_dir)
+            config.train.resume = True
         logger.info("sweep: training %d/%d: %s", k, len(todo), run.label())
         try:
-            train(load_config(config_path, run.overrides), data_dir, run.run_dir)
+            train(config, data_dir, run.run_dir)
         except BaseException:
-            logger.error("sweep: run %s failed; it is trained again when the sweep is "
-                         "restarted", run.run_dir)
+            logger.error("sweep: run %s failed; it is resumed from its last checkpoint "
+                         "when the sweep is restarted", run.run_dir)
             raise
     write_summary(runs, list(grid), out)
     return out
