@@ -45,6 +45,13 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+# The app never reads past the limit. uvicorn then reads and discards the rest of the body
+# (memory stays flat) so the connection stays usable and the sender gets its 413. Answering
+# with "Connection: close" instead makes the kernel reset the connection over the unread
+# bytes, and the client sees a transport error, not the 413 (bench/serve_load.py: every
+# chunked oversize body and every refused Content-Length body failed that way).
+
+
 class BodyTooLarge(Exception):
     """Raised from ``receive`` once the body is over the limit (the app stops reading)."""
 
