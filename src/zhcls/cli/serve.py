@@ -22,6 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="texts per model call when micro-batching (default 64; 1 = off)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a batch waits for more requests (default 5 ms)")
+    p.add_argument("--max-queue", type=int, default=1024,
+                   help="requests waiting for the model; more are answered 503 with "
+                   "Retry-After (default 1024)")
+    p.add_argument("--max-connections", type=int, default=2048,
+                   help="open connections + running requests before uvicorn answers 503 "
+                   "(default 2048)")
+    p.add_argument("--api-key-env", metavar="NAME",
+                   help="require 'Authorization: Bearer KEY' on every route but /health, KEY "
+                   "read from the environment variable NAME; use it on any --host other than "
+                   "127.0.0.1")
     p.add_argument("--threads", type=int, help="CPU threads for the model (default: library "
                    "default)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
@@ -30,19 +40,40 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zhcls.errors import ZhclsError
+    from zhcls.errors import ConfigError
     from zhcls.serve.app import ServeSettings, serve
 
-    for name in ("max_texts", "max_chars", "max_batch", "batch_size"):
+    for name in ("max_texts", "max_chars", "max_batch", "batch_size", "max_queue",
+                 "max_connections"):
         if getattr(args, name) < 1:
-            raise ZhclsError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got "
+                              f"{getattr(args, name)}")
     if args.max_wait_ms < 0:
-        raise ZhclsError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
+        raise ConfigError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
     settings = ServeSettings(max_texts=args.max_texts, max_chars=args.max_chars,
-                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                             max_queue=args.max_queue, max_connections=args.max_connections,
+                             api_key=api_key(args.api_key_env))
     print(f"zhcls serve: http://{args.host}:{args.port}  (docs: /docs, metrics: /metrics)",
           flush=True)
     serve(args.checkpoint, args.host, args.port, device=args.device, settings=settings,
           quantized=args.quantized, batch_size=args.batch_size, threads=args.threads,
           log_level=args.log_level)
     return 0
+
+
+def api_key(env_name: str | None) -> str | None:
+    """The key in the environment variable ``env_name`` (None without ``--api-key-env``)."""
+    import os
+
+    from zhcls.errors import ConfigError
+
+    if env_name is None:
+        return None
+    key = os.environ.get(env_name, "").strip()
+    if not key:
+        raise ConfigError(f"--api-key-env {env_name}: the environment variable {env_name} is "
+                          f"{'empty' if env_name in os.environ else 'not set'}; set it to the "
+                          f"key clients will send (e.g. export {env_name}=$(openssl rand -hex "
+                          "32)) or drop --api-key-env")
+    return key

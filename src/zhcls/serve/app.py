@@ -3,8 +3,10 @@
 
 Every bad request gets a 4xx JSON body ``{"error": "<what is wrong>", "detail": [...]}``:
 malformed JSON → 400; wrong types, an empty ``texts`` list, too many texts, an empty or too
-long text, a bad ``top_k`` → 422; a body over the size limit → 413. Anything unexpected is a
-500 with the same shape; the process keeps serving.
+long text, a bad ``top_k`` → 422; a body over the size limit → 413 (counted as it arrives,
+chunked bodies too); a missing or wrong API key (``--api-key-env``) → 401; a full queue → 503
+with ``Retry-After``. Anything unexpected is a 500 with the same shape; the process keeps
+serving. ``/docs`` serves Swagger UI from the installed ``fastapi-offline`` package (no CDN).
 """
 
 from __future__ import annotations
@@ -12,21 +14,21 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zhcls.inference.classifier import Classifier, InputTextError
-from zhcls.serve.batcher import MicroBatcher
+from zhcls.serve.batcher import MicroBatcher, Overloaded, Unavailable
 from zhcls.serve.metrics import ServiceMetrics
+from zhcls.serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObserveMiddleware
 
 logger = logging.getLogger(__name__)
-
-ENDPOINTS = ("/predict", "/health", "/labels", "/metrics", "/docs", "/openapi.json")
 
 
 @dataclass
@@ -37,6 +39,12 @@ class ServeSettings:
     max_chars: int = 2000  # characters per text
     max_batch: int = 64  # texts per model call
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    max_queue: int = 1024  # requests waiting for the model; more get 503 + Retry-After
+    retry_after_s: int = 1  # the Retry-After of a 503
+    api_key: str | None = field(default=None, repr=False)  # Bearer key for all but /health
+    max_connections: int = 2048  # open connections + running requests (uvicorn's cap)
+    backlog: int = 2048  # TCP connections waiting to be accepted
+    keep_alive_s: float = 30.0  # idle keep-alive connections are closed after this
 
     @property
     def max_body_bytes(self) -> int:
@@ -85,24 +93,32 @@ def create_app(clf: Classifier, settings: ServeSettings | None = None) -> FastAP
     settings = settings or ServeSettings()
     metrics = ServiceMetrics()
     batcher = MicroBatcher(clf.predict_proba, settings.max_batch, settings.max_wait_ms,
-                           on_batch=metrics.observe_batch)
+                           on_batch=metrics.observe_batch, max_queue=settings.max_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
         logger.info("serving %s (%s) with micro-batches of up to %d texts / %.1f ms",
                     clf.source, clf.backend.name, settings.max_batch, settings.max_wait_ms)
+        if settings.api_key:
+            logger.info("API key required on every route but /health")
         yield
         await batcher.stop()
 
-    app = FastAPI(title="zhcls", version=_version(), lifespan=lifespan,
-                  description="Chinese text classification. Labels: " + ", ".join(clf.labels),
-                  responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
-                             422: {"model": ErrorResponse}, 500: {"model": ErrorResponse}})
+    errors = {code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 500, 503)}
+    app = FastAPIOffline(title="zhcls", version=_version(), lifespan=lifespan, responses=errors,
+                         description="Chinese text classification. Labels: "
+                         + ", ".join(clf.labels) + ". Swagger UI is served locally (no CDN).")
     app.state.classifier, app.state.settings, app.state.metrics = clf, settings, metrics
+    app.state.batcher = batcher
     app.state.started = time.time()
     _add_error_handlers(app)
-    _add_middleware(app, metrics, settings)
+    # add_middleware puts the last one outermost: metrics see every answer, 401s come before
+    # any body is read, the body limit wraps the app's receive.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
     _add_routes(app, clf, settings, batcher, metrics)
     return app
 
@@ -115,7 +131,16 @@ def _add_routes(app: FastAPI, clf: Classifier, settings: ServeSettings, batcher:
         problem = check_request(req, clf, settings)
         if problem is not None:
             return problem
-        probs = await batcher.submit(req.texts)  # (N, C)
+        try:
+            probs = await batcher.submit(req.texts)  # (N, C)
+        except Overloaded as exc:
+            metrics.rejected.inc()
+            return JSONResponse({"error": f"overloaded: {exc}; retry after "
+                                          f"{settings.retry_after_s} s"}, status_code=503,
+                                headers={"Retry-After": str(settings.retry_after_s)})
+        except Unavailable as exc:
+            return JSONResponse({"error": f"unavailable: {exc}"}, status_code=503,
+                                headers={"Retry-After": str(settings.retry_after_s)})
         preds = []
         for pred, row in zip(clf.to_predictions(probs, req.top_k), probs, strict=True):
             out = pred.to_dict()
@@ -124,12 +149,17 @@ def _add_routes(app: FastAPI, clf: Classifier, settings: ServeSettings, batcher:
             preds.append(out)
         return {"predictions": preds, "labels": clf.labels if req.probs else None}
 
-    @app.get("/health")
+    @app.get("/health", responses={503: {"description": "the batching worker is down"}})
     async def health():
-        """Liveness and what is loaded."""
-        return {"status": "ok", "backend": clf.backend.name, "head": clf.head,
+        """Liveness and what is loaded; 503 with the reason when the batching worker is down
+        (requests cannot be answered)."""
+        body = {"status": "ok", "backend": clf.backend.name, "head": clf.head,
                 "num_labels": clf.num_labels, "max_length": clf.max_length,
-                "uptime_s": round(time.time() - app.state.started, 1)}
+                "queued": batcher.waiting, "uptime_s": round(time.time() - app.state.started, 1)}
+        if not batcher.alive:
+            body.update(status="unhealthy", reason=batcher.death or "the batcher is stopped")
+            return JSONResponse(body, status_code=503)
+        return body
 
     @app.get("/labels")
     async def labels():
@@ -189,26 +219,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def _add_middleware(app: FastAPI, metrics: ServiceMetrics, settings: ServeSettings) -> None:
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        start = time.perf_counter()
-        endpoint = request.url.path if request.url.path in ENDPOINTS else "other"
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > settings.max_body_bytes:
-            response = error(413, f"request body of {size} bytes is over the limit of "
-                                  f"{settings.max_body_bytes}; send fewer or shorter texts")
-        else:
-            try:
-                response = await call_next(request)
-            except Exception as exc:  # errors outside route handlers
-                logger.exception("unhandled error on %s %s", request.method, endpoint)
-                response = error(500, f"internal error: {type(exc).__name__}")
-        metrics.observe_request(request.method, endpoint, response.status_code,
-                                time.perf_counter() - start)
-        return response
-
-
 def _version() -> str:
     from zhcls._version import __version__
 
@@ -223,5 +233,13 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, *, device:
 
     clf = Classifier.load(checkpoint, device, quantized=quantized, batch_size=batch_size,
                           threads=threads)
+    settings = settings or ServeSettings()
     app = create_app(clf, settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    # timeout_keep_alive: above the idle expiry of client pools (httpx: 5 s, the same as
+    # uvicorn's default, so a client could reuse a connection at the instant the server closed
+    # it: a reset with no response). limit_concurrency: a hard cap on connections + tasks
+    # (uvicorn answers 503 beyond it); the batcher's bounded queue sheds load first, with
+    # Retry-After. backlog: pending TCP connections the kernel queues before accept.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                backlog=settings.backlog, limit_concurrency=settings.max_connections,
+                timeout_keep_alive=settings.keep_alive_s, timeout_graceful_shutdown=30)

@@ -13,11 +13,29 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+ENDPOINTS = frozenset({"/predict", "/health", "/labels", "/metrics", "/docs", "/redoc",
+                       "/openapi.json", "/docs/oauth2-redirect"})
+STATIC_PREFIX = "/static-offline-docs/"  # the Swagger UI / ReDoc assets
+OTHER = "other"
+
+
+def method_label(method: str) -> str:
+    """``method`` if it is a standard HTTP method, else ``"other"`` (bounded label values)."""
+    return method if method in METHODS else OTHER
+
+
+def endpoint_label(path: str) -> str:
+    """``path`` if it is one of the service's routes, else ``"other"``."""
+    if path in ENDPOINTS:
+        return path
+    return STATIC_PREFIX.rstrip("/") if path.startswith(STATIC_PREFIX) else OTHER
 
 
 class ServiceMetrics:
     """Request count and latency per endpoint and status; texts per model call (batch size)
-    and time per model call."""
+    and time per model call. Label values are bounded: a method or path the service does not
+    know is counted as ``"other"``, so random methods or URLs cannot grow the series."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -31,8 +49,11 @@ class ServiceMetrics:
         self.batch_latency = Histogram("zhcls_batch_latency_seconds", "time per model call",
                                        buckets=LATENCY_BUCKETS, registry=self.registry)
         self.texts = Counter("zhcls_texts", "texts classified", registry=self.registry)
+        self.rejected = Counter("zhcls_overload_rejections", "requests answered 503 because "
+                                "the queue was full", registry=self.registry)
 
-    def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+    def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
+        method, endpoint = method_label(method), endpoint_label(path)
         self.requests.labels(method, endpoint, str(status)).inc()
         self.latency.labels(method, endpoint).observe(seconds)
 
