@@ -25,6 +25,14 @@ SENTENCES = {
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _rank_digests():
+    """Test instrumentation: trainers built under $ZHCLS_RANK_DIGEST_DIR record digests."""
+    import rank_digest
+
+    rank_digest.install()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     os.environ["ZHCLS_CACHE"] = str(tmp_path_factory.mktemp("zhcls-cache"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -66,7 +66,10 @@ def ddp_setup(tmp_path_factory, tiny_model):
 
 def _torchrun(root: Path, model: Path, data: Path, name: str, extra: list[str]):
     out, digests = root / f"run-{name}", root / f"digest-{name}"
+    hooks = os.pathsep.join(p for p in (str(REPO / "tests" / "digest_hooks"),
+                                        os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "ZHCLS_RANK_DIGEST_DIR": str(digests), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": hooks,
            "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc_per_node", str(WORLD), "-m", "zhcls", "train",

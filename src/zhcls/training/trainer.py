@@ -13,13 +13,8 @@ the features of every rank. Evaluation runs at the training precision (fp32: no 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import hashlib
-import json
 import logging
-import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -37,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 #: Debug hook: when set to a directory, every rank writes ``rank<N>.json`` there at the end of
 #: training (weight digests, fingerprints of the training rows it saw); used by the DDP tests.
-RANK_DIGEST_ENV = "ZHCLS_RANK_DIGEST_DIR"
 
 
 class ShuffledLengthGroupedSampler(Sampler[int]):
@@ -96,10 +90,6 @@ class ZhclsTrainer(Trainer):
         self.zh_config = zh_config
         self._term_sums: dict[str, torch.Tensor] = {}
         self._term_count = 0
-        self._digest: RankDigestCallback | None = None
-        if os.environ.get(RANK_DIGEST_ENV):
-            self._digest = RankDigestCallback(Path(os.environ[RANK_DIGEST_ENV]), self.args)
-            self.add_callback(self._digest)
         if not self.is_world_process_zero():  # replicas log warnings only, as transformers does
             logging.getLogger("zhcls").setLevel(logging.WARNING)
 
@@ -135,8 +125,6 @@ class ZhclsTrainer(Trainer):
             teacher_mask=inputs.get("teacher_mask"), feature_labels=feat_labels,
         )
         self._add_terms(result.terms)
-        if self._digest is not None:
-            self._digest.record_batch(inputs["input_ids"], inputs["attention_mask"])
         return (result.loss, {"logits": out.logits}) if return_outputs else result.loss
 
     def create_optimizer(self, model=None):
@@ -324,75 +312,3 @@ class TensorBoardLogCallback(TrainerCallback):
         self.writer.flush()
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 over the model's parameters and buffers (names, dtypes, bytes)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        h.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-class RankDigestCallback(TrainerCallback):
-    """Debug hook behind ``ZHCLS_RANK_DIGEST_DIR``: writes ``rank<N>.json`` with the weights'
-    digest after the last optimisation step and after training (best model reloaded), the
-    pid, a fingerprint of every training row this rank computed a loss on and where each
-    epoch's rows begin. Under DDP it
-    also audits, from its creation on, which files this process creates (``os.mkdir``) or
-    opens for writing from Python inside the run directory, and writes them to
-    ``rank<N>.writes.json`` when the process exits (C++ writers such as ``torch.save``'s zip
-    writer or safetensors are not seen; their directories are)."""
-
-    def __init__(self, out_dir: Path, args):
-        self.out_dir = out_dir
-        self.rows: list[str] = []
-        self.epoch_starts: list[int] = []  # index into rows where each epoch begins
-        self.last_step_digest: str | None = None
-        self.writes: list[str] = []
-        if args.world_size > 1:
-            sys.addaudithook(self._audit_hook(os.path.abspath(Path(args.output_dir).parent)))
-            atexit.register(self._dump_writes, args.process_index)
-
-    def record_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
-            row = [t for t, m in zip(ids, mask, strict=True) if m]
-            self.rows.append(hashlib.sha1(str(row).encode()).hexdigest()[:16])
-
-    def _audit_hook(self, root: str):
-        write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT
-
-        def hook(event: str, ev_args: tuple) -> None:
-            if event == "open":
-                path, mode, flags = ev_args
-                writing = any(c in mode for c in "wax+") if isinstance(mode, str) else \
-                    isinstance(flags, int) and bool(flags & write_flags)
-            elif event in ("os.mkdir", "os.rename", "os.replace"):
-                path, writing = ev_args[1] if event != "os.mkdir" else ev_args[0], True
-            else:
-                return
-            if writing and isinstance(path, str | os.PathLike):
-                full = os.path.abspath(os.fspath(path))
-                if isinstance(full, str) and full.startswith(root + os.sep):
-                    self.writes.append(os.path.relpath(full, root))
-
-        return hook
-
-    def _dump_writes(self, rank: int) -> None:
-        path = self.out_dir / f"rank{rank}.writes.json"
-        path.write_text(json.dumps(sorted(set(self.writes))), encoding="utf-8")
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.epoch_starts.append(len(self.rows))
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if model is not None:
-            self.last_step_digest = weights_digest(model)
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        record = {"rank": args.process_index, "world_size": args.world_size, "pid": os.getpid(),
-                  "global_step": state.global_step, "last_step_digest": self.last_step_digest,
-                  "final_digest": weights_digest(model) if model is not None else None,
-                  "rows": self.rows, "epoch_starts": self.epoch_starts}
-        path = self.out_dir / f"rank{args.process_index}.json"
-        path.write_text(json.dumps(record), encoding="utf-8")
