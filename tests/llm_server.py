@@ -5,6 +5,13 @@ sentence in the prompt (between the ``<<<`` / ``>>>`` markers of the shipped tem
 answers from the gold label it was given, and injects faults chosen deterministically per
 text by :func:`fault_for` (md5 of the text). It counts every hit, every well-formed answer
 and every injected fault, and records the Authorization headers it saw.
+
+Faults: HTTP 429 / 500 (once or always), answers slower than the client timeout, truncated
+JSON, an HTTP 200 with an empty ``choices`` list (once or always), messy but repairable
+answers (prose, fences, percentages, sums of 80 or 801, missing classes, full-width forms,
+extra names with probability 0, the gold class misspelt so that it matches one class
+unambiguously) and answers that give the gold probability to a name that is no class
+(``unknown_once`` / ``unknown_always``).
 """
 
 from __future__ import annotations
@@ -33,9 +40,13 @@ FAULT_TABLE = (
     ("server_error_always", 6), ("slow_once", 15), ("slow_always", 4),
     ("truncated_once", 40), ("truncated_always", 8), ("echo_key_400", 4), ("prose", 60),
     ("fenced", 60), ("percent_strings", 40), ("sum_80", 40), ("sum_801", 40),
-    ("missing", 40), ("unknown", 40), ("fullwidth", 40), ("wrong", 30),
+    ("missing", 40), ("unknown_zero", 10), ("unknown_once", 10), ("unknown_always", 5),
+    ("misspelt", 15), ("fullwidth", 40), ("wrong", 30), ("empty_choices_once", 30),
+    ("empty_choices_always", 4),
 )
-ONCE = {"rate_limit_once", "server_error_once", "slow_once", "truncated_once"}
+ONCE = {"rate_limit_once", "server_error_once", "slow_once", "truncated_once", "unknown_once",
+        "empty_choices_once"}
+UNKNOWN_NAME = "其他类别"  # the name the unknown_* faults give the gold probability to
 GOLD_P = 0.85
 _TEXT = re.compile(r"<<<\n(.*?)\n>>>", re.DOTALL)
 
@@ -54,7 +65,8 @@ def expected_outcome(fault: str) -> str | None:
     """The failure kind the client should report for a fault (None: labelled)."""
     return {"rate_limit_always": "http_429_exhausted", "server_error_always": "http_5xx_exhausted",
             "slow_always": "timeout", "truncated_always": "unparseable",
-            "echo_key_400": "http_400"}.get(fault)
+            "echo_key_400": "http_400", "unknown_always": "unknown_class",
+            "empty_choices_always": "empty_choices"}.get(fault)
 
 
 class LLMTestServer:
@@ -162,6 +174,12 @@ class LLMTestServer:
         if fault.startswith("slow"):
             self.injected["slow"] += 1
             await asyncio.sleep(self.slow_seconds)
+        if fault.startswith("empty_choices"):  # seen from overloaded proxies and gateways
+            self.injected["empty_choices"] += 1
+            return JSONResponse({"id": "chatcmpl-test", "object": "chat.completion",
+                                 "model": body.get("model"), "choices": [],
+                                 "usage": {"prompt_tokens": 0, "completion_tokens": 0,
+                                           "total_tokens": 0}})
         n = int(body.get("n", 1)) if self.support_n else 1
         choices = [self._choice(text, fault, body, i) for i in range(n)]
         usage = {"prompt_tokens": len(prompt), "completion_tokens":
@@ -199,6 +217,8 @@ class LLMTestServer:
         content = render_fault(fault, self.class_names, probs)
         if fault.startswith("truncated"):
             self.injected["truncated"] += 1
+        if fault.startswith("unknown_") and fault != "unknown_zero":
+            self.injected["unknown_class"] += 1
         return {"index": index, "message": {"role": "assistant", "content": content},
                 "finish_reason": "length" if fault.startswith("truncated") else "stop"}
 
@@ -226,18 +246,31 @@ def render_fault(fault: str, names: list[str], probs: list[float]) -> str:
     if fault in ("sum_80", "sum_801"):
         scale = 80 if fault == "sum_80" else 801
         return json.dumps({n: round(p * scale, 3) for n, p in obj.items()}, ensure_ascii=False)
+    gold = max(obj, key=obj.get)
     if fault == "missing":
-        gold = max(obj, key=obj.get)
         other = next(n for n in names if n != gold)
         return json.dumps({gold: obj[gold], other: obj[other]}, ensure_ascii=False)
-    if fault == "unknown":
-        return json.dumps({**obj, "其他": 0.1, "unknown_class": 0.05}, ensure_ascii=False)
+    if fault == "unknown_zero":  # extra names with probability 0 carry no mass: ignored
+        return json.dumps({**obj, "其他": 0, "unknown_class": 0.0}, ensure_ascii=False)
+    if fault in ("unknown_once", "unknown_always"):  # the gold mass goes to a non-class
+        return json.dumps({UNKNOWN_NAME if n == gold else n: p for n, p in obj.items()},
+                          ensure_ascii=False)
+    if fault == "misspelt":
+        return json.dumps({misspell(n) if n == gold else n: p for n, p in obj.items()},
+                          ensure_ascii=False)
     if fault == "fullwidth":
         items = [f'"　{_fullwidth(n.upper())} "：{p}' for n, p in obj.items()]
         return "｛" + "，".join(items) + "｝"
     if fault.startswith("truncated"):
         return plain[: len(plain) // 2]
     return plain
+
+
+def misspell(name: str) -> str:
+    """A misspelling of a class name that still matches it unambiguously: an ASCII name
+    loses its second letter (``sports`` → ``sorts``), a Chinese one gets a suffix
+    (``体育`` → ``体育类``)."""
+    return name[0] + name[2:] if name.isascii() and len(name) >= 4 else name + "类"
 
 
 def _fullwidth(s: str) -> str:

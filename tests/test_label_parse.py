@@ -125,9 +125,52 @@ def test_missing_classes_filled_with_zero_then_renormalised():
     assert approx(r.probs, [0.0, 0.75, 0.25]) and r.missing == 1 and r.renormalised
 
 
-def test_unknown_class_names_ignored_and_counted():
+def test_unknown_class_names_with_probability_fail_the_answer():
     r = parse_answer('{"finance": 0.7, "realty": 0.2, "sports": 0.1, "其他": 0.3, "x": 1}', NAMES)
-    assert approx(r.probs, [0.7, 0.2, 0.1]) and sorted(r.unknown) == ["x", "其他"]
+    assert not r.ok and r.kind == "unknown_class" and sorted(r.unknown) == ["x", "其他"]
+    assert "'其他'" in r.error and "'x'" in r.error
+
+
+def test_unknown_names_without_probability_are_ignored_and_counted():
+    raw = '{"finance": 0.7, "realty": 0.2, "sports": 0.1, "其他": 0, "理由": "央行相关"}'
+    r = parse_answer(raw, NAMES)
+    assert approx(r.probs, [0.7, 0.2, 0.1]) and sorted(r.unknown) == ["其他", "理由"]
+
+
+@pytest.mark.parametrize("names, key, gold", [
+    (NAMES, "sport", 2), (NAMES, "finanse", 0), (NAMES, "Real-ty", 1),
+    (ZH, "体育类", 2), (ZH, "体育新闻", 2), (["stocks", "society"], "socks", 0),
+])
+def test_misspelt_class_is_renamed_when_the_match_is_unique(names, key, gold):
+    others = {n: 0.05 for i, n in enumerate(names) if i != gold}
+    r = parse_answer(json.dumps({key: 0.9, **others}, ensure_ascii=False), names)
+    assert r.ok and max(range(len(names)), key=r.probs.__getitem__) == gold
+    assert r.renamed == [key] and r.unknown == []
+
+
+@pytest.mark.parametrize("names, key", [
+    (["sport", "esports", "game"], "sports"),   # contains one name, is contained in another
+    (["国际足球", "国内足球", "体育"], "足球"),    # contained in two names
+    (ZH, "体肓"),                               # one character off in a two-character name
+    (ZH, "育"),                                 # too short to match anything
+    (NAMES, "politics"),
+])
+def test_ambiguous_or_distant_names_are_not_renamed(names, key):
+    others = {n: 0.05 for n in names[1:]}
+    r = parse_answer(json.dumps({key: 0.9, **others}, ensure_ascii=False), names)
+    assert not r.ok and r.kind == "unknown_class" and r.unknown == [key]
+
+
+def test_every_misspelling_the_fault_server_injects_is_repaired():
+    from llm_server import SYNTHETIC_CLASSES, misspell
+
+    thucnews = ["finance", "realty", "stocks", "education", "science", "society", "politics",
+                "sports", "game", "entertainment"]
+    for names in (thucnews, SYNTHETIC_CLASSES):
+        for gold, name in enumerate(names):
+            obj = {misspell(n) if n == name else n: 0.9 if n == name else 0.01 for n in names}
+            r = parse_answer(json.dumps(obj, ensure_ascii=False), names)
+            assert r.ok and r.probs.index(max(r.probs)) == gold, (name, r.error)
 
 
 def test_duplicate_keys_after_normalisation_keep_the_larger_value():

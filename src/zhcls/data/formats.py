@@ -112,8 +112,10 @@ def read_split(
     teacher_kind: str = "probs",
     teacher_policy: str = "error",
     encoding: str = "utf-8",
+    ignore_teacher: bool = False,
 ) -> SplitData:
-    """Read one split file (format chosen by suffix) into validated examples."""
+    """Read one split file (format chosen by suffix) into validated examples.
+    ``ignore_teacher`` drops any teacher column unread (``zhcls label`` relabels)."""
     path = Path(path)
     if on_bad_line not in ON_BAD_LINE:
         raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {on_bad_line!r}")
@@ -128,6 +130,8 @@ def read_split(
     split = SplitData(path=path, examples=[])
     name_to_id = {n: i for i, n in enumerate(class_names)}
     for line, fields in rows:
+        if ignore_teacher:
+            fields.pop("teacher_probs", None)
         try:
             example = _make_example(fields, line, class_names, name_to_id,
                                     teacher_kind, teacher_policy, split.teacher_report)

@@ -5,6 +5,10 @@ interrupted run (Ctrl-C, ``kill -9``, power loss) loses at most the requests in 
 are keyed by :func:`cache_key` = sha256 of (model, prompt hash, samples, temperature, text).
 A row with ``status='ok'`` is never requested again; ``status='failed'`` rows are retried on
 the next run unless the caller says otherwise.
+
+:class:`CacheLock` keeps two runs off one cache (each would pay for every request): an
+exclusive ``flock`` on ``<cache>.lock``, which holds the owner's PID. The kernel drops the
+lock when its process ends, however it ends, so a stale lock file never blocks a re-run.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -168,6 +173,70 @@ class AnswerCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CacheLock:
+    """Exclusive lock of one answer cache, for one run (``with CacheLock(path): ...``).
+
+    Without ``wait`` a second holder gets a :class:`ZhclsError` at once that names the
+    holder's PID; with ``wait`` it blocks until the holder is done. POSIX ``flock`` only:
+    where ``fcntl`` is missing (Windows) the lock is skipped with a warning. ``flock`` is
+    per machine: runs on two hosts sharing one network file system are not kept apart.
+    """
+
+    def __init__(self, cache_path: str | Path, *, wait: bool = False):
+        self.path = Path(f"{cache_path}.lock")
+        self.wait = wait
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            logger.warning("no fcntl on this platform: %s is not locked; do not start two "
+                           "runs on it", self.path)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._busy(fd, fcntl)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _busy(self, fd: int, fcntl: object) -> None:
+        holder = _read_pid(fd)
+        if not self.wait:
+            raise ZhclsError(
+                f"{self.path}: another zhcls label run ({holder}) is using this answer cache; "
+                "two runs would pay for every request twice. Wait for it to finish, stop it, "
+                "or pass --wait-lock to wait for it")
+        logger.warning("%s is locked by %s; waiting for it to finish (--wait-lock)",
+                       self.path, holder)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> CacheLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> str:
+    raw = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return f"PID {raw}" if raw.isdigit() else "PID unknown"
 
 
 class BackgroundWriter:

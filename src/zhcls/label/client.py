@@ -8,10 +8,16 @@ into an :class:`~zhcls.label.cache.Answer`: it parses every sampled answer and a
 when an answer cannot be repaired.
 
 Failure kinds recorded per text: ``http_429_exhausted``, ``http_5xx_exhausted``,
-``timeout``, ``connection_error``, ``bad_response`` (retries used up), ``http_<code>`` (other
-4xx, not retried — e.g. a provider's content filter), ``unparseable`` (every answer broken
-after ``parse_retries`` re-asks), ``no_logprobs`` (``use_logprobs`` but the server sent none).
-HTTP 401/403/404 stop the whole run: they mean a wrong key, model or URL.
+``timeout``, ``connection_error``, ``bad_response``, ``empty_choices`` (an HTTP 200 whose
+``choices`` list is empty; retries used up), ``http_<code>`` (other 4xx, not retried — e.g. a
+provider's content filter), ``unparseable`` (every answer broken after ``parse_retries``
+re-asks), ``unknown_class`` (every answer gave probability to a name that is no class),
+``no_logprobs`` (``use_logprobs`` but the server sent none). HTTP 401/403/404 stop the whole
+run: they mean a wrong key, model or URL.
+
+``--tpm`` accounting: each attempt reserves its estimate (prompt estimate + ``max_tokens`` ×
+samples asked) before it is sent; a response's ``usage.total_tokens`` then settles the
+bucket (refund or extra charge). Attempts without usage keep their estimate.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 from zhcls.errors import ZhclsError
 from zhcls.label.cache import Answer
+from zhcls.label.options import LLMOptions
 from zhcls.label.parse import ParsedAnswer, average, choice_labels, parse_answer, parse_top_logprobs
 from zhcls.label.ratelimit import RateLimiter, backoff_delay, estimate_tokens, parse_retry_after
 
@@ -31,36 +38,6 @@ logger = logging.getLogger(__name__)
 
 FATAL_STATUS = {401: "the API key was rejected", 403: "access to the model is forbidden",
                 404: "the endpoint or model does not exist"}
-
-
-@dataclass
-class LLMOptions:
-    """Everything that shapes the requests (see :func:`label_with_llm` for meanings)."""
-
-    model: str
-    base_url: str
-    api_key: str | None = field(default=None, repr=False)
-    concurrency: int = 8
-    samples: int = 1
-    temperature: float = 0.0
-    max_tokens: int = 512
-    timeout: float = 60.0
-    max_retries: int = 5
-    parse_retries: int = 2
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
-    use_logprobs: bool = False
-    json_mode: bool = False
-    extra_body: dict[str, Any] = field(default_factory=dict)
-    num_classes: int = 0
-    rpm: float | None = None
-    tpm: float | None = None
-
-    def redact(self, text: str | None) -> str | None:
-        """``text`` with the API key replaced by ``***`` (for errors, logs and the cache)."""
-        if text is None or not self.api_key:
-            return text
-        return text.replace(self.api_key, "***")
 
 
 class RequestFailed(Exception):
@@ -99,11 +76,22 @@ class Reply:
 
 
 class ChatClient:
-    """Sends chat-completions requests with rate limits and retries."""
+    """Sends chat-completions requests with rate limits and retries. ``opts`` must be
+    :meth:`~zhcls.label.options.LLMOptions.resolved`; ``num_classes`` sizes
+    ``top_logprobs``; ``api_key`` is only used to redact it from error texts (the
+    ``Authorization`` header belongs to ``http``)."""
 
-    def __init__(self, opts: LLMOptions, http: Any, limiter: RateLimiter, stats: RunStats):
+    def __init__(self, opts: LLMOptions, http: Any, limiter: RateLimiter, stats: RunStats, *,
+                 num_classes: int = 0, api_key: str | None = None):
         self.opts, self.http, self.limiter, self.stats = opts, http, limiter, stats
+        self.num_classes, self._api_key = num_classes, api_key
         self.url = opts.base_url.rstrip("/") + "/chat/completions"
+
+    def redact(self, text: str | None) -> str | None:
+        """``text`` with the API key replaced by ``***`` (for errors, logs and the cache)."""
+        if text is None or not self._api_key:
+            return text
+        return text.replace(self._api_key, "***")
 
     def _body(self, prompt: str, n: int) -> dict[str, Any]:
         o = self.opts
@@ -114,7 +102,7 @@ class ChatClient:
         if n > 1:
             body["n"] = n
         if o.use_logprobs:
-            body.update(logprobs=True, top_logprobs=min(20, max(5, o.num_classes)))
+            body.update(logprobs=True, top_logprobs=min(20, max(5, self.num_classes)))
         if o.json_mode:
             body["response_format"] = {"type": "json_object"}
         body.update(o.extra_body)
@@ -124,20 +112,19 @@ class ChatClient:
         """``n`` sampled answers: one request with ``n=n`` when the server honours it, else
         (detected on the first short reply) ``n`` separate requests."""
         reply = Reply()
-        tokens = estimate_tokens(prompt) + max(self.opts.max_tokens, 1) * n
+        prompt_estimate = estimate_tokens(prompt)
         while len(reply.contents) < n:
             want = n - len(reply.contents)
             ask = want if self.stats.supports_n is not False else 1
+            reserve = prompt_estimate + max(self.opts.max_tokens, 1) * ask
             try:
-                data = await self._post(self._body(prompt, ask), tokens)
+                data = await self._post(self._body(prompt, ask), reserve)
             except RequestFailed as exc:
                 if exc.kind == "n_rejected":
                     continue
                 raise
             reply.requests += 1
-            choices = data.get("choices") if isinstance(data, dict) else None
-            if not isinstance(choices, list) or not choices:
-                raise RequestFailed("bad_response", "response has no 'choices' list")
+            choices = data["choices"]  # a non-empty list (checked by _post)
             if ask > 1:
                 self._note_n_support(len(choices) >= ask, ask)
             for choice in choices[:want]:
@@ -159,6 +146,8 @@ class ChatClient:
         self.stats.supports_n = supported
 
     async def _post(self, body: dict[str, Any], tokens: int) -> dict:
+        """The JSON body of a 200 response with a non-empty ``choices`` list; retries
+        transient failures (an empty ``choices`` list is one) with backoff."""
         import httpx
 
         opts = self.opts
@@ -174,13 +163,14 @@ class ChatClient:
                 kind, detail = "connection_error", f"{type(exc).__name__}: {exc}"
             else:
                 if resp.status_code == 200:
-                    try:
-                        return resp.json()
-                    except ValueError:
-                        kind, detail = "bad_response", "HTTP 200 with a body that is not JSON"
+                    data, kind, detail = _read_body(resp)
+                    if isinstance(data, dict):
+                        self.limiter.settle(tokens, _used_tokens(data))
+                    if kind is None:
+                        return data
                 else:
                     kind, detail, retry_after = self._http_error(resp, body)
-            detail = opts.redact(detail) or ""
+            detail = self.redact(detail) or ""
             self.stats.transient_errors[kind] += 1
             if attempt == opts.max_retries:
                 final = _final_kind(kind)
@@ -193,7 +183,7 @@ class ChatClient:
 
     def _http_error(self, resp: Any, body: dict) -> tuple[str, str, float | None]:
         code = resp.status_code
-        text = self.opts.redact(resp.text[:300].strip()) or ""
+        text = self.redact(resp.text[:300].strip()) or ""
         if code in (408, 429) or code >= 500:
             return f"http_{code}", f"HTTP {code}: {text}", parse_retry_after(resp.headers)
         if code in FATAL_STATUS:
@@ -209,11 +199,38 @@ class ChatClient:
 
 def _final_kind(kind: str) -> str:
     """The failure kind recorded when retries of ``kind`` run out."""
-    if kind in ("timeout", "connection_error", "bad_response"):
+    if kind in ("timeout", "connection_error", "bad_response", "empty_choices"):
         return kind
     if kind.startswith("http_5"):
         return "http_5xx_exhausted"
     return f"{kind}_exhausted"  # http_429_exhausted, http_408_exhausted
+
+
+def _read_body(resp: Any) -> tuple[Any, str | None, str]:
+    """(JSON body, failure kind or None, detail) of an HTTP 200 response."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return None, "bad_response", "HTTP 200 with a body that is not JSON"
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list):
+        return data, "bad_response", "HTTP 200 without a 'choices' list"
+    if not choices:
+        return data, "empty_choices", "HTTP 200 with an empty 'choices' list"
+    return data, None, ""
+
+
+def _used_tokens(data: dict) -> int | None:
+    """``usage.total_tokens`` (or prompt + completion tokens); None when not reported."""
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    if isinstance(usage.get("total_tokens"), int) and not isinstance(usage["total_tokens"], bool):
+        return usage["total_tokens"]
+    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+    if not any(isinstance(v, int) and not isinstance(v, bool) for v in parts):
+        return None
+    return sum(_int(v) for v in parts)
 
 
 def _content(choice: Any) -> str | None:
@@ -269,11 +286,12 @@ class Labeller:
             answer.completion_tokens += reply.completion_tokens
             for content, top in zip(reply.contents, reply.top_logprobs, strict=True):
                 last = self._parse(content, top)
-                answer.raw = opts.redact(content)
+                answer.raw = self.client.redact(content)
                 if last.ok:
                     good.append(last.probs)
                     notes.update(percent=int(last.percent), renormalised=int(last.renormalised),
-                                 missing_filled=last.missing, unknown_names=len(last.unknown))
+                                 missing_filled=last.missing, unknown_names=len(last.unknown),
+                                 renamed=len(last.renamed))
             if len(good) >= opts.samples:
                 break
             if attempt < opts.parse_retries:
@@ -283,7 +301,7 @@ class Labeller:
             answer.raw, answer.notes = None, {**dict(notes), "samples_used": len(good)}
             return answer
         no_lp = last is not None and last.error == "no_logprobs"
-        answer.reason = "no_logprobs" if no_lp else "unparseable"
+        answer.reason = "no_logprobs" if no_lp else (last.kind if last else "unparseable")
         answer.detail = ("the server returned no top_logprobs; drop --use-logprobs" if no_lp
                          else f"{last.error if last else 'no answer'} "
                               f"(after {opts.parse_retries + 1} tries)")

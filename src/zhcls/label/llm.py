@@ -5,23 +5,27 @@ concurrency through :class:`~zhcls.label.client.ChatClient` (rate limits, retrie
 each answer into probabilities (:mod:`zhcls.label.parse`), commits every outcome to the
 SQLite cache (:mod:`zhcls.label.cache`) the moment it arrives and finally writes
 ``OUT/{split}.txt`` plus ``OUT/label_report.json``. Re-running the same command resumes
-where it stopped and makes no request for a text already answered.
+where it stopped and makes no request for a text already answered. The options are
+declared once, in :class:`~zhcls.label.options.LLMOptions`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zhcls.errors import ZhclsError
-from zhcls.label.cache import Answer, AnswerCache, BackgroundWriter, cache_key
-from zhcls.label.client import ChatClient, Labeller, LLMOptions, RunStats
+from zhcls.label.cache import Answer, AnswerCache, BackgroundWriter, CacheLock, cache_key
+from zhcls.label.client import ChatClient, Labeller, RunStats
+from zhcls.label.options import LLMOptions
 from zhcls.label.prompt import Prompt, build_prompt, pick_few_shot, read_descriptions
 from zhcls.label.ratelimit import RateLimiter, estimate_tokens
 from zhcls.label.writer import (
@@ -39,132 +43,82 @@ CACHE_NAME = ".zhcls_label_cache.sqlite"
 REPORT_NAME = "label_report.json"
 
 
-def label_with_llm(
-    data_dir: str | Path, split: str, out_dir: str | Path, *, model: str, base_url: str,
-    api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8, samples: int = 1,
-    temperature: float | None = None, max_tokens: int | None = None, timeout: float = 60.0,
-    rpm: float | None = None, tpm: float | None = None, max_retries: int = 5,
-    parse_retries: int = 2, backoff_base: float = 1.0, backoff_max: float = 60.0,
-    prompt: str | Path | None = None, descriptions: str | Path | None = None,
-    few_shot: int = 0, use_logprobs: bool = False, json_mode: bool = False,
-    extra_body: dict[str, Any] | None = None, cache: str | Path | None = None,
-    retry_failed: bool = True, price_in: float | None = None, price_out: float | None = None,
-    dry_run: bool = False, progress: bool = True, abort_after_failures: int = 100,
-) -> LabelReport:
+def label_with_llm(data_dir: str | Path, split: str, out_dir: str | Path,
+                   options: LLMOptions | None = None, **fields: Any) -> LabelReport:
     """Label ``DATA/{split}`` with an LLM teacher and write the KD dataset to ``out_dir``.
 
-    ``model``/``base_url`` name an OpenAI-compatible server (``base_url`` up to ``/v1``);
-    the key is read from the environment variable ``api_key_env`` (None or unset: no
-    ``Authorization`` header, for local vLLM/Ollama). ``samples`` answers are averaged
-    (``temperature`` defaults to 0, or 0.7 when ``samples > 1``). ``max_tokens`` defaults to
-    512 (1 with ``use_logprobs``; 0 omits the field). ``timeout`` is per request in seconds;
-    ``rpm``/``tpm`` are client-side limits; ``max_retries`` bounds the retries of one request
-    (backoff ``backoff_base * 2**attempt`` capped at ``backoff_max``, or ``Retry-After``);
-    an unparseable answer is asked again ``parse_retries`` times. ``prompt``,
-    ``descriptions`` and ``few_shot`` shape the prompt (:mod:`zhcls.label.prompt`);
-    ``json_mode`` sends ``response_format={"type": "json_object"}``; ``extra_body`` is
-    merged into every request. ``cache`` defaults to ``OUT/.zhcls_label_cache.sqlite``;
-    cached failures are asked again unless ``retry_failed=False``. ``price_in``/``price_out``
-    (per 1M tokens) give a cost estimate. ``dry_run`` renders the first prompt and counts the
-    requests needed without sending any. The run stops with an error after
-    ``abort_after_failures`` consecutive failed texts (0: never).
+    ``options`` says how to ask (:class:`~zhcls.label.options.LLMOptions`: one field per
+    ``zhcls label --llm`` flag, with its help text). Keyword ``fields`` named like its fields
+    build it (``model=..., base_url=...``) or override fields of ``options``. The key is read
+    from the environment variable ``api_key_env`` (None or unset: no ``Authorization``
+    header). The run holds an exclusive lock on the cache (``<cache>.lock``): a second run
+    on the same cache stops at once with the holder's PID, or waits with ``wait_lock``.
     """
     started = time.monotonic()
-    opts = _make_options(model, base_url, concurrency, samples, temperature, max_tokens,
-                         timeout, max_retries, parse_retries, backoff_base, backoff_max,
-                         use_logprobs, json_mode, extra_body)
+    opts = _options(options, fields).resolved()
     if Path(out_dir).resolve() == Path(data_dir).resolve():
         raise ZhclsError(f"--out {out_dir} is the input dataset directory; pass a new "
                          "directory so the original data is not overwritten")
     class_names, split_path, examples = read_label_split(data_dir, split)
-    opts.num_classes, opts.rpm, opts.tpm = len(class_names), rpm, tpm
-    prompt_obj = _make_prompt(data_dir, class_names, prompt, descriptions, few_shot, use_logprobs)
+    prompt_obj = _make_prompt(data_dir, class_names, opts)
     prompt_hash = _settings_hash(prompt_obj.hash, opts)
     keys = [cache_key(opts.model, prompt_hash, opts.samples, opts.temperature, e.text)
             for e in examples]
-    cache_path = Path(cache) if cache else Path(out_dir) / CACHE_NAME
-    report = LabelReport(split=split, model=model, output=None, cache=str(cache_path),
+    cache_path = Path(opts.cache) if opts.cache else Path(out_dir) / CACHE_NAME
+    report = LabelReport(split=split, model=opts.model, output=None, cache=str(cache_path),
                          rows=len(examples), unique_texts=len(set(keys)))
-    if dry_run and not cache_path.exists():  # a dry run leaves no files behind
-        todo = _pending(examples, keys, {}, retry_failed)
-        return _dry_run_report(report, todo, prompt_obj, examples, opts)
-    with AnswerCache(cache_path) as store:
+    if opts.dry_run:
+        return _dry_run(report, examples, keys, prompt_obj, opts, cache_path)
+    with CacheLock(cache_path, wait=opts.wait_lock), AnswerCache(cache_path) as store:
         before = store.get_many(keys)
-        todo = _pending(examples, keys, before, retry_failed)
+        todo = _pending(examples, keys, before, opts.retry_failed)
         logger.info("%s: %d rows, %d distinct texts, %d cached, %d to request (prompt %s, "
                     "hash %s)", split_path, len(examples), report.unique_texts,
                     report.unique_texts - len(todo), len(todo), prompt_obj.source, prompt_hash)
-        if dry_run:
-            return _dry_run_report(report, todo, prompt_obj, examples, opts)
-        opts.api_key = _read_api_key(api_key_env)
         stats = RunStats()
         try:
-            _run(todo, prompt_obj, opts, class_names, prompt_hash, store, stats,
-                 progress, abort_after_failures)
+            _run(todo, _Job(prompt_obj, opts, class_names, prompt_hash, store, stats,
+                            _read_api_key(opts.api_key_env)))
         except KeyboardInterrupt:
             logger.warning("interrupted; %d answers are safe in %s — run the same command "
                            "again to resume", store.count("ok"), cache_path)
             raise
         after = store.get_many(keys)
-    rows = [after[k].probs if k in after and after[k].ok else None for k in keys]
-    report.output = str(write_labelled_dataset(data_dir, split, out_dir, rows))
-    _fill_report(report, examples, keys, before, after, rows, stats, {k for k, _ in todo})
-    report.wall_seconds = time.monotonic() - started
-    report.requests_per_second = report.http_requests / max(report.wall_seconds, 1e-9)
-    if price_in is not None or price_out is not None:
-        report.estimated_cost = (report.prompt_tokens * (price_in or 0.0)
-                                 + report.completion_tokens * (price_out or 0.0)) / 1e6
-    write_json_atomic(Path(out_dir) / REPORT_NAME, report.to_dict())
-    for line in report.summary().splitlines():
-        logger.info("%s", line)
+        rows = [after[k].probs if k in after and after[k].ok else None for k in keys]
+        report.output = str(write_labelled_dataset(data_dir, split, out_dir, rows))
+        _fill_report(report, examples, keys, before, after, rows, stats, {k for k, _ in todo})
+        _finish_report(report, opts, started, Path(out_dir) / REPORT_NAME)
     return report
 
 
-def _make_options(model: str, base_url: str, concurrency: int, samples: int,
-                  temperature: float | None, max_tokens: int | None, timeout: float,
-                  max_retries: int, parse_retries: int, backoff_base: float,
-                  backoff_max: float, use_logprobs: bool, json_mode: bool,
-                  extra_body: dict[str, Any] | None) -> LLMOptions:
-    checks = [(concurrency >= 1, "concurrency", concurrency, ">= 1"),
-              (samples >= 1, "samples", samples, ">= 1"),
-              (timeout > 0, "timeout", timeout, "> 0 seconds"),
-              (max_retries >= 0, "max_retries", max_retries, ">= 0"),
-              (parse_retries >= 0, "parse_retries", parse_retries, ">= 0"),
-              (backoff_base >= 0 and backoff_max >= 0, "backoff", backoff_base, ">= 0"),
-              (bool(model), "model", model, "a model name such as deepseek-chat"),
-              (base_url.startswith(("http://", "https://")), "base_url", base_url,
-               "an http(s) URL such as https://api.deepseek.com/v1")]
-    for ok, name, value, expected in checks:
-        if not ok:
-            raise ZhclsError(f"--{name.replace('_', '-')} is {value!r}; expected {expected}")
-    if use_logprobs and samples > 1:
-        logger.warning("--use-logprobs reads the distribution directly; --samples %d is "
-                       "ignored (using 1)", samples)
-        samples = 1
-    if temperature is None:
-        temperature = 0.7 if samples > 1 else 0.0
-    elif samples > 1 and temperature == 0:
-        logger.warning("--samples %d at temperature 0 gives near-identical answers; "
-                       "raise --temperature (e.g. 0.7)", samples)
-    if max_tokens is None:
-        max_tokens = 1 if use_logprobs else 512
-    return LLMOptions(model=model, base_url=base_url, concurrency=concurrency, samples=samples,
-                      temperature=float(temperature), max_tokens=max_tokens, timeout=timeout,
-                      max_retries=max_retries, parse_retries=parse_retries,
-                      backoff_base=backoff_base, backoff_max=backoff_max,
-                      use_logprobs=use_logprobs, json_mode=json_mode,
-                      extra_body=dict(extra_body or {}))
+def _options(options: LLMOptions | None, fields: dict[str, Any]) -> LLMOptions:
+    if options is None:
+        return LLMOptions(**fields)
+    try:
+        return dataclasses.replace(options, **fields)
+    except TypeError as exc:
+        raise TypeError(f"label_with_llm(): {exc}; keywords must be LLMOptions fields") from None
 
 
-def _make_prompt(data_dir: str | Path, class_names: list[str], template: str | Path | None,
-                 descriptions: str | Path | None, few_shot: int, logprobs: bool) -> Prompt:
-    descs = read_descriptions(descriptions, class_names) if descriptions else None
+def _finish_report(report: LabelReport, opts: LLMOptions, started: float, path: Path) -> None:
+    report.wall_seconds = time.monotonic() - started
+    report.requests_per_second = report.http_requests / max(report.wall_seconds, 1e-9)
+    if opts.price_in is not None or opts.price_out is not None:
+        report.estimated_cost = (report.prompt_tokens * (opts.price_in or 0.0)
+                                 + report.completion_tokens * (opts.price_out or 0.0)) / 1e6
+    write_json_atomic(path, report.to_dict())
+    for line in report.summary().splitlines():
+        logger.info("%s", line)
+
+
+def _make_prompt(data_dir: str | Path, class_names: list[str], opts: LLMOptions) -> Prompt:
+    descs = read_descriptions(opts.descriptions, class_names) if opts.descriptions else None
     shots: list[tuple[str, int]] = []
-    if few_shot > 0:
+    if opts.few_shot > 0:
         _, _, train = read_label_split(data_dir, "train")
-        shots = pick_few_shot([(e.text, e.label) for e in train], few_shot)
-    return build_prompt(class_names, template_path=template, descriptions=descs,
-                        few_shot=shots, logprobs=logprobs)
+        shots = pick_few_shot([(e.text, e.label) for e in train], opts.few_shot)
+    return build_prompt(class_names, template_path=opts.prompt, descriptions=descs,
+                        few_shot=shots, logprobs=opts.use_logprobs)
 
 
 def _settings_hash(template_hash: str, opts: LLMOptions) -> str:
@@ -198,34 +152,45 @@ def _read_api_key(env_name: str | None) -> str | None:
     return key or None
 
 
-def _run(todo: list[tuple[str, str]], prompt: Prompt, opts: LLMOptions, class_names: list[str],
-         prompt_hash: str, store: AnswerCache, stats: RunStats, progress: bool,
-         abort_after: int) -> None:
+@dataclass
+class _Job:
+    """What one labelling run needs besides the texts."""
+
+    prompt: Prompt
+    opts: LLMOptions
+    class_names: list[str]
+    prompt_hash: str
+    store: AnswerCache
+    stats: RunStats
+    api_key: str | None = field(default=None, repr=False)
+
+
+def _run(todo: list[tuple[str, str]], job: _Job) -> None:
     if not todo:
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(todo), desc="labelling", unit="text", disable=not progress,
+    with tqdm(total=len(todo), desc="labelling", unit="text", disable=not job.opts.progress,
               dynamic_ncols=True) as bar:
-        asyncio.run(_run_async(todo, prompt, opts, class_names, prompt_hash, store, stats,
-                               bar, abort_after))
+        asyncio.run(_run_async(todo, job, bar))
 
 
-async def _run_async(todo: list[tuple[str, str]], prompt: Prompt, opts: LLMOptions,
-                     class_names: list[str], prompt_hash: str, store: AnswerCache,
-                     stats: RunStats, bar: Any, abort_after: int) -> None:
+async def _run_async(todo: list[tuple[str, str]], job: _Job, bar: Any) -> None:
     import httpx
 
-    headers = {"Authorization": f"Bearer {opts.api_key}"} if opts.api_key else {}
+    opts = job.opts
+    headers = {"Authorization": f"Bearer {job.api_key}"} if job.api_key else {}
     limits = httpx.Limits(max_connections=opts.concurrency,
                           max_keepalive_connections=opts.concurrency)
-    writer = BackgroundWriter(store)
+    writer = BackgroundWriter(job.store)
     try:
         async with httpx.AsyncClient(timeout=opts.timeout, headers=headers, limits=limits,
                                      trust_env=False) as http:
-            client = ChatClient(opts, http, RateLimiter(opts.rpm, opts.tpm), stats)
-            labeller = Labeller(client, class_names, prompt_hash)
-            await _work(todo, prompt, labeller, writer, bar, opts.concurrency, abort_after)
+            client = ChatClient(opts, http, RateLimiter(opts.rpm, opts.tpm), job.stats,
+                                num_classes=len(job.class_names), api_key=job.api_key)
+            labeller = Labeller(client, job.class_names, job.prompt_hash)
+            await _work(todo, job.prompt, labeller, writer, bar, opts.concurrency,
+                        opts.abort_after_failures)
     finally:
         writer.close()
 
@@ -264,8 +229,15 @@ async def _work(todo: list[tuple[str, str]], prompt: Prompt, labeller: Labeller,
             raise task.exception()
 
 
-def _dry_run_report(report: LabelReport, todo: list[tuple[str, str]], prompt: Prompt,
-                    examples: list, opts: LLMOptions) -> LabelReport:
+def _dry_run(report: LabelReport, examples: list, keys: list[str], prompt: Prompt,
+             opts: LLMOptions, cache_path: Path) -> LabelReport:
+    """Count the requests still needed and render the first prompt; sends nothing and
+    writes nothing (an existing cache is only read)."""
+    cached: dict[str, Answer] = {}
+    if cache_path.exists():
+        with AnswerCache(cache_path) as store:
+            cached = store.get_many(keys)
+    todo = _pending(examples, keys, cached, opts.retry_failed)
     first_text = todo[0][1] if todo else examples[0].text
     report.dry_run = True
     report.prompt_preview = prompt.render(first_text)

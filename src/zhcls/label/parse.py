@@ -2,14 +2,25 @@
 
 Pure functions, no I/O. LLM answers are dirty: JSON inside ```json fences or surrounded by
 prose, class names with stray spaces, full-width punctuation or other case, probabilities
-given as percentages (``85``, ``"85%"``), sums of 80 or 801, missing or invented classes.
+given as percentages (``85``, ``"85%"``), sums of 80 or 801, missing or misspelt classes.
 :func:`parse_answer` repairs what can be repaired and says why when it cannot; an answer
 that cannot be repaired (e.g. JSON cut off by ``max_tokens``) is *unparseable* and the
 caller asks again.
+
+Class names (:func:`match_class`): a name matches a class when their normalised forms
+(:func:`normalize_name`) are equal. A name that matches none is *renamed* to a class only
+when exactly one class is close to it: one normalised form contains the other (the shorter
+at least 2 characters: ``体育类`` → ``体育``, ``stock`` → ``stocks``) or their
+``difflib`` similarity ratio is at least :data:`RENAME_CUTOFF` (``finanse`` → ``finance``);
+with two or more close classes, or none, the name is *unknown*. An unknown name with a
+probability above 0 makes the whole answer unusable (``kind="unknown_class"``: the caller
+asks again), because its mass may belong to any class — typically the true one. Unknown
+names with probability 0 or a non-numeric value (``"理由": "..."``) are ignored and counted.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -20,6 +31,7 @@ from typing import Any
 
 PERCENT_TOLERANCE = 2.0
 SUM_TOLERANCE = 0.02
+RENAME_CUTOFF = 0.8  # difflib ratio for renaming a misspelt class name (unique match only)
 _STRIP_CHARS = " \t\r\n\"'`“”‘’「」『』《》【】[]()<>:;,.、。!?*-_#"
 _NAME_FIELDS = ("label", "class", "category", "name", "类别", "标签", "类别名称")
 _PROB_FIELDS = ("probability", "prob", "p", "score", "confidence", "概率", "置信度")
@@ -38,14 +50,18 @@ _KV_LINE = re.compile(r"^[\s\-*•]*[\"'“]?([^:=\"'”\n]{1,40}?)[\"'”]?\s*[
 class ParsedAnswer:
     """One answer turned into probabilities, or the reason it could not be.
 
-    ``unknown`` lists answer keys that match no class (ignored); ``missing`` counts classes
-    the answer left out (filled with 0); ``percent`` / ``renormalised`` say what was done
-    to make the values sum to 1.
+    ``unknown`` lists answer keys that match no class; ``renamed`` the keys matched to a
+    class by a unique close match; ``missing`` counts classes the answer left out (filled
+    with 0); ``percent`` / ``renormalised`` say what was done to make the values sum to 1.
+    ``kind`` is the failure kind of an unusable answer: ``unparseable``, or
+    ``unknown_class`` when it gives probability to a name that is no class.
     """
 
     probs: list[float] | None
     error: str | None = None
     unknown: list[str] = field(default_factory=list)
+    renamed: list[str] = field(default_factory=list)
+    kind: str = "unparseable"
     missing: int = 0
     percent: bool = False
     renormalised: bool = False
@@ -61,6 +77,23 @@ def normalize_name(name: str) -> str:
     s = unicodedata.normalize("NFKC", str(name)).casefold()
     s = re.sub(r"\s+", "", s)
     return s.strip(_STRIP_CHARS)
+
+
+def match_class(name: str, lookup: dict[str, int]) -> tuple[int | None, bool]:
+    """(class index or None, whether it was renamed) for an answer key; ``lookup`` maps
+    normalised class names to indices. See the module docstring for the rule."""
+    key = normalize_name(name)
+    if key in lookup:
+        return lookup[key], False
+    if not key:
+        return None, False
+    close = set()
+    for cls, idx in lookup.items():
+        shorter = key if len(key) <= len(cls) else cls
+        contains = len(shorter) >= 2 and (key in cls or cls in key)
+        if contains or difflib.SequenceMatcher(None, key, cls).ratio() >= RENAME_CUTOFF:
+            close.add(idx)
+    return (close.pop(), True) if len(close) == 1 else (None, False)
 
 
 def parse_answer(raw: str, class_names: list[str]) -> ParsedAnswer:
@@ -88,7 +121,8 @@ def parse_answer(raw: str, class_names: list[str]) -> ParsedAnswer:
     if first_error is not None:
         return first_error
     if "{" not in text:
-        pairs = [(k, v) for k, v in _KV_LINE.findall(text) if normalize_name(k) in lookup]
+        pairs = [(k, v) for k, v in _KV_LINE.findall(text)  # prose lines are no classes
+                 if match_class(k, lookup)[0] is not None]
         if pairs:
             return _from_pairs(pairs, lookup, len(class_names))
         return ParsedAnswer(None, "no JSON object and no 'class: probability' lines found")
@@ -163,7 +197,7 @@ def _from_object(obj: Any, lookup: dict[str, int], k: int) -> ParsedAnswer:
         return ParsedAnswer(None, "JSON list without label/probability records")
     if not isinstance(obj, dict):
         return ParsedAnswer(None, f"expected a JSON object, found {type(obj).__name__}")
-    if not any(normalize_name(key) in lookup for key in obj):
+    if not any(match_class(key, lookup)[0] is not None for key in obj):
         for value in obj.values():  # {"probabilities": {...}} and similar wrappers
             if isinstance(value, (dict, list)):
                 nested = _from_object(value, lookup, k)
@@ -188,13 +222,19 @@ def _pairs_from_list(items: list) -> list[tuple[str, Any]]:
 def _from_pairs(pairs: list[tuple[Any, Any]], lookup: dict[str, int], k: int) -> ParsedAnswer:
     values: list[float | None] = [None] * k
     unknown: list[str] = []
+    renamed: list[str] = []
+    with_mass: list[str] = []  # unknown names given a probability above 0
     explicit_percent = False
     for key, raw_value in pairs:
-        idx = lookup.get(normalize_name(key))
+        idx, was_renamed = match_class(str(key), lookup)
+        number = to_number(raw_value)
         if idx is None:
             unknown.append(str(key))
+            if number is not None and number[0] != 0:
+                with_mass.append(str(key))
             continue
-        number = to_number(raw_value)
+        if was_renamed:
+            renamed.append(str(key))
         if number is None:
             return ParsedAnswer(None, f"value for class {key!r} is {raw_value!r}; expected a "
                                       "number or a percentage", unknown=unknown)
@@ -202,11 +242,20 @@ def _from_pairs(pairs: list[tuple[Any, Any]], lookup: dict[str, int], k: int) ->
         explicit_percent |= was_percent
         values[idx] = value if values[idx] is None else max(values[idx], value)
     missing = sum(v is None for v in values)
+    if with_mass:
+        shown = ", ".join(repr(n) for n in with_mass[:5])
+        what = ("no known class name in the answer" if missing == k
+                else "the answer gives probability to names that are no class")
+        return ParsedAnswer(None, f"{what}: {shown} (not in class.txt and no unique close "
+                                  "match)", unknown=unknown, missing=missing,
+                            kind="unknown_class")
     if missing == k:
         return ParsedAnswer(None, "no known class name in the answer", unknown=unknown,
                             missing=missing)
     probs = [0.0 if v is None else v for v in values]
-    return _normalise(probs, unknown, missing, explicit_percent)
+    result = _normalise(probs, unknown, missing, explicit_percent)
+    result.renamed = renamed
+    return result
 
 
 def _normalise(probs: list[float], unknown: list[str], missing: int,

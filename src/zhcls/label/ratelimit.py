@@ -6,6 +6,11 @@ Each bucket refills continuously at ``per_minute / 60`` per second and holds at 
 the configured rate instead of hitting the provider's per-minute window and getting 429s.
 A request larger than the bucket (a very long prompt under a small ``--tpm``) waits for a
 full bucket and then drives it negative, so it is never blocked forever.
+
+``--tpm`` is accounted with what the server reports: a request reserves its estimate
+before it is sent, and :meth:`RateLimiter.settle` refunds the difference to the real
+``usage.total_tokens`` (or charges it, driving the bucket negative when the answer was
+longer than estimated). Clock and sleep are injectable, so tests run on a fake clock.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import logging
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger(__name__)
 
 BURST_SECONDS = 5.0
+_EPSILON = 1e-6  # units: a deficit this small counts as paid
 _CJK = re.compile("[\u3000-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0002ffff]")
 
 
@@ -32,19 +39,23 @@ def estimate_tokens(text: str) -> int:
 
 
 class TokenBucket:
-    """A bucket of ``per_minute`` units per minute; :meth:`take` waits until it can pay."""
+    """A bucket of ``per_minute`` units per minute; :meth:`take` waits until it can pay.
+    ``clock`` (seconds, monotonic) and ``sleep`` default to the real ones."""
 
-    def __init__(self, per_minute: float, burst_seconds: float = BURST_SECONDS):
+    def __init__(self, per_minute: float, burst_seconds: float = BURST_SECONDS, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         if per_minute <= 0:
             raise ValueError(f"rate must be > 0 per minute, got {per_minute}")
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, self.rate * burst_seconds)
         self.level = self.capacity
-        self._stamp = time.monotonic()
+        self._clock, self._sleep = clock, sleep
+        self._stamp = clock()
         self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self.level = min(self.capacity, self.level + (now - self._stamp) * self.rate)
         self._stamp = now
 
@@ -55,21 +66,28 @@ class TokenBucket:
         async with self._lock:
             need = min(amount, self.capacity)
             self._refill()
-            while self.level < need:
+            while self.level < need - _EPSILON:  # float dust must not spin the loop
                 delay = (need - self.level) / self.rate
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 waited += delay
                 self._refill()
             self.level -= amount
         return waited
 
+    def give_back(self, amount: float) -> None:
+        """Return ``amount`` units (negative: take more), never above the capacity."""
+        self._refill()
+        self.level = min(self.capacity, self.level + amount)
+
 
 class RateLimiter:
     """Requests-per-minute and tokens-per-minute limits together (either may be None)."""
 
-    def __init__(self, rpm: float | None = None, tpm: float | None = None):
-        self.requests = TokenBucket(rpm) if rpm else None
-        self.tokens = TokenBucket(tpm) if tpm else None
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.requests = TokenBucket(rpm, clock=clock, sleep=sleep) if rpm else None
+        self.tokens = TokenBucket(tpm, clock=clock, sleep=sleep) if tpm else None
         self.waited = 0.0
 
     async def acquire(self, tokens: int) -> None:
@@ -78,6 +96,12 @@ class RateLimiter:
             self.waited += await self.requests.take(1.0)
         if self.tokens is not None:
             self.waited += await self.tokens.take(float(tokens))
+
+    def settle(self, reserved: int, used: int | None) -> None:
+        """A response reported ``used`` tokens for a request that reserved ``reserved``:
+        refund (or charge) the difference. ``used=None`` (no usage) keeps the estimate."""
+        if self.tokens is not None and used is not None:
+            self.tokens.give_back(float(reserved - used))
 
 
 MAX_RETRY_AFTER = 300.0

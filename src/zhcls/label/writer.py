@@ -80,7 +80,7 @@ def read_label_split(data_dir: str | Path, split: str) -> tuple[list[str], Path,
     data_dir = Path(data_dir)
     class_names = read_class_names(data_dir / "class.txt")
     split_path = find_split_file(data_dir, split)
-    examples = read_split(split_path, class_names, teacher_policy="normalize").examples
+    examples = read_split(split_path, class_names, ignore_teacher=True).examples
     return class_names, split_path, examples
 
 
