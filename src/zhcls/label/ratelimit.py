@@ -20,21 +20,23 @@ import datetime
 import email.utils
 import logging
 import random
-import re
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
+
+from zhcls.utils import is_cjk
 
 logger = logging.getLogger(__name__)
 
 BURST_SECONDS = 5.0
 _EPSILON = 1e-6  # units: a deficit this small counts as paid
-_CJK = re.compile("[\u3000-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0002ffff]")
 
 
 def estimate_tokens(text: str) -> int:
-    """Rough token count for ``--tpm`` accounting: one token per CJK character and one per
-    four other characters (close to BPE tokenizers of DeepSeek, Qwen, GPT-4o on Chinese)."""
-    cjk = len(_CJK.findall(text))
+    """Rough token count for ``--tpm`` accounting: one token per CJK ideograph
+    (:func:`zhcls.utils.is_cjk`) or other wide character (full-width punctuation, kana), one
+    per four other characters (close to BPE tokenizers of DeepSeek, Qwen, GPT-4o on Chinese)."""
+    cjk = sum(1 for c in text if is_cjk(c) or unicodedata.east_asian_width(c) in "WF")
     return cjk + (len(text) - cjk + 3) // 4
 
 

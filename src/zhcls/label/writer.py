@@ -27,6 +27,7 @@ from zhcls.data.formats import (
     read_split,
 )
 from zhcls.errors import DataError
+from zhcls.utils import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def write_labelled_dataset(
         logger.warning("%s: %d texts contained tabs or newlines; replaced them with spaces "
                        "(the THUCNews format is one line per example)", split_path, sanitised)
     target = out_dir / f"{split}.txt"
-    _atomic_write_text(target, "\n".join(lines) + "\n")
+    atomic_write_text(target, "\n".join(lines) + "\n")
     _copy_other_files(data_dir, out_dir, split)
     missing = sum(r is None for r in teacher_rows)
     logger.info("wrote %s (%d rows, %d without teacher)", target, len(lines), missing)
@@ -118,25 +119,9 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json_atomic(path: str | Path, obj: object) -> None:
     """Write ``obj`` as indented UTF-8 JSON via a temporary file and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    atomic_write_json(path, obj)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from zhcls.errors import CheckpointError
+from zhcls.utils import is_cjk
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +110,6 @@ def count_cjk_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
     """How many vocabulary entries are a single CJK character (optionally ``##``-prefixed)."""
     return sum(1 for tok in tokenizer.get_vocab()
                if len(tok.removeprefix("##")) == 1 and is_cjk(tok.removeprefix("##")))
-
-
-def is_cjk(ch: str) -> bool:
-    cp = ord(ch)
-    return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0xF900 <= cp <= 0xFAFF
 
 
 def check_tokenizer_knows_chinese(tokenizer: PreTrainedTokenizerBase, source: str) -> None:

@@ -14,7 +14,8 @@ from transformers import BertConfig, BertModel, BertTokenizer
 
 from zhcls.data.formats import find_split_file, read_class_names, read_split
 from zhcls.errors import ZhclsError
-from zhcls.modeling.encoder import check_tokenizer_knows_chinese, is_cjk
+from zhcls.modeling.encoder import check_tokenizer_knows_chinese
+from zhcls.utils import is_cjk
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from zhcls.errors import DataError
+from zhcls.utils import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,6 @@ def write_confused_pairs(pairs: list[ConfusedPair], out_dir: str | Path) -> tupl
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "confused_pairs.json", out / "confused_pairs.md"
-    json_path.write_text(json.dumps([p.to_dict() for p in pairs], ensure_ascii=False, indent=2)
-                         + "\n", encoding="utf-8")
-    md_path.write_text(format_confused_pairs_md(pairs), encoding="utf-8")
+    atomic_write_json(json_path, [p.to_dict() for p in pairs])
+    atomic_write_text(md_path, format_confused_pairs_md(pairs))
     return json_path, md_path

@@ -29,6 +29,7 @@ import numpy as np
 
 from zhcls.errors import CheckpointError, ZhclsError
 from zhcls.report.errors import ConfusedPair
+from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -345,8 +346,7 @@ def _read_json(path: Path):
 
 
 def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=float) + "\n",
-                    encoding="utf-8")
+    atomic_write_json(path, obj)
 
 
 def _safe(name: str) -> str:

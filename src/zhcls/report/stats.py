@@ -16,6 +16,7 @@ from typing import Any
 
 from zhcls.data.formats import Example, find_split_file, read_class_names, read_split
 from zhcls.errors import DataError, ZhclsError
+from zhcls.utils import is_cjk
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def cjk_ratio(text: str) -> float:
     chars = [c for c in text if not c.isspace()]
     if not chars:
         return 0.0
-    return sum(1 for c in chars if _is_cjk(c)) / len(chars)
+    return sum(1 for c in chars if is_cjk(c)) / len(chars)
 
 
 def teacher_agreement(examples: list[Example]) -> dict[str, Any] | None:
@@ -228,10 +229,6 @@ def teacher_agreement(examples: list[Example]) -> dict[str, Any] | None:
     }
 
 
-def _is_cjk(c: str) -> bool:
-    o = ord(c)
-    return (0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x20000 <= o <= 0x2FA1F
-            or 0xF900 <= o <= 0xFAFF)
 
 
 def _argmax(values: list[float]) -> int:

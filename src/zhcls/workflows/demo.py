@@ -25,6 +25,7 @@ import yaml
 
 from zhcls.config import Config, config_from_dict
 from zhcls.errors import ZhclsError
+from zhcls.utils import atomic_write_json
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -218,7 +219,7 @@ def _write_summary(path: Path, demo: DemoResult, seed: int) -> None:
         "predictions": [asdict(p) for p in demo.predictions],
         "outputs": {name: str(p) for name, p in demo.outputs.items()},
     }
-    path.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(path, summary)
 
 
 def _round(value: float | None) -> float | None:

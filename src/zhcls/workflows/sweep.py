@@ -35,6 +35,7 @@ import numpy as np
 
 from zhcls.config import load_config
 from zhcls.errors import ConfigError
+from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -194,11 +195,10 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
     logger.info("sweep: %d runs (%d combinations x %d seeds), %d finished, %d to train, in %s",
                 len(runs), len(runs) // n_seeds, n_seeds, len(runs) - len(todo), len(todo), out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(
-        {"config": str(config_path) if config_path else None, "data": str(data_dir),
-         "grid": {k: [value_text(v) for v in vs] for k, vs in grid.items()},
-         "seeds": sorted({r.seed for r in runs}), "overrides": list(overrides or [])},
-        indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "sweep.json", {
+        "config": str(config_path) if config_path else None, "data": str(data_dir),
+        "grid": {k: [value_text(v) for v in vs] for k, vs in grid.items()},
+        "seeds": sorted({r.seed for r in runs}), "overrides": list(overrides or [])})
     for k, run in enumerate(todo, start=1):
         config = load_config(config_path, run.overrides)
         if run.run_dir.is_dir() and any(run.run_dir.iterdir()):
