@@ -7,13 +7,16 @@ Layout::
     tokenizer.json, tokenizer_config.json
     zhcls.yaml            the resolved run config (model / data / train / objective)
     labels.json           {"labels": [name of id 0, name of id 1, ...]}
-    meta.json             format version, zhcls version, head, metrics when known
+    meta.json             format version, zhcls version, head, the command line, headline
+                          metrics when known
+    README.md             model card (:mod:`zhcls.modeling.model_card`)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,10 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, model, tokenizer, config: Config, labels: list[str],
                     metrics: dict | None = None) -> Path:
-    """Write a self-describing checkpoint directory (see module docstring)."""
+    """Write a self-describing checkpoint directory (see module docstring). ``metrics``:
+    ``{split: metrics dict}``; only the headline scalars are kept."""
+    from zhcls.modeling.model_card import command_line, headline_metrics, write_model_card
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
@@ -54,10 +60,12 @@ def save_checkpoint(path: str | Path, model, tokenizer, config: Config, labels: 
     config.save(path / "zhcls.yaml")
     _write_json(path / "labels.json", {"labels": list(labels)})
     meta = {"format": FORMAT_VERSION, "zhcls_version": __version__, "head": config.model.head,
-            "num_labels": len(labels), "max_length": config.data.max_length}
+            "num_labels": len(labels), "max_length": config.data.max_length,
+            "command": command_line(sys.argv)}
     if metrics:
-        meta["metrics"] = metrics
+        meta["metrics"] = {split: headline_metrics(m) for split, m in metrics.items()}
     _write_json(path / "meta.json", meta)
+    write_model_card(path)
     return path
 
 

@@ -240,6 +240,9 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         test = evaluate_model(trainer.model, tokenizer, data.splits["test"], data.class_names,
                               out / "eval_test", config=config, batch_size=args.per_device_eval_batch_size)
         logger.info("test accuracy %.4f, macro-F1 %.4f", test["accuracy"], test["macro_f1"])
+        from zhcls.modeling.model_card import record_metrics
+
+        record_metrics(best, "test", test)
     if trainer.is_world_process_zero():
         _write_json(out / "metrics.json", {"dev": dev, "test": test,
                                            "best_checkpoint": trainer.state.best_model_checkpoint,
