@@ -39,6 +39,27 @@ def test_run_directory_layout(trained):
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
 
 
+def test_best_has_a_model_card(trained, tiny_data):
+    import shlex
+    import sys
+
+    import yaml
+
+    card = (trained.best_dir / "README.md").read_text(encoding="utf-8")
+    _, front, body = card.split("---\n", 2)
+    meta = yaml.safe_load(front)
+    assert meta["language"] == ["zh"] and meta["pipeline_tag"] == "text-classification"
+    assert meta["library_name"] == "zhcls" and "zhcls" in meta["tags"] and meta["metrics"]
+    metrics = json.loads((trained.output_dir / "metrics.json").read_text("utf-8"))
+    for split in ("dev", "test"):  # the card's numbers are the run's numbers
+        row = next(line for line in body.splitlines() if line.startswith(f"| {split} |"))
+        assert f"{metrics[split]['accuracy']:.4f}" in row, row
+    for name in read_class_names(tiny_data / "class.txt"):
+        assert f"| {name} |" in body
+    assert shlex.join(sys.argv) in body and str(tiny_data) in body and '"ce"' in body
+    assert "## Intended use and limits" in body
+
+
 def test_it_learns_the_tiny_task(trained):
     # 3 balanced classes: chance is 1/3. 60 steps on 18 distinct sentences must beat it clearly.
     assert trained.dev_metrics["accuracy"] >= 0.7

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zhcls.errors import ZhclsError
+    from zhcls.utils import require_extra
+
+    require_extra("serve")
     from zhcls.serve.app import ServeSettings, serve
 
     for name in ("max_texts", "max_chars", "max_batch", "batch_size"):

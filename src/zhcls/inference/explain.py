@@ -131,6 +131,9 @@ def integrated_gradients(model, ids: torch.Tensor, mask: torch.Tensor, target: i
                          steps: int = 50) -> tuple[np.ndarray, float]:
     """Per-token IG scores (T,) for p(target), normalised to sum(|score|) = 1, and the
     convergence delta. Baseline: [PAD] in place of every non-special token."""
+    from zhcls.utils import require_extra
+
+    require_extra("explain")
     from captum.attr import LayerIntegratedGradients
 
     def prob_of(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
