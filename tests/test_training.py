@@ -174,3 +174,18 @@ def test_history_records_only_whole_epoch_boundaries():
     for step, epoch in ((100, 1.0), (200, 2.0), (276, 2.76)):  # max_steps stops at 2.76
         cb.on_epoch_end(None, SimpleNamespace(epoch=epoch, global_step=step), None)
     assert cb.epoch_steps == [100, 200]
+
+
+def test_tensorboard_writer_is_closed_after_train(tiny_model, tiny_data, tmp_path):
+    """A sweep of many runs must not leave one writer thread and event file open per run."""
+    import threading
+
+    def writer_threads() -> int:
+        return sum(type(t).__name__ == "_AsyncWriterThread" for t in threading.enumerate())
+
+    before = writer_threads()
+    cfg = tiny_config(tiny_model, train__tensorboard="true", train__evaluate_test="false")
+    train(cfg, tiny_data, tmp_path)
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    assert writer_threads() == before

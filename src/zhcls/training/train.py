@@ -219,15 +219,21 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         compute_metrics=compute_metrics, objective=build_objective(config), zh_config=config,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), history],
     )
+    tensorboard = None
     if config.train.tensorboard and _has_tensorboard():
         from zhcls.training.trainer import TensorBoardLogCallback
 
-        trainer.add_callback(TensorBoardLogCallback(out / "tensorboard"))
+        tensorboard = TensorBoardLogCallback(out / "tensorboard")
+        trainer.add_callback(tensorboard)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ZhclsProgressCallback())
     _log_plan(config, data, args)
-    trainer.train(resume_from_checkpoint=_resume_point(config, out))
-    dev = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+    try:
+        trainer.train(resume_from_checkpoint=_resume_point(config, out))
+        dev = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+    finally:
+        if tensorboard is not None:  # no writer thread or file handle left per run
+            tensorboard.close()
     best = out / "best"
     if trainer.is_world_process_zero():
         save_checkpoint(best, trainer.model, tokenizer, config, data.class_names,
