@@ -116,6 +116,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     encoder_cfg = json.loads((path / "encoder_config.json").read_text(encoding="utf-8"))
     model = build_model(encoder_from_config(encoder_cfg), config, len(labels))
     state = load_file(str(path / "model.safetensors"))
+    if getattr(model.encoder, "pooler", "absent") is None:  # saved before the pooler was dropped
+        state = {k: v for k, v in state.items() if not k.startswith("encoder.pooler.")}
     _check_state(path, model, state, config.model.head, len(labels))
     model.load_state_dict(state, strict=False)
     model.to(device).eval()

@@ -159,11 +159,10 @@ def _tf32_available() -> bool:
 
 
 def _ddp_find_unused(config: Config) -> bool:
-    """DDP must look for parameters without gradients when the model has some: the encoder's
-    pooler when the head reads token states, the projection head when no SCL term uses it."""
-    pooler_unused = config.model.head not in ("bert", "ERNIE")
-    projection_unused = config.objective.representation != "head" and not config.objective.uses_scl
-    return pooler_unused or projection_unused
+    """DDP must look for parameters without gradients when the model has some: the projection
+    head when no SCL term uses it (heads that read token states are built without the
+    encoder's pooler, see :func:`zhcls.modeling.model.drop_unused_pooler`)."""
+    return config.objective.representation != "head" and not config.objective.uses_scl
 
 
 def _has_tensorboard() -> bool:
