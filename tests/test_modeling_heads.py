@@ -81,3 +81,40 @@ def test_projection_head_features(tiny_model):
     out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
     assert out.features.shape == (1, 16)
     torch.testing.assert_close(out.features.norm(dim=1), torch.ones(1))
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_every_parameter_gets_a_gradient(tiny_model, head):
+    """What lets DDP run without find_unused_parameters: heads that read token states are
+    built without the encoder's pooler, so no parameter is left without a gradient."""
+    model = make_model(tiny_model, head).train()
+    ids = in_vocab(torch.tensor([[101, 704, 1290, 1957, 2094, 102], [101, 3330, 3173, 102, 0, 0]]),
+                   model)
+    model(input_ids=ids, attention_mask=(ids != 0).long()).logits.sum().backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+    assert (model.encoder.pooler is not None) == (head in ("bert", "ERNIE"))
+
+
+def test_checkpoint_saved_with_the_pooler_still_loads(tiny_model, tmp_path):
+    """Checkpoints written before the pooler was dropped hold encoder.pooler.* weights."""
+    from transformers import AutoTokenizer
+    from transformers.models.bert.modeling_bert import BertPooler
+
+    from zhcls.config import load_config
+    from zhcls.modeling.checkpoint import load_checkpoint, save_checkpoint
+
+    model = make_model(tiny_model, "bert_CNN")
+    model.encoder.pooler = BertPooler(model.encoder.config)  # as the old code built it
+    cfg = load_config(REPO / "configs" / "tiny.yaml",
+                      ["--model.head", "bert_CNN", "--model.pretrained", str(tiny_model),
+                       "--model.num_filters", "8"])
+    save_checkpoint(tmp_path, model, AutoTokenizer.from_pretrained(str(tiny_model)), cfg,
+                    ["a", "b", "c", "d", "e"])
+    loaded = load_checkpoint(tmp_path).model
+    assert loaded.encoder.pooler is None
+    ids = in_vocab(torch.tensor([[101, 704, 1290, 1957, 102]]), model)
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids, attention_mask=mask).logits,
+                                   model(input_ids=ids, attention_mask=mask).logits)

@@ -1,11 +1,14 @@
-"""CJK font discovery: the found font really covers Chinese and rendering shows no boxes."""
+"""CJK font discovery: the found font really covers Chinese and rendering shows no boxes; the
+packaged font works without any system font; the caller's rcParams are never changed."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 
 import matplotlib
+import numpy as np
 import pytest
 
 matplotlib.use("Agg")
@@ -34,7 +37,7 @@ def cjk_font() -> fonts.CJKFont:
     return found
 
 
-def _render(text: str) -> list[str]:
+def _render(text: str, cjk: bool = True) -> list[str]:
     """Draw ``text`` on a fresh Agg figure; return every warning / log message raised."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -51,12 +54,13 @@ def _render(text: str) -> list[str]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fig = Figure(figsize=(3, 1))
-            FigureCanvasAgg(fig)
-            ax = fig.add_subplot()
-            ax.set_title(SAMPLE)
-            ax.set_xticks([0, 1, 2], SAMPLE.split())
-            fig.canvas.draw()
+            with fonts.cjk_font_context() if cjk else contextlib.nullcontext():
+                fig = Figure(figsize=(3, 1))
+                FigureCanvasAgg(fig)
+                ax = fig.add_subplot()
+                ax.set_title(text)
+                ax.set_xticks(range(len(text.split())), text.split())
+                fig.canvas.draw()
     finally:
         mpl_logger.removeHandler(handler)
     return messages + [str(w.message) for w in caught]
@@ -79,13 +83,29 @@ def test_found_font_has_glyphs_for_chinese(cjk_font):
     assert all(ord(ch) in cmap for ch in SAMPLE.replace(" ", ""))
 
 
-def test_setup_configures_matplotlib(cjk_font):
+def test_setup_registers_the_font_and_leaves_rcparams_alone(cjk_font):
+    before = matplotlib.rcParams.copy()
     family = fonts.setup_cjk_font(refresh=True)
     assert family == cjk_font.family
-    assert matplotlib.rcParams["font.sans-serif"][0] == family
-    assert matplotlib.rcParams["axes.unicode_minus"] is False
+    assert dict(matplotlib.rcParams) == dict(before)
     assert fonts.current_cjk_font() == cjk_font
     assert fonts.setup_cjk_font() == family  # cached
+    with fonts.cjk_font_context() as inside:
+        assert inside == family and matplotlib.rcParams["font.sans-serif"][0] == family
+        assert matplotlib.rcParams["axes.unicode_minus"] is False
+    assert dict(matplotlib.rcParams) == dict(before)
+
+
+def test_plotting_keeps_a_notebook_users_settings(cjk_font, tmp_path):
+    from zhcls.report.plots import plot_confusion_matrix
+
+    matplotlib.rcParams["font.family"] = ["serif"]
+    matplotlib.rcParams["axes.unicode_minus"] = True
+    backend = matplotlib.get_backend()
+    plot_confusion_matrix(np.eye(2, dtype=int), ["体育", "财经"], tmp_path / "cm.png")
+    assert matplotlib.rcParams["font.family"] == ["serif"]
+    assert matplotlib.rcParams["axes.unicode_minus"] is True
+    assert matplotlib.get_backend() == backend
 
 
 def test_rendering_chinese_has_no_missing_glyphs(cjk_font):
@@ -93,11 +113,22 @@ def test_rendering_chinese_has_no_missing_glyphs(cjk_font):
     assert _missing_glyph(_render(SAMPLE)) == []
 
 
+def test_packaged_font_renders_chinese_without_system_fonts(monkeypatch, caplog):
+    """A fresh server with no CJK font: the font shipped by the dependency is used."""
+    monkeypatch.setenv(fonts.SYSTEM_ENV_VAR, "0")
+    with caplog.at_level(logging.WARNING, logger="zhcls.report.fonts"):
+        family = fonts.setup_cjk_font(refresh=True)
+        messages = _render("体育 财经 科技 娱乐 时尚")
+    assert family == "Noto Sans SC", "pylopdf-fonts-zh-cn (a core dependency) is missing"
+    assert "pylopdf_fonts_zh_cn" in fonts.current_cjk_font().path
+    assert _missing_glyph(messages) == [] and not caplog.records
+
+
 def test_missing_glyphs_are_detected_without_cjk_font():
-    """Control for the test above: DejaVu Sans alone must produce missing-glyph warnings."""
+    """Control for the tests above: DejaVu Sans alone must produce missing-glyph warnings."""
     matplotlib.rcParams["font.family"] = ["sans-serif"]
     matplotlib.rcParams["font.sans-serif"] = ["DejaVu Sans"]
-    assert _missing_glyph(_render(SAMPLE)), "expected matplotlib to report missing glyphs"
+    assert _missing_glyph(_render(SAMPLE, cjk=False)), "expected missing-glyph warnings"
 
 
 def test_env_var_overrides(cjk_font, monkeypatch):

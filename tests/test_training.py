@@ -40,6 +40,27 @@ def test_run_directory_layout(trained):
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
 
 
+def test_best_has_a_model_card(trained, tiny_data):
+    import shlex
+    import sys
+
+    import yaml
+
+    card = (trained.best_dir / "README.md").read_text(encoding="utf-8")
+    _, front, body = card.split("---\n", 2)
+    meta = yaml.safe_load(front)
+    assert meta["language"] == ["zh"] and meta["pipeline_tag"] == "text-classification"
+    assert meta["library_name"] == "zhcls" and "zhcls" in meta["tags"] and meta["metrics"]
+    metrics = json.loads((trained.output_dir / "metrics.json").read_text("utf-8"))
+    for split in ("dev", "test"):  # the card's numbers are the run's numbers
+        row = next(line for line in body.splitlines() if line.startswith(f"| {split} |"))
+        assert f"{metrics[split]['accuracy']:.4f}" in row, row
+    for name in read_class_names(tiny_data / "class.txt"):
+        assert f"| {name} |" in body
+    assert shlex.join(sys.argv) in body and str(tiny_data) in body and '"ce"' in body
+    assert "## Intended use and limits" in body
+
+
 def test_it_learns_the_tiny_task(trained):
     # 3 balanced classes: chance is 1/3. 60 steps on 18 distinct sentences must beat it clearly.
     assert trained.dev_metrics["accuracy"] >= 0.7
@@ -183,3 +204,18 @@ def test_history_records_only_whole_epoch_boundaries():
     for step, epoch in ((100, 1.0), (200, 2.0), (276, 2.76)):  # max_steps stops at 2.76
         cb.on_epoch_end(None, SimpleNamespace(epoch=epoch, global_step=step), None)
     assert cb.epoch_steps == [100, 200]
+
+
+def test_tensorboard_writer_is_closed_after_train(tiny_model, tiny_data, tmp_path):
+    """A sweep of many runs must not leave one writer thread and event file open per run."""
+    import threading
+
+    def writer_threads() -> int:
+        return sum(type(t).__name__ == "_AsyncWriterThread" for t in threading.enumerate())
+
+    before = writer_threads()
+    cfg = tiny_config(tiny_model, train__tensorboard="true", train__evaluate_test="false")
+    train(cfg, tiny_data, tmp_path)
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    assert writer_threads() == before

@@ -1,15 +1,42 @@
-"""Small helpers every layer shares: atomic file writes and the CJK character test.
+"""Small helpers every layer shares: atomic file writes, the CJK character test and the check
+for optional extras.
 
 Written here once so that every writer of a JSON/YAML file, and every check for Chinese text,
 behaves the same."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from zhcls.errors import ZhclsError
+
+# The optional extras of pyproject.toml: what each adds (module names as imported).
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "serve": ("fastapi", "fastapi_offline", "uvicorn", "prometheus_client"),
+    "export": ("onnx", "onnxscript", "onnxruntime"),
+    "explain": ("captum",),
+}
+
+
+class MissingExtraError(ZhclsError, ImportError):
+    """An optional dependency of a feature is not installed; the message has the pip command."""
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Import ``modules`` (default: all of ``EXTRAS[extra]``) or raise a one-line
+    :class:`MissingExtraError` naming the missing module and ``pip install 'zhcls[extra]'``."""
+    for name in modules or EXTRAS[extra]:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise MissingExtraError(
+                f"{name} is not installed; it comes with the optional extra [{extra}]: "
+                f"pip install 'zhcls[{extra}]'  (or 'zhcls[all]')") from None
 
 # CJK Unified Ideographs with extensions A-F, compatibility ideographs and their supplement.
 CJK_RANGES: tuple[tuple[int, int], ...] = (

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zhcls.errors import ConfigError
+    from zhcls.utils import require_extra
+
+    require_extra("serve")
     from zhcls.serve.app import ServeSettings, serve
 
     for name in ("max_texts", "max_chars", "max_batch", "batch_size", "max_queue",

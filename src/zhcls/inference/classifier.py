@@ -111,7 +111,8 @@ def is_onnx_dir(path: str | Path) -> bool:
 class Classifier:
     """Predict labels and probabilities for Chinese texts with a trained zhcls model.
 
-    Build it with :meth:`load`; ``labels`` names the probability columns (label-id order).
+    Build it with :meth:`load` (or its Hugging Face name :meth:`from_pretrained`, which also
+    takes a Hub repo id); ``labels`` names the probability columns (label-id order).
     """
 
     def __init__(self, backend: Backend, tokenizer, labels: Sequence[str], max_length: int,
@@ -129,6 +130,7 @@ class Classifier:
         self.long_text = long_text
         self.head = head
         self.source = source
+        self.checkpoint = None  # the zhcls Checkpoint for the PyTorch backend
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", *, batch_size: int = 64,
@@ -164,13 +166,49 @@ class Classifier:
         backend = TorchBackend(ckpt.model, ckpt.tokenizer.pad_token_id)
         logger.info("loaded %s (head %s, %d labels) on %s", path, ckpt.config.model.head,
                     len(ckpt.labels), backend.device)
-        return cls(backend, ckpt.tokenizer, ckpt.labels, length, batch_size=batch_size,
-                   long_text=long_text, head=ckpt.config.model.head, source=str(path))
+        clf = cls(backend, ckpt.tokenizer, ckpt.labels, length, batch_size=batch_size,
+                  long_text=long_text, head=ckpt.config.model.head, source=str(path))
+        clf.checkpoint = ckpt
+        return clf
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", *,
+                        revision: str | None = None, token: str | None = None,
+                        cache_dir: str | Path | None = None, **load_kwargs: Any) -> Classifier:
+        """:meth:`load` under its Hugging Face name: ``name_or_path`` is a local directory or
+        a Hub repo id (downloaded with ``huggingface_hub``; the local cache only when
+        ``HF_HUB_OFFLINE`` is set). ``load_kwargs`` go to :meth:`load`."""
+        from zhcls.inference.hub import resolve_pretrained
+
+        path = resolve_pretrained(name_or_path, revision=revision, token=token,
+                                  cache_dir=cache_dir)
+        return cls.load(path, device, **load_kwargs)
+
+    def save_pretrained(self, save_directory: str | Path) -> Path:
+        """Write this classifier (a zhcls checkpoint or an ONNX export directory, with its
+        ``README.md`` model card) to ``save_directory``; :meth:`from_pretrained` reads it."""
+        from zhcls.inference.hub import save_pretrained
+
+        return save_pretrained(self, save_directory)
+
+    def push_to_hub(self, repo_id: str, *, token: str | None = None,
+                    private: bool | None = None,
+                    commit_message: str = "Upload zhcls classifier") -> str:
+        """Upload :meth:`save_pretrained`'s directory to the Hub repo ``repo_id`` (needs
+        internet and a token: ``huggingface-cli login`` or ``HF_TOKEN``); returns the commit
+        URL."""
+        from zhcls.inference.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, token=token, private=private,
+                           commit_message=commit_message)
 
     @classmethod
     def _load_onnx(cls, path: Path, device: str, batch_size: int, long_text: str,
                    quantized: bool, max_length: int | None, threads: int | None
                    ) -> Classifier:
+        from zhcls.utils import require_extra
+
+        require_extra("export", "onnxruntime")
         from zhcls.inference.onnx_backend import OnnxBackend, read_export_info
         from zhcls.modeling.checkpoint import read_config, read_labels
         from zhcls.modeling.encoder import load_tokenizer

@@ -131,6 +131,9 @@ def integrated_gradients(model, ids: torch.Tensor, mask: torch.Tensor, target: i
                          steps: int = 50) -> tuple[np.ndarray, float]:
     """Per-token IG scores (T,) for p(target), normalised to sum(|score|) = 1, and the
     convergence delta. Baseline: [PAD] in place of every non-special token."""
+    from zhcls.utils import require_extra
+
+    require_extra("explain")
     from captum.attr import LayerIntegratedGradients
 
     def prob_of(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -166,25 +169,27 @@ METHOD_TITLES = {"ig": "积分梯度 integrated gradients (red: towards the labe
 def plot_explanation(expl: Explanation, path: str | Path, per_row: int = 20) -> Path:
     """A PNG heatmap over the characters, one panel per method, with the predicted label and
     the top probabilities in the title."""
-    import matplotlib
+    from zhcls.report.fonts import cjk_font_context
 
-    matplotlib.use("Agg", force=False)
+    with cjk_font_context():
+        return _plot_explanation(expl, Path(path), per_row)
+
+
+def _plot_explanation(expl: Explanation, path: Path, per_row: int) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from zhcls.report.fonts import setup_cjk_font
-
-    setup_cjk_font()
     n = max(1, len(expl.tokens))
     cols = min(per_row, n)
     rows = -(-n // cols)
     methods = list(expl.scores)
     fig = Figure(figsize=(max(6.0, 0.55 * cols + 1.8), 0.9 + len(methods) * (0.55 * rows + 0.7)))
+    FigureCanvasAgg(fig)  # pyplot-free: no backend switch for the caller
     axes = fig.subplots(len(methods), 1, squeeze=False)[:, 0]
     for ax, method in zip(axes, methods, strict=True):
         _heatmap(fig, ax, expl, method, rows, cols)
     fig.suptitle(_title(expl), fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
     return path

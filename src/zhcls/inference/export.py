@@ -28,11 +28,12 @@ from zhcls.errors import ZhclsError
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "hf")
 QUANTIZE = ("none", "int8")
 DEFAULT_OPSET = 17
 COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                "vocab.txt", "labels.json", "zhcls.yaml", "meta.json", "encoder_config.json")
+                "vocab.txt", "labels.json", "zhcls.yaml", "meta.json", "encoder_config.json",
+                "README.md")
 # Parity probes: short, long, mixed script, a single character.
 CHECK_TEXTS = (
     "好", "中超联赛第十轮主队逆转取胜", "央行宣布下调存款准备金率 银行理财产品收益率继续下滑",
@@ -83,7 +84,9 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEF
                 tolerance: float = 1e-4) -> ExportResult:
     """Export ``checkpoint`` to ``out_dir`` and verify it (see module docstring)."""
     from zhcls.modeling.checkpoint import load_checkpoint
+    from zhcls.utils import require_extra
 
+    require_extra("export")
     if quantize not in QUANTIZE:
         raise ZhclsError(f"--quantize must be one of {QUANTIZE}, got {quantize!r}")
     ckpt = load_checkpoint(checkpoint, "cpu")

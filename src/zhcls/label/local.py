@@ -48,15 +48,20 @@ class _HFTeacher(torch.nn.Module):
         return ClassifierOutput(logits=logits, representation=logits)
 
 
-def load_teacher(teacher: str | Path, class_names: list[str], device: torch.device):
-    """(model, tokenizer, max_length) for a zhcls checkpoint or an HF classifier."""
+def load_teacher(teacher: str | Path, class_names: list[str], device: torch.device,
+                 max_length: int | None = None):
+    """(model, tokenizer, max_length) for a zhcls checkpoint or an HF classifier.
+
+    ``max_length`` (tokens per text, [CLS]/[SEP] included): default the checkpoint's own
+    ``data.max_length``; for an HF classifier, zhcls' ``data.max_length`` default — the
+    length the student will train on — capped at the encoder's position limit."""
     from zhcls.modeling.checkpoint import check_labels_match, load_checkpoint
 
     path = Path(teacher)
     if (path / "zhcls.yaml").is_file():
         ckpt = load_checkpoint(path, device)
         check_labels_match(ckpt.labels, class_names, f"teacher {path}")
-        return ckpt.model, ckpt.tokenizer, ckpt.config.data.max_length
+        return ckpt.model, ckpt.tokenizer, max_length or ckpt.config.data.max_length
     from transformers import AutoModelForSequenceClassification
 
     from zhcls.modeling.encoder import _from_hub, load_tokenizer
@@ -70,13 +75,19 @@ def load_teacher(teacher: str | Path, class_names: list[str], device: torch.devi
     if names != class_names and not all(n.startswith("LABEL_") for n in names):
         raise CheckpointError(f"teacher {teacher}: id2label {names[:5]}... does not match "
                               f"class.txt {class_names[:5]}...; the order must be the same")
-    return _HFTeacher(model).to(device).eval(), load_tokenizer(str(teacher)), 128
+    from zhcls.config import DataConfig
+
+    limit = getattr(model.config, "max_position_embeddings", None) or 512
+    length = min(max_length or DataConfig().max_length, limit)
+    return _HFTeacher(model).to(device).eval(), load_tokenizer(str(teacher)), length
 
 
 def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
                           out_dir: str | Path, *, emit: str = "probs", batch_size: int = 64,
-                          device: str | None = None) -> LocalLabelReport:
-    """Run ``teacher`` over ``DATA/split`` and write ``OUT`` as a ready KD dataset."""
+                          device: str | None = None, max_length: int | None = None
+                          ) -> LocalLabelReport:
+    """Run ``teacher`` over ``DATA/split`` and write ``OUT`` as a ready KD dataset
+    (``max_length``: see :func:`load_teacher`)."""
     from zhcls.devices import resolve_device
     from zhcls.label.writer import read_label_split, write_labelled_dataset
     from zhcls.modeling.forward import forward_texts, softmax
@@ -85,7 +96,8 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
         raise ValueError(f"emit must be 'probs' or 'logits', got {emit!r}")
     start = time.perf_counter()
     class_names, split_path, examples = read_label_split(data_dir, split)
-    model, tokenizer, max_length = load_teacher(teacher, class_names, resolve_device(device or "auto"))
+    model, tokenizer, max_length = load_teacher(teacher, class_names,
+                                                resolve_device(device or "auto"), max_length)
     logger.info("labelling %d examples of %s with %s", len(examples), split_path, teacher)
     logits = forward_texts(model, tokenizer, [e.text for e in examples], max_length,
                            batch_size, progress=True).logits  # (N, C)

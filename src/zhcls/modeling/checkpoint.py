@@ -7,7 +7,9 @@ Layout::
     tokenizer.json, tokenizer_config.json
     zhcls.yaml            the resolved run config (model / data / train / objective)
     labels.json           {"labels": [name of id 0, name of id 1, ...]}
-    meta.json             format version, zhcls version, head, metrics when known
+    meta.json             format version, zhcls version, head, the command line, headline
+                          metrics when known
+    README.md             model card (:mod:`zhcls.modeling.model_card`)
 
 The directory is written into a temporary sibling (``.NAME.tmp``) and renamed into place when
 complete, so a kill -9 never leaves a half-written checkpoint under its real name; loading
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from safetensors.torch import load_file, save_model
 from zhcls._version import __version__
 from zhcls.config import Config, config_from_dict
 from zhcls.errors import CheckpointError
+from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,8 @@ def save_checkpoint(path: str | Path, model, tokenizer, config: Config, labels: 
 
 def _write_checkpoint_files(path: Path, model, tokenizer, config: Config, labels: list[str],
                             metrics: dict | None) -> None:
+    from zhcls.modeling.model_card import command_line, headline_metrics, write_model_card
+
     model = getattr(model, "module", model)  # unwrap DDP
     save_model(model, str(path / "model.safetensors"))
     (path / "encoder_config.json").write_text(model.encoder.config.to_json_string(), "utf-8")
@@ -75,10 +81,12 @@ def _write_checkpoint_files(path: Path, model, tokenizer, config: Config, labels
     config.save(path / "zhcls.yaml")
     _write_json(path / "labels.json", {"labels": list(labels)})
     meta = {"format": FORMAT_VERSION, "zhcls_version": __version__, "head": config.model.head,
-            "num_labels": len(labels), "max_length": config.data.max_length}
+            "num_labels": len(labels), "max_length": config.data.max_length,
+            "command": command_line(sys.argv)}
     if metrics:
-        meta["metrics"] = metrics
+        meta["metrics"] = {split: headline_metrics(m) for split, m in metrics.items()}
     _write_json(path / "meta.json", meta)
+    write_model_card(path)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -109,7 +117,7 @@ def replace_dir(staged: str | Path, final: str | Path) -> Path:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(path, obj)
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -176,6 +184,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     encoder_cfg = json.loads((path / "encoder_config.json").read_text(encoding="utf-8"))
     model = build_model(encoder_from_config(encoder_cfg), config, len(labels))
     state = load_file(str(path / "model.safetensors"))
+    if getattr(model.encoder, "pooler", "absent") is None:  # saved before the pooler was dropped
+        state = {k: v for k, v in state.items() if not k.startswith("encoder.pooler.")}
     _check_state(path, model, state, config.model.head, len(labels))
     model.load_state_dict(state, strict=False)
     model.to(device).eval()

@@ -32,6 +32,19 @@ class ClassifierOutput:
     features: torch.Tensor | None = None
 
 
+POOLER_HEADS = ("bert", "ERNIE")  # the heads that read the encoder's pooled [CLS] vector
+
+
+def drop_unused_pooler(encoder: nn.Module, head: str) -> nn.Module:
+    """Remove the encoder's pooler when ``head`` reads token states only: no parameters
+    without gradients (DDP then runs without ``find_unused_parameters``), no wasted matmul.
+    Checkpoints saved with the pooler still load (:func:`zhcls.modeling.checkpoint.load_checkpoint`
+    drops its weights)."""
+    if head not in POOLER_HEADS and getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None  # BertModel / ErnieModel skip a None pooler
+    return encoder
+
+
 def build_head(cfg: ModelConfig, hidden: int, max_length: int) -> Head:
     """The head named by ``cfg.head`` for an encoder of width ``hidden``."""
     if cfg.head in ("bert", "ERNIE"):
@@ -57,7 +70,7 @@ class ZhclsModel(nn.Module):
     def __init__(self, encoder: nn.Module, cfg: ModelConfig, num_labels: int, max_length: int,
                  projection: str = "head", projection_dim: int = 128):
         super().__init__()
-        self.encoder = encoder
+        self.encoder = drop_unused_pooler(encoder, cfg.head)
         self.head_name = cfg.head
         self.head = build_head(cfg, encoder.config.hidden_size, max_length)
         self.dropout = nn.Dropout(cfg.dropout)

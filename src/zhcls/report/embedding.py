@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zhcls.report.fonts import with_cjk_font
 from zhcls.report.plots import new_figure, save_figure
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def silhouette(features: np.ndarray, labels: np.ndarray) -> float:
     return float(silhouette_score(x, y, metric="cosine", sample_size=sample, random_state=0))
 
 
+@with_cjk_font
 def plot_embedding_map(
     features: np.ndarray,
     labels: np.ndarray,
@@ -100,6 +102,7 @@ def plot_embedding_map(
     return score
 
 
+@with_cjk_font
 def plot_embedding_maps(
     runs: list[tuple[str, np.ndarray, np.ndarray]],
     class_names: list[str],

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zhcls.report.fonts import with_cjk_font
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -26,13 +28,12 @@ EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_macro_f1")
 
 
 def new_figure(width: float, height: float) -> Figure:
-    """A pyplot-free Agg figure with the CJK font configured."""
+    """A pyplot-free Agg figure. Create and save it inside
+    :func:`zhcls.report.fonts.cjk_font_context` (the public plot functions here are decorated
+    with :func:`~zhcls.report.fonts.with_cjk_font`) so Chinese text has a font."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from zhcls.report.fonts import setup_cjk_font
-
-    setup_cjk_font()
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -66,6 +67,7 @@ def rotate_ticks(ax: Axes, labels: Sequence[str]) -> None:
 
 
 # --------------------------------------------------------------------------- confusion matrix
+@with_cjk_font
 def plot_confusion_matrix(
     cm: np.ndarray,
     labels: list[str],
@@ -128,6 +130,7 @@ def _annotate_cells(ax: Axes, values: np.ndarray, normalize: bool, vmax: float) 
 
 
 # --------------------------------------------------------------------------- per-class bars
+@with_cjk_font
 def plot_per_class_bars(
     per_class: dict[str, dict[str, float]],
     path: str | Path,
@@ -185,6 +188,7 @@ def _with_support(name: str, row: Mapping[str, float]) -> str:
     return name if support is None else f"{name} (n={int(support)})"
 
 
+@with_cjk_font
 def plot_class_counts(
     counts: dict[str, dict[str, int]],
     path: str | Path,
@@ -222,6 +226,7 @@ def plot_class_counts(
 
 
 # --------------------------------------------------------------------------- training curves
+@with_cjk_font
 def plot_training_curves(
     history: list[dict],
     path: str | Path,
@@ -320,6 +325,7 @@ def _epoch_lines(ax: Axes, bounds: list[int]) -> None:
 
 
 # --------------------------------------------------------------------------- length histogram
+@with_cjk_font
 def plot_length_histogram(
     lengths: dict[str, list[int]],
     path: str | Path,

@@ -208,11 +208,10 @@ def _tf32_available() -> bool:
 
 
 def _ddp_find_unused(config: Config) -> bool:
-    """DDP must look for parameters without gradients when the model has some: the encoder's
-    pooler when the head reads token states, the projection head when no SCL term uses it."""
-    pooler_unused = config.model.head not in ("bert", "ERNIE")
-    projection_unused = config.objective.representation != "head" and not config.objective.uses_scl
-    return pooler_unused or projection_unused
+    """DDP must look for parameters without gradients when the model has some: the projection
+    head when no SCL term uses it (heads that read token states are built without the
+    encoder's pooler, see :func:`zhcls.modeling.model.drop_unused_pooler`)."""
+    return config.objective.representation != "head" and not config.objective.uses_scl
 
 
 def _has_tensorboard() -> bool:
@@ -279,17 +278,24 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         compute_metrics=compute_metrics, objective=build_objective(config), zh_config=config,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), history],
     )
+    tensorboard = None
     if config.train.tensorboard and _has_tensorboard():
         from zhcls.training.trainer import TensorBoardLogCallback
 
-        trainer.add_callback(TensorBoardLogCallback(out / "tensorboard"))
+        tensorboard = TensorBoardLogCallback(out / "tensorboard")
+        trainer.add_callback(tensorboard)
     trainer.run_record = run_dir.record  # stored with every Trainer checkpoint
     history.epoch_steps = list(run_dir.epoch_steps)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ZhclsProgressCallback())
     _log_plan(config, data, args,
               plan_schedule(config, len(train_labels), args.world_size, train_labels))
-    trainer.train(resume_from_checkpoint=str(run_dir.resume_from) if run_dir.resume_from else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(run_dir.resume_from) if run_dir.resume_from
+                      else None)
+    finally:
+        if tensorboard is not None:  # no writer thread or file handle left per run
+            tensorboard.close()
     best = out / "best"
     dev = test = None
     if trainer.is_world_process_zero():

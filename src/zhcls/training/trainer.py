@@ -291,7 +291,8 @@ class TensorBoardLogCallback(TrainerCallback):
     """TensorBoard scalars in ``log_dir``, written by the world process zero only (no empty
     event files from other DDP ranks), and kept open after training so the final
     ``trainer.evaluate()`` lands in the same run (transformers' callback closes its writer
-    at train end and opens a new one under ``OUTPUT/runs``)."""
+    at train end and opens a new one under ``OUTPUT/runs``). Call :meth:`close` when done:
+    it ends the writer's thread and file handle."""
 
     def __init__(self, log_dir: str | Path):
         self.log_dir = Path(log_dir)
@@ -310,5 +311,11 @@ class TensorBoardLogCallback(TrainerCallback):
                 self.writer.add_scalar(f"eval/{name}" if key.startswith("eval_") else f"train/{key}",
                                        value, state.global_step)
         self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file (its writer thread ends); a later log reopens."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 

@@ -305,6 +305,13 @@ def _mean_std(mean: float | None, std: float | None) -> str:
 def plot_sweep(table: list[dict[str, Any]], keys: list[str], key: str, path: Path) -> Path:
     """Each metric of :data:`PLOTTED` against the values of ``key``: mean with std error bars,
     one line per combination of the other keys."""
+    from zhcls.report.fonts import cjk_font_context
+
+    with cjk_font_context():
+        return _plot_sweep(table, keys, key, path)
+
+
+def _plot_sweep(table: list[dict[str, Any]], keys: list[str], key: str, path: Path) -> Path:
     from zhcls.report.plots import new_figure, save_figure
 
     metrics = [c for c in PLOTTED if any(e[f"{c}_mean"] is not None for e in table)]
