@@ -8,6 +8,7 @@ naming the key as the user would type it (``train.lr``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -56,14 +57,23 @@ class DataConfig:
     max_length: int = 32
     encoding: str = "utf-8"
     on_bad_line: str = "error"
+    label_format: str = "auto"
     teacher_policy: str = "error"
+    teacher_negative: str = "error"
+    teacher_negative_tolerance: float = 0.01
+    teacher_invalid: str = "skip"
     teacher_missing: str = "error"
     cache_dir: str | None = None
 
     def validate(self) -> None:
         _positive("data.max_length", self.max_length)
         _choice("data.on_bad_line", self.on_bad_line, ("error", "skip"))
+        _choice("data.label_format", self.label_format, ("auto", "id", "name"))
         _choice("data.teacher_policy", self.teacher_policy, ("error", "normalize", "skip"))
+        _choice("data.teacher_negative", self.teacher_negative, ("error", "clip"))
+        _range("data.teacher_negative_tolerance", self.teacher_negative_tolerance, 0.0, 1.0,
+               high_open=True)
+        _choice("data.teacher_invalid", self.teacher_invalid, ("skip", "error"))
         _choice("data.teacher_missing", self.teacher_missing, ("error", "hard_label_only"))
 
 
@@ -106,9 +116,13 @@ class TrainConfig:
         _range("train.weight_decay", self.weight_decay, 0.0, 1.0)
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError(f"train.max_steps: expected -1 (use epochs) or > 0, got {self.max_steps}")
-        if self.require_improvement < 0 or self.num_workers < 0 or self.save_total_limit < 1:
-            raise ConfigError("train.require_improvement/num_workers must be >= 0 and "
-                              "train.save_total_limit >= 1")
+        for key in ("require_improvement", "num_workers", "seed"):
+            _at_least(f"train.{key}", getattr(self, key), 0)
+        _at_least("train.save_total_limit", self.save_total_limit, 1)
+        _at_least("train.report_max_points", self.report_max_points, 1)
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"train.max_grad_norm: expected > 0 (clip gradients to this norm) "
+                              f"or 0 (no clipping), got {self.max_grad_norm}")
         _choice("train.precision", self.precision, PRECISIONS)
         _choice("train.metric_for_best", self.metric_for_best, ("loss", "accuracy", "macro_f1"))
 
@@ -162,6 +176,7 @@ class Config:
 
     def validate(self) -> Config:
         for section in (self.model, self.data, self.train, self.objective):
+            _check_finite(section)
             section.validate()
         return self
 
@@ -267,6 +282,21 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
     if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     raise ConfigError(f"{where}{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _check_finite(section: Any) -> None:
+    """nan / inf are never a setting: every float key (and list of floats) must be finite."""
+    name = type(section).__name__.removesuffix("Config").lower()
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(f"{name}.{f.name}: expected a finite number, got {value}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{name}: expected an integer >= {low}, got {value}")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
