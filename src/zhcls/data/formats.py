@@ -134,6 +134,11 @@ def _close_matches(path: Path) -> list[str]:
     return [str(parent / lower[c]) for c in close]
 
 
+def has_split(data_dir: str | Path, split: str) -> bool:
+    """Whether ``DIR`` holds any file of ``split`` (``find_split_file`` then picks it)."""
+    return any((Path(data_dir) / f"{split}{s}").is_file() for s in SPLIT_SUFFIXES)
+
+
 def find_split_file(data_dir: str | Path, split: str) -> Path:
     """Return ``DIR/split.{txt,tsv,csv,jsonl}``; error listing what was looked for, or naming
     both files when more than one format of the split is present."""
