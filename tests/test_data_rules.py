@@ -205,3 +205,19 @@ def test_teacher_column_unread_when_not_used(tmp_path):
     path = write(tmp_path, "train.txt", DIRTY + "f\t2\tnot json\n")
     split = read_split(path, CLASSES, read_teacher=False)
     assert len(split.examples) == 6 and not split.has_teacher and split.teacher_rows == 6
+
+
+def test_data_stats_reports_the_teacher_column_whatever_its_state(tmp_path):
+    from zhcls.report.stats import data_stats
+
+    root = tmp_path / "ds" / "data"  # the research layout
+    root.mkdir(parents=True)
+    write(root, "class.txt", "\n".join(CLASSES))
+    write(root, "train.txt", DIRTY + "f\t2\tnot json\n")
+    info = data_stats(tmp_path / "ds")["splits"]["train"]
+    assert info["examples"] == 6 and info["skipped_count"] == 0  # no line lost to its teacher
+    column = info["teacher_column"]
+    assert column["rows"] == 6
+    assert (column["normalized"], column["clipped"], column["invalid"], column["unusable"]) == \
+        (1, 1, 1, 1)
+    assert info["teacher"]["rows_with_teacher"] == 4
