@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zhcls.data.labels import LABEL_FORMATS, FileLevelError, LabelReader
 from zhcls.data.teacher import (
     RowError,
     TeacherReport,
@@ -27,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 SPLIT_SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl")
 ON_BAD_LINE = ("error", "skip")
-LABEL_FORMATS = ("auto", "id", "name")
 
 
 @dataclass
@@ -156,10 +156,6 @@ def find_split_file(data_dir: str | Path, split: str) -> Path:
     raise DataError(f"no {split} split found; looked for {tried}", data_dir)
 
 
-class _FileLevelError(DataError):
-    """A problem of the whole file (not one line): never skipped by ``on_bad_line: skip``."""
-
-
 def read_split(
     path: str | Path,
     class_names: list[str],
@@ -188,14 +184,14 @@ def read_split(
     text = _decode(path.read_bytes(), path, encoding)
     rows = _RECORD_READERS.get(path.suffix.lower(), _tsv_records)(text, path)
     split = SplitData(path=path, examples=[])
-    labels = _LabelReader(class_names, label_format, path)
+    labels = LabelReader(class_names, label_format, path)
     for line, fields in rows:
         try:
             if isinstance(fields, RowError):
                 raise fields
             example = _make_example(fields, line, labels, rules if read_teacher else None,
                                     split)
-        except _FileLevelError:
+        except FileLevelError:
             raise
         except (DataError, RowError) as exc:
             err = exc if isinstance(exc, DataError) else DataError(str(exc), path, line)
@@ -294,7 +290,7 @@ _RECORD_READERS = {".csv": _csv_records, ".jsonl": _jsonl_records}
 _FIELDS = ("text", "label", "teacher_probs")
 
 
-def _make_example(fields, line: int, labels: _LabelReader, rules: TeacherRules | None,
+def _make_example(fields, line: int, labels: LabelReader, rules: TeacherRules | None,
                   split: SplitData) -> Example:
     text = fields["text"]
     if not isinstance(text, str) or not text.strip():
@@ -321,59 +317,6 @@ def _read_teacher(raw: str, num_classes: int, rules: TeacherRules, line: int,
             report.unusable.append(line)
             return None
         raise
-
-
-class _LabelReader:
-    """Label ids from ids or class names, by ``data.label_format`` (auto | id | name)."""
-
-    def __init__(self, class_names: list[str], label_format: str, path: Path):
-        self.names = class_names
-        self.num_classes = len(class_names)
-        self.name_to_id = {n: i for i, n in enumerate(class_names)}
-        self.format = label_format
-        self.path = path
-
-    def parse(self, raw, line: int) -> int:
-        if isinstance(raw, bool):
-            raise RowError(f"label must be an integer id or a class name; found {raw!r}")
-        s = str(raw).strip()
-        if not s:
-            raise RowError("empty label; expected an integer id or a class name from class.txt")
-        as_id = raw if isinstance(raw, int) else _int_or_none(s)
-        as_name = self.name_to_id.get(s)
-        if self.format == "name" or (self.format == "auto" and not isinstance(raw, int)
-                                     and as_name is not None):
-            if as_name is None:
-                raise RowError(f"label {s!r} is not a class name from class.txt ({self._shown()});"
-                               " data.label_format is name")
-            if self.format == "auto" and as_id is not None and as_id != as_name \
-                    and 0 <= as_id < self.num_classes:
-                raise _FileLevelError(
-                    f"label {s!r} is ambiguous: class name {s!r} (id {as_name}) or label id "
-                    f"{as_id} (class {self.names[as_id]!r}); class.txt has numeric class names. "
-                    "Set data.label_format id (labels are 0-based ids) or name (labels are "
-                    "class names)", self.path, line)
-            return as_name
-        if as_id is None and self.format == "id":
-            raise RowError(f"label {s!r} is not an integer id (data.label_format is id; set it "
-                           "to auto or name to read class names)")
-        if as_id is None:
-            raise RowError(f"label {s!r} is neither an integer id nor a class name from class.txt "
-                           f"({self._shown()})")
-        if not 0 <= as_id < self.num_classes:
-            raise RowError(f"label id {as_id} out of range; class.txt has {self.num_classes} "
-                           f"classes (ids 0..{self.num_classes - 1})")
-        return as_id
-
-    def _shown(self) -> str:
-        return ", ".join(self.names[:10]) + (" ..." if len(self.names) > 10 else "")
-
-
-def _int_or_none(s: str) -> int | None:
-    try:
-        return int(s)
-    except ValueError:
-        return None
 
 
 def warn_class_coverage(splits: dict[str, SplitData], class_names: list[str]) -> list[str]:
