@@ -10,7 +10,18 @@ import pytest
 import yaml
 
 from conftest import REPO
-from zhcls.config import HEADS, Config, config_from_dict, config_keys, load_config, opt
+from zhcls.config import (
+    HEADS,
+    Config,
+    DataConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    TrainConfig,
+    config_from_dict,
+    config_keys,
+    load_config,
+    opt,
+)
 from zhcls.errors import ConfigError
 
 YAMLS = sorted((REPO / "configs").glob("*.yaml"))
@@ -265,3 +276,42 @@ def test_version(capsys):
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"zhcls {__version__}"
+
+
+FLOAT_KEYS = [f"{section}.{f.name}"
+              for section, cls in (("model", ModelConfig), ("data", DataConfig),
+                                   ("train", TrainConfig), ("objective", ObjectiveConfig))
+              for f in dataclasses.fields(cls) if f.type in ("float", float)]
+
+
+def test_there_are_float_keys_to_check():
+    assert {"train.lr", "train.max_grad_norm", "objective.temperature",
+            "data.teacher_negative_tolerance"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", ["nan", ".inf", "-.inf"])
+def test_every_float_key_rejects_non_finite_values(key, value):
+    with pytest.raises(ConfigError, match=rf"{key}: expected a finite number"):
+        load_config(None, [f"--{key}", value])
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["--train.seed", "-1"], "train.seed: expected an integer >= 0, got -1"),
+    (["--train.max_grad_norm", "-1"], "train.max_grad_norm: expected > 0.*or 0 \\(no clipping\\)"),
+    (["--train.num_workers", "-2"], "train.num_workers: expected an integer >= 0"),
+    (["--train.require_improvement", "-5"], "train.require_improvement: expected an integer >= 0"),
+    (["--train.save_total_limit", "0"], "train.save_total_limit: expected an integer >= 1"),
+    (["--train.report_max_points", "0"], "train.report_max_points: expected a positive number"),
+    (["--data.label_format", "index"], "data.label_format: expected one of auto, id, name"),
+    (["--data.teacher_negative", "abs"], "data.teacher_negative: expected one of error, clip"),
+    (["--data.teacher_negative_tolerance", "1"], "data.teacher_negative_tolerance: expected a"),
+    (["--data.teacher_invalid", "normalize"], "data.teacher_invalid: expected one of skip, error"),
+])
+def test_out_of_range_values_name_the_key(overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(None, overrides)
+
+
+def test_max_grad_norm_zero_means_no_clipping():
+    assert load_config(None, ["--train.max_grad_norm", "0"]).train.max_grad_norm == 0.0

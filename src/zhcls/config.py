@@ -75,8 +75,17 @@ class DataConfig:
     encoding: str = opt("utf-8", "text encoding of the data files")
     on_bad_line: str = opt("error", "a malformed line stops the run or is counted and skipped",
                            choices=("error", "skip"))
+    label_format: str = opt("auto", "labels are class ids, class names, or auto (refuses a "
+                            "label readable both ways)", choices=("auto", "id", "name"))
     teacher_policy: str = opt("error", "teacher rows that are not distributions: stop, "
                               "renormalise or drop", choices=("error", "normalize", "skip"))
+    teacher_negative: str = opt("error", "teacher entries slightly below 0: stop, or clip to 0 "
+                                "(counted)", choices=("error", "clip"))
+    teacher_negative_tolerance: float = opt(0.01, "teacher_negative clip: most negative value "
+                                            "clipped", low=0.0, high=1.0, high_open=True)
+    teacher_invalid: str = opt("skip", "teacher rows that are no probability vector in any "
+                               "reading (entry > 1, sum not ~100): drop or stop",
+                               choices=("skip", "error"))
     teacher_missing: str = opt("error", "KD training lines without a teacher: stop or train "
                                "on the hard label only", choices=("error", "hard_label_only"))
     cache_dir: str | None = opt(None, "tokenisation cache (null: $ZHCLS_CACHE or ~/.cache/zhcls/tokenized)")
@@ -134,6 +143,13 @@ class TrainConfig:
             raise ConfigError("train.resume and train.overwrite (--overwrite) are both true: "
                               "resume continues the run in the output directory, overwrite "
                               "deletes it; choose one")
+        for key in ("require_improvement", "num_workers", "seed"):
+            _at_least(f"train.{key}", getattr(self, key), 0)
+        _at_least("train.save_total_limit", self.save_total_limit, 1)
+        _at_least("train.report_max_points", self.report_max_points, 1)
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"train.max_grad_norm: expected > 0 (clip gradients to this norm) "
+                              f"or 0 (no clipping), got {self.max_grad_norm}")
 
 
 # Named objectives as weights over TERMS, with the research formulas (see zhcls.losses):
@@ -251,6 +267,8 @@ class Config:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def validate(self) -> Config:
+        for section in (self.model, self.data, self.train, self.objective):
+            _check_finite(section)
         for name in SECTIONS:
             section = getattr(self, name)
             for key in config_keys(name):
@@ -297,7 +315,8 @@ class ConfigKey(NamedTuple):
         if m.get("low") is not None and m.get("high") is not None:
             _range(name, value, m["low"], m["high"], m.get("high_open", False))
         elif m.get("low") is not None and value < m["low"]:
-            raise ConfigError(f"{name}: expected >= {m['low']}, got {value}")
+            kind = "an integer" if isinstance(value, int) else "a number"
+            raise ConfigError(f"{name}: expected {kind} >= {m['low']}, got {value}")
 
 
 def config_keys(section: str | None = None) -> list[ConfigKey]:
@@ -448,6 +467,21 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
     if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     raise ConfigError(f"{where}{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _check_finite(section: Any) -> None:
+    """nan / inf are never a setting: every float key (and list of floats) must be finite."""
+    name = type(section).__name__.removesuffix("Config").lower()
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(f"{name}.{f.name}: expected a finite number, got {value}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{name}: expected an integer >= {low}, got {value}")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -42,8 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def join_option_values(argv: list[str]) -> list[str]:
+    """``--section.key -inf`` -> ``--section.key=-inf``: argparse would read a value that
+    starts with ``-`` (``-inf``, ``-.5``) as an option of its own."""
+    out: list[str] = []
+    items = list(argv)
+    while items:
+        tok = items.pop(0)
+        if (tok.startswith("--") and "." in tok and "=" not in tok and items
+                and items[0].startswith("-") and not items[0].startswith("--")):
+            tok = f"{tok}={items.pop(0)}"
+        out.append(tok)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = join_option_values(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

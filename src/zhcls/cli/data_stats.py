@@ -119,6 +119,13 @@ def _split_lines(info: dict[str, Any]) -> list[str]:
         out.append(f"  teacher: {teacher['rows_with_teacher']} rows ({teacher['coverage']:.0%}), "
                    f"argmax agrees with gold {teacher['agreement']:.1%}, mean confidence "
                    f"{teacher['mean_confidence']:.3f}, mean gold prob {teacher['mean_gold_prob']:.3f}")
+    column = info.get("teacher_column") or {}
+    if column.get("rows"):
+        dropped = column["skipped"] + column["invalid"] + column["unusable"]
+        out.append(f"  teacher column: {column['rows']} rows; renormalised {column['normalized']}, "
+                   f"percentages {column['percentages']}, negatives clipped {column['clipped']}, "
+                   f"dropped as invalid {dropped} (entry > 1: {column['invalid']}, unreadable: "
+                   f"{column['unusable']})")
     if info.get("teacher_repairs"):
         out.append(f"  teacher column repairs: {info['teacher_repairs']}")
     return out

@@ -1,8 +1,8 @@
 """Tokenise once (cached on disk), then batch with dynamic padding.
 
-The cache key covers the file's bytes, the tokenizer's vocabulary/settings and
-``max_length``, so a second run on the same data skips tokenisation and any change
-re-tokenises.
+The cache key covers what determines the tokens and nothing else: the validated texts, the
+tokenizer (class, vocabulary, normalisation; not its mutable truncation state) and
+``max_length``. A second run on the same data skips tokenisation; any change re-tokenises.
 """
 
 from __future__ import annotations
@@ -29,11 +29,25 @@ def default_cache_dir() -> Path:
     return Path(root).expanduser() / sub / "tokenized"
 
 
+#: Tokenizer settings that change which ids a text gets (slow tokenizers have no backend).
+_SLOW_SETTINGS = ("do_lower_case", "tokenize_chinese_chars", "strip_accents", "never_split")
+
+
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """Hash of what decides the token ids: the serialized backend (vocab, normaliser...)."""
+    """Hash of what decides the token ids: the tokenizer class and its serialized backend
+    (vocabulary, normaliser, pre-tokenizer, model, post-processor). The backend's
+    ``truncation`` and ``padding`` entries are left out: they are mutable state that every
+    ``tokenizer(..., truncation=True)`` call rewrites (``max_length`` is keyed apart)."""
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
-    payload = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(),
-                                                                       sort_keys=True)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+    else:
+        state = {"vocab": tokenizer.get_vocab(),
+                 "settings": {k: getattr(tokenizer, k, None) for k in _SLOW_SETTINGS}}
+    state["class"] = type(tokenizer).__name__
+    payload = json.dumps(state, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 

@@ -6,6 +6,7 @@ files with a ``class.txt``, and CSV / JSONL files with ``text``, ``label`` and a
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import logging
@@ -13,11 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zhcls.data.labels import LABEL_FORMATS, FileLevelError, LabelReader
 from zhcls.data.teacher import (
-    TEACHER_KINDS,
-    TEACHER_POLICIES,
     RowError,
     TeacherReport,
+    TeacherRules,
     clean_teacher_probs,
     parse_teacher_field,
 )
@@ -46,6 +47,8 @@ class SplitData:
     path: Path
     examples: list[Example]
     skipped: list[int] = field(default_factory=list)
+    skip_reasons: dict[int, str] = field(default_factory=dict)
+    teacher_rows: int = 0  # lines with a non-empty teacher column (read or not)
     teacher_report: TeacherReport = field(default_factory=TeacherReport)
 
     @property
@@ -61,6 +64,12 @@ class SplitData:
         return any(e.teacher is not None for e in self.examples)
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines of ``text`` split on ``\n`` only (a trailing ``\r`` is dropped): U+2028, U+0085,
+    form feeds and lone ``\r`` stay inside a text, as ``zhcls predict`` reads them."""
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+
+
 def read_class_names(path: str | Path, encoding: str = "utf-8") -> list[str]:
     """Read ``class.txt``: one class name per line, line i names label id i."""
     path = Path(path)
@@ -71,7 +80,7 @@ def read_class_names(path: str | Path, encoding: str = "utf-8") -> list[str]:
             path,
         )
     text = _decode(path.read_bytes(), path, encoding)
-    names = [ln.strip() for ln in text.splitlines()]
+    names = [ln.strip() for ln in split_lines(text)]
     while names and not names[-1]:
         names.pop()
     if not names:
@@ -91,15 +100,58 @@ def read_class_names(path: str | Path, encoding: str = "utf-8") -> list[str]:
     return names
 
 
+def resolve_data_dir(data_dir: str | Path, flag: str = "--data") -> Path:
+    """The directory holding ``class.txt``: ``DIR`` itself, or ``DIR/data`` (the research
+    layout ``THUCNews/data/{train,dev,test,class}.txt`` that ``run.py`` reads). A path that
+    does not exist is an error suggesting close names (``thucnews`` for ``THUCNews``)."""
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        hint = _close_matches(data_dir)
+        raise DataError(f"dataset directory does not exist (given as {flag})"
+                        + (f"; did you mean {' or '.join(hint)}?" if hint else ""), data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{flag} must be a directory holding class.txt and train/dev/test "
+                        "files; found a file", data_dir)
+    if not (data_dir / "class.txt").is_file() and (data_dir / "data" / "class.txt").is_file():
+        logger.info("dataset: using %s (the research layout DIR/data/)", data_dir / "data")
+        return data_dir / "data"
+    if not (data_dir / "class.txt").is_file():
+        raise DataError(f"class.txt not found in {data_dir} nor in {data_dir / 'data'}; expected "
+                        "one class name per line (line i names label id i) next to train.txt",
+                        data_dir / "class.txt")
+    return data_dir
+
+
+def _close_matches(path: Path) -> list[str]:
+    parent = path.parent if path.parent.is_dir() else None
+    if parent is None:
+        return []
+    names = [p.name for p in parent.iterdir() if p.is_dir()]
+    lower = {n.lower(): n for n in names}
+    if path.name.lower() in lower:
+        return [str(parent / lower[path.name.lower()])]
+    close = difflib.get_close_matches(path.name.lower(), list(lower), n=3, cutoff=0.6)
+    return [str(parent / lower[c]) for c in close]
+
+
+def has_split(data_dir: str | Path, split: str) -> bool:
+    """Whether ``DIR`` holds any file of ``split`` (``find_split_file`` then picks it)."""
+    return any((Path(data_dir) / f"{split}{s}").is_file() for s in SPLIT_SUFFIXES)
+
+
 def find_split_file(data_dir: str | Path, split: str) -> Path:
-    """Return ``DIR/split.{txt,tsv,csv,jsonl}``; error listing what was looked for."""
+    """Return ``DIR/split.{txt,tsv,csv,jsonl}``; error listing what was looked for, or naming
+    both files when more than one format of the split is present."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"dataset directory not found (looking for the {split} split)", data_dir)
-    for suffix in SPLIT_SUFFIXES:
-        candidate = data_dir / f"{split}{suffix}"
-        if candidate.is_file():
-            return candidate
+    found = [data_dir / f"{split}{s}" for s in SPLIT_SUFFIXES if (data_dir / f"{split}{s}").is_file()]
+    if len(found) > 1:
+        names = " and ".join(p.name for p in found)
+        raise DataError(f"{names} both exist; which one is the {split} split is ambiguous. "
+                        "Keep one (move the other out of the directory)", data_dir)
+    if found:
+        return found[0]
     tried = ", ".join(f"{split}{s}" for s in SPLIT_SUFFIXES)
     raise DataError(f"no {split} split found; looked for {tried}", data_dir)
 
@@ -109,32 +161,41 @@ def read_split(
     class_names: list[str],
     *,
     on_bad_line: str = "error",
+    label_format: str = "auto",
     teacher_kind: str = "probs",
     teacher_policy: str = "error",
+    teacher_rules: TeacherRules | None = None,
+    read_teacher: bool = True,
     encoding: str = "utf-8",
     ignore_teacher: bool = False,
 ) -> SplitData:
     """Read one split file (format chosen by suffix) into validated examples.
-    ``ignore_teacher`` drops any teacher column unread (``zhcls label`` relabels)."""
+    ``ignore_teacher`` drops any teacher column unread (``zhcls label`` relabels).
+    ``read_teacher=False`` leaves the teacher column unread (objectives without KD): it is
+    counted (``teacher_rows``), never validated. ``teacher_rules`` overrides
+    ``teacher_kind``/``teacher_policy`` with every teacher setting."""
     path = Path(path)
     if on_bad_line not in ON_BAD_LINE:
         raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {on_bad_line!r}")
-    if teacher_kind not in TEACHER_KINDS:
-        raise ValueError(f"teacher_kind must be one of {TEACHER_KINDS}, got {teacher_kind!r}")
-    if teacher_policy not in TEACHER_POLICIES:
-        raise ValueError(f"teacher_policy must be one of {TEACHER_POLICIES}, got {teacher_policy!r}")
+    if label_format not in LABEL_FORMATS:
+        raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
+    rules = teacher_rules or TeacherRules(kind=teacher_kind, policy=teacher_policy)
     if not path.is_file():
         raise DataError("file not found", path)
     text = _decode(path.read_bytes(), path, encoding)
     rows = _RECORD_READERS.get(path.suffix.lower(), _tsv_records)(text, path)
     split = SplitData(path=path, examples=[])
-    name_to_id = {n: i for i, n in enumerate(class_names)}
+    labels = LabelReader(class_names, label_format, path)
     for line, fields in rows:
         if ignore_teacher:
             fields.pop("teacher_probs", None)
         try:
-            example = _make_example(fields, line, class_names, name_to_id,
-                                    teacher_kind, teacher_policy, split.teacher_report)
+            if isinstance(fields, RowError):
+                raise fields
+            example = _make_example(fields, line, labels, rules if read_teacher else None,
+                                    split)
+        except FileLevelError:
+            raise
         except (DataError, RowError) as exc:
             err = exc if isinstance(exc, DataError) else DataError(str(exc), path, line)
             if err.path is None:
@@ -142,6 +203,7 @@ def read_split(
             if on_bad_line == "error":
                 raise err from None
             split.skipped.append(line)
+            split.skip_reasons.setdefault(line, str(err))
             continue
         split.examples.append(example)
     _log_summary(split)
@@ -163,26 +225,28 @@ def _decode(raw: bytes, path: Path, encoding: str) -> str:
         ) from None
 
 
-def _tsv_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    for line, raw in enumerate(text.splitlines(), start=1):
+Record = tuple[int, "dict[str, str] | RowError"]
+
+
+def _tsv_records(text: str, path: Path) -> Iterator[Record]:
+    for line, raw in enumerate(split_lines(text), start=1):
         if not raw.strip():
             continue
-        cols = raw.rstrip("\r").split("\t")
+        cols = raw.split("\t")
         if len(cols) not in (2, 3):
-            raise DataError(
-                f"expected 2 or 3 tab-separated columns (text, label[, teacher]); found {len(cols)}",
-                path,
-                line,
-            )
+            yield line, RowError(f"expected 2 or 3 tab-separated columns (text, label[, teacher]);"
+                                 f" found {len(cols)}")
+            continue
         fields = {"text": cols[0], "label": cols[1]}
         if len(cols) == 3:
             fields["teacher_probs"] = cols[2]
         yield line, fields
 
 
-def _csv_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"text", "label"} - set(reader.fieldnames or [])
+def _csv_records(text: str, path: Path) -> Iterator[Record]:
+    reader = csv.DictReader(io.StringIO(text, newline="\n"))
+    header = reader.fieldnames or []
+    missing = {"text", "label"} - set(header)
     if missing:
         raise DataError(
             f"CSV header must have columns text,label[,teacher_probs]; missing {sorted(missing)}; "
@@ -190,20 +254,34 @@ def _csv_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             path,
             1,
         )
-    for row in reader:
-        yield reader.line_num, {k: v for k, v in row.items() if k is not None and v not in (None, "")}
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, RowError(f"unreadable CSV record ({exc})")
+            continue
+        if None in row or any(v is None for v in row.values()):
+            found = len(header) + len(row.get(None) or []) - sum(v is None for v in row.values())
+            yield reader.line_num, RowError(f"expected {len(header)} comma-separated columns "
+                                            f"({','.join(header)}); found {found}")
+            continue
+        yield reader.line_num, {k: v for k, v in row.items() if k in _FIELDS}
 
 
-def _jsonl_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    for line, raw in enumerate(text.splitlines(), start=1):
+def _jsonl_records(text: str, path: Path) -> Iterator[Record]:
+    for line, raw in enumerate(split_lines(text), start=1):
         if not raw.strip():
             continue
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON ({exc.msg})", path, line) from None
+            yield line, RowError(f"invalid JSON ({exc.msg})")
+            continue
         if not isinstance(obj, dict) or "text" not in obj or "label" not in obj:
-            raise DataError('expected a JSON object with "text" and "label"', path, line)
+            yield line, RowError('expected a JSON object with "text" and "label"')
+            continue
         fields = {"text": obj["text"], "label": obj["label"]}
         if obj.get("teacher_probs") is not None:
             tp = obj["teacher_probs"]
@@ -212,44 +290,57 @@ def _jsonl_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, str]]
 
 
 _RECORD_READERS = {".csv": _csv_records, ".jsonl": _jsonl_records}
+_FIELDS = ("text", "label", "teacher_probs")
 
 
-def _make_example(fields, line, class_names, name_to_id, teacher_kind, teacher_policy, report):
+def _make_example(fields, line: int, labels: LabelReader, rules: TeacherRules | None,
+                  split: SplitData) -> Example:
     text = fields["text"]
     if not isinstance(text, str) or not text.strip():
         raise RowError("empty text; every example needs a non-empty sentence")
-    label = _parse_label(fields["label"], class_names, name_to_id)
+    label = labels.parse(fields["label"], line)
     teacher = None
     raw_teacher = fields.get("teacher_probs")
     if raw_teacher is not None and str(raw_teacher).strip():
-        values = parse_teacher_field(str(raw_teacher), len(class_names))
-        teacher = values if teacher_kind == "logits" else clean_teacher_probs(
-            values, teacher_policy, line, report)
+        split.teacher_rows += 1
+        if rules is not None:
+            teacher = _read_teacher(str(raw_teacher), labels.num_classes, rules, line,
+                                    split.teacher_report)
     return Example(text=text.strip(), label=label, teacher=teacher, line=line)
 
 
-def _parse_label(raw, class_names: list[str], name_to_id: dict[str, int]) -> int:
-    if isinstance(raw, bool):
-        raise RowError(f"label must be an integer id or a class name; found {raw!r}")
-    if isinstance(raw, int):
-        value = raw
-    else:
-        s = str(raw).strip()
-        if s in name_to_id:
-            return name_to_id[s]
-        try:
-            value = int(s)
-        except ValueError:
-            shown = ", ".join(class_names[:10]) + (" ..." if len(class_names) > 10 else "")
-            raise RowError(
-                f"label {s!r} is neither an integer id nor a class name from class.txt ({shown})"
-            ) from None
-    if not 0 <= value < len(class_names):
-        raise RowError(
-            f"label id {value} out of range; class.txt has {len(class_names)} classes "
-            f"(ids 0..{len(class_names) - 1})"
-        )
-    return value
+def _read_teacher(raw: str, num_classes: int, rules: TeacherRules, line: int,
+                  report: TeacherReport) -> list[float] | None:
+    try:
+        values = parse_teacher_field(raw, num_classes)
+        return values if rules.kind == "logits" else clean_teacher_probs(values, rules, line,
+                                                                         report)
+    except RowError:
+        if rules.policy == "skip" or rules.drop_unusable:
+            report.unusable.append(line)
+            return None
+        raise
+
+
+def warn_class_coverage(splits: dict[str, SplitData], class_names: list[str]) -> list[str]:
+    """Warn (and return the warnings) about classes with no training examples, naming them,
+    and classes that dev/test hold but train does not."""
+    if "train" not in splits:
+        return []
+    in_train = set(splits["train"].labels)
+    absent = [class_names[i] for i in range(len(class_names)) if i not in in_train]
+    out = []
+    if absent:
+        out.append(f"{splits['train'].path}: no training examples of {len(absent)} of "
+                   f"{len(class_names)} classes: {', '.join(absent)} (the model cannot learn them)")
+    for name, split in splits.items():
+        extra = sorted({class_names[i] for i in set(split.labels) - in_train})
+        if name != "train" and extra:
+            out.append(f"{split.path}: {name} has examples of classes that train has none of: "
+                       f"{', '.join(extra)}")
+    for message in out:
+        logger.warning("%s", message)
+    return out
 
 
 def _log_summary(split: SplitData) -> None:

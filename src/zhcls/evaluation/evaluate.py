@@ -67,16 +67,23 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
                         out_dir: str | Path | None = None, batch_size: int | None = None,
                         device: str = "auto") -> dict:
     """Load ``checkpoint`` and evaluate it on ``data_dir``'s split (class.txt must match)."""
-    from zhcls.data.formats import find_split_file, read_class_names, read_split
+    from zhcls.data.formats import (
+        find_split_file,
+        read_class_names,
+        read_split,
+        resolve_data_dir,
+    )
     from zhcls.devices import resolve_device
     from zhcls.modeling.checkpoint import check_labels_match, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, resolve_device(device))
+    data_dir = resolve_data_dir(data_dir)
     class_names = read_class_names(Path(data_dir) / "class.txt", ckpt.config.data.encoding)
     check_labels_match(ckpt.labels, class_names, str(Path(data_dir) / "class.txt"))
     kind = "logits" if ckpt.config.objective.teacher_input == "logits" else "probs"
     data = read_split(find_split_file(data_dir, split), class_names, teacher_kind=kind,
-                      teacher_policy="skip", encoding=ckpt.config.data.encoding)
+                      teacher_policy="skip", encoding=ckpt.config.data.encoding,
+                      label_format=ckpt.config.data.label_format)
     out = Path(out_dir) if out_dir else Path(checkpoint) / f"eval_{split}"
     return evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
                           config=ckpt.config,

@@ -60,19 +60,34 @@ def iter_records(path: str | Path, text_field: str = "text", encoding: str = "ut
                  ) -> Iterator[InputRecord]:
     """Lazily read the texts of ``path`` (``-`` is stdin), format chosen by suffix."""
     if str(path) == "-":
-        yield from _line_records(sys.stdin, "<stdin>")
+        stream = _stdin_lines(encoding)
+        try:
+            yield from _line_records(stream, "<stdin>")
+        finally:
+            if stream is not sys.stdin:
+                stream.detach()  # leave sys.stdin's buffer open
         return
     path = Path(path)
     if not path.is_file():
         raise DataError("input file not found", path)
-    with path.open(encoding=encoding, newline="") as f:
-        suffix = path.suffix.lower()
+    suffix = path.suffix.lower()
+    # Lines end at "\n" only, as training reads them (zhcls.data.formats.split_lines); CSV
+    # records follow the csv module's own rules.
+    with path.open(encoding=encoding, newline="" if suffix == ".csv" else "\n") as f:
         if suffix == ".csv":
             yield from _csv_records(f, path, text_field)
         elif suffix == ".jsonl":
             yield from _jsonl_records(f, path, text_field)
         else:
             yield from _line_records(f, path)
+
+
+def _stdin_lines(encoding: str) -> TextIO:
+    """stdin with lines ending at "\n" only (a lone "\r" stays in the text)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # replaced by a text stream (tests, notebooks)
+        return sys.stdin
+    return io.TextIOWrapper(buffer, encoding=encoding, newline="\n")
 
 
 def _line_records(f: TextIO, where) -> Iterator[InputRecord]:

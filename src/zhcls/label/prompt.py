@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from zhcls.data.formats import split_lines
 from zhcls.errors import DataError
 from zhcls.label.parse import choice_labels
 
@@ -131,7 +132,7 @@ def read_descriptions(path: str | Path, class_names: list[str]) -> dict[str, str
         items = [(str(k), str(v), None) for k, v in obj.items()]
     else:
         items = []
-        for line_no, line in enumerate(raw.splitlines(), start=1):
+        for line_no, line in enumerate(split_lines(raw), start=1):
             if not line.strip():
                 continue
             name, sep, desc = line.partition("\t")

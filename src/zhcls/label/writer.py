@@ -57,7 +57,8 @@ def write_labelled_dataset(
     lines, sanitised = [], 0
     for example, row in zip(examples, teacher_rows, strict=True):
         text = example.text
-        clean = " ".join(text.replace("\t", " ").splitlines())
+        # one line per example: tabs and the line breaks the reader knows ("\n", "\r") only
+        clean = text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
         sanitised += clean != text
         if row is None:
             lines.append(f"{clean}\t{example.label}")

@@ -241,7 +241,8 @@ def _evaluate(best: Path, split_path: Path, class_names: list[str], out: Path,
                        str(split_path.parent / "class.txt"))
     kind = "logits" if ckpt.config.objective.teacher_input == "logits" else "probs"
     data = read_split(split_path, class_names, teacher_kind=kind, teacher_policy="skip",
-                      encoding=enc, on_bad_line=ckpt.config.data.on_bad_line)
+                      encoding=enc, on_bad_line=ckpt.config.data.on_bad_line,
+                      label_format=ckpt.config.data.label_format)
     metrics = evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
                              config=ckpt.config, batch_size=ckpt.config.train.eval_batch_size)
     plot_evaluation(metrics, class_names, Path(out))

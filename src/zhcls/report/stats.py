@@ -14,7 +14,16 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from zhcls.data.formats import Example, find_split_file, read_class_names, read_split
+from zhcls.data.formats import (
+    Example,
+    find_split_file,
+    has_split,
+    read_class_names,
+    read_split,
+    resolve_data_dir,
+    warn_class_coverage,
+)
+from zhcls.data.teacher import TeacherRules
 from zhcls.errors import DataError, ZhclsError
 from zhcls.utils import is_cjk
 
@@ -28,6 +37,10 @@ MIN_CHARS = 4
 MIN_CJK_RATIO = 0.2
 MAX_EXAMPLES = 5
 SPECIAL_TOKENS = 2  # [CLS] and [SEP]
+#: Report the teacher column whatever the objective: repair what can be repaired (counted),
+#: drop (and count) the rest, never skip a line for its teacher column.
+STATS_TEACHER = TeacherRules(policy="normalize", negative="clip", invalid="skip",
+                             drop_unusable=True)
 
 
 def data_stats(
@@ -43,7 +56,7 @@ def data_stats(
     lengths count no special tokens, and the suggested ``max_length`` adds 2 for [CLS]/[SEP].
     With ``out_dir`` the length histograms (and class counts) are written there as PNGs.
     """
-    data_dir = Path(data_dir)
+    data_dir = resolve_data_dir(data_dir, flag="DIR")
     class_names = read_class_names(data_dir / "class.txt")
     splits = _read_splits(data_dir, class_names)
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
@@ -56,7 +69,9 @@ def data_stats(
         info = {"path": str(split.path), "examples": len(examples),
                 "skipped_lines": split.skipped[:20], "skipped_count": len(split.skipped),
                 "first_skip_reason": first_error,
-                "teacher_repairs": split.teacher_report.summary() or None}
+                "teacher_repairs": split.teacher_report.summary() or None,
+                "teacher_column": {"rows": split.teacher_rows,
+                                   **split.teacher_report.counts()}}
         info["classes"] = class_balance(examples, class_names)
         chars = [len(e.text) for e in examples]
         lengths["characters"][name] = chars
@@ -70,6 +85,8 @@ def data_stats(
         info["teacher"] = teacher_agreement(examples)
         result["splits"][name] = info
         result["warnings"] += _split_warnings(name, info)
+    result["warnings"] += warn_class_coverage({n: s for n, (s, _) in splits.items()},
+                                              class_names)
     result["cross_split"] = cross_duplicates({n: s.examples for n, (s, _) in splits.items()},
                                              class_names)
     result["warnings"] += _cross_warnings(result["cross_split"])
@@ -238,17 +255,11 @@ def _argmax(values: list[float]) -> int:
 def _read_splits(data_dir: Path, class_names: list[str]) -> dict[str, tuple[Any, str | None]]:
     out = {}
     for name in SPLITS:
-        try:
-            path = find_split_file(data_dir, name)
-        except DataError:
+        if not has_split(data_dir, name):
             continue
-        split = read_split(path, class_names, on_bad_line="skip", teacher_policy="normalize")
-        first_error = None
-        if split.skipped:
-            try:
-                read_split(path, class_names, teacher_policy="normalize")
-            except DataError as exc:
-                first_error = str(exc)
+        path = find_split_file(data_dir, name)
+        split = read_split(path, class_names, on_bad_line="skip", teacher_rules=STATS_TEACHER)
+        first_error = split.skip_reasons[split.skipped[0]] if split.skipped else None
         out[name] = (split, first_error)
     if not out:
         raise DataError(f"no split files found; expected {', '.join(SPLITS)} as "

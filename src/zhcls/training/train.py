@@ -17,7 +17,16 @@ import torch
 
 from zhcls.config import Config
 from zhcls.data.dataset import Collator, EncodedDataset, encode_split
-from zhcls.data.formats import SplitData, find_split_file, read_class_names, read_split
+from zhcls.data.formats import (
+    SplitData,
+    find_split_file,
+    has_split,
+    read_class_names,
+    read_split,
+    resolve_data_dir,
+    warn_class_coverage,
+)
+from zhcls.data.teacher import SUM_TOLERANCE, TeacherRules
 from zhcls.errors import ConfigError, DataError, ZhclsError
 from zhcls.utils import atomic_write_json
 
@@ -44,29 +53,45 @@ class PreparedData:
 
 def read_dataset(config: Config, data_dir: str | Path, splits=("train", "dev", "test"),
                  required=("train", "dev")) -> dict[str, SplitData]:
-    """Read and validate the splits that exist (``required`` ones must exist)."""
-    data_dir = Path(data_dir)
+    """Read and validate the splits that exist (``required`` ones must exist). The teacher
+    column is validated only when the objective reads it (KD)."""
+    data_dir = resolve_data_dir(data_dir)
     class_names = read_class_names(data_dir / "class.txt", config.data.encoding)
-    kind = "logits" if config.objective.teacher_input == "logits" else "probs"
+    d = config.data
+    rules = TeacherRules(kind="logits" if config.objective.teacher_input == "logits" else "probs",
+                         policy=d.teacher_policy, negative=d.teacher_negative,
+                         tolerance=d.teacher_negative_tolerance, invalid=d.teacher_invalid)
     out = {}
     for name in splits:
-        try:
-            path = find_split_file(data_dir, name)
-        except DataError:
-            if name in required:
-                raise
+        if name not in required and not has_split(data_dir, name):
             continue
-        out[name] = read_split(path, class_names, on_bad_line=config.data.on_bad_line,
-                               teacher_kind=kind, teacher_policy=config.data.teacher_policy,
-                               encoding=config.data.encoding)
+        path = find_split_file(data_dir, name)
+        out[name] = read_split(path, class_names, on_bad_line=d.on_bad_line,
+                               label_format=d.label_format, teacher_rules=rules,
+                               read_teacher=config.objective.uses_teacher, encoding=d.encoding)
     return out
 
 
 def check_teacher_coverage(config: Config, train: SplitData) -> None:
-    """KD needs a teacher row per training example unless told to fall back to hard labels."""
+    """KD needs a teacher row per training example unless told to fall back to hard labels.
+    Rows whose teacher column was present but dropped as invalid (by the teacher policies)
+    train on the hard label and are reported as such, apart from rows without the column."""
     if not config.objective.uses_teacher:
+        if train.teacher_rows:
+            logger.info("%s: teacher column present on %d training lines, not read (objective "
+                        "%s does not use it; `zhcls data-stats` reports it)", train.path,
+                        train.teacher_rows, config.objective.name)
         return
-    missing = [e.line for e in train.examples if e.teacher is None]
+    dropped = set(train.teacher_report.dropped)
+    if dropped:
+        logger.warning("%s: %d training lines had a teacher column that was dropped as invalid "
+                       "(%s); they train on the hard label only", train.path, len(dropped),
+                       train.teacher_report.summary())
+    missing = [e.line for e in train.examples if e.teacher is None and e.line not in dropped]
+    if len(dropped) == len(train.examples):
+        raise DataError(f"every training line's teacher column was dropped as invalid "
+                        f"({train.teacher_report.summary()}); fix the teacher column or use "
+                        "objective ce", train.path)
     if not missing:
         return
     if len(missing) == len(train.examples):
@@ -82,6 +107,20 @@ def check_teacher_coverage(config: Config, train: SplitData) -> None:
     logger.warning("%d training lines without teacher: hard label only", len(missing))
 
 
+def check_teacher_input(config: Config, train: SplitData) -> None:
+    """Probabilities read as ``teacher_input: logits`` give a near-uniform teacher: stop when
+    every teacher row is non-negative and sums to 1 (``probs_as_logits`` forces it)."""
+    if not config.objective.uses_teacher or config.objective.teacher_input != "logits":
+        return
+    rows = [e.teacher for e in train.examples if e.teacher is not None]
+    if rows and all(min(r) >= 0 and abs(sum(r) - 1) <= SUM_TOLERANCE for r in rows):
+        raise ConfigError(
+            f"{train.path}: all {len(rows)} teacher rows are probability vectors (entries >= 0, "
+            "sum 1) but objective.teacher_input is logits: softmax(probs / T) is a near-uniform "
+            "teacher. Set --objective.teacher_input probs (or probs_as_logits to reproduce "
+            "research code that fed probabilities as logits)")
+
+
 def resolve_precision(precision: str) -> str:
     if precision != "auto":
         if precision in ("bf16", "fp16") and not torch.cuda.is_available():
@@ -95,9 +134,12 @@ def resolve_precision(precision: str) -> str:
 def prepare(config: Config, data_dir: str | Path, tokenizer) -> PreparedData:
     from zhcls.modeling.encoder import MAX_UNK_RATE, unk_rate
 
+    data_dir = resolve_data_dir(data_dir)
     splits = read_dataset(config, data_dir)
-    class_names = read_class_names(Path(data_dir) / "class.txt", config.data.encoding)
+    class_names = read_class_names(data_dir / "class.txt", config.data.encoding)
+    warn_class_coverage(splits, class_names)
     check_teacher_coverage(config, splits["train"])
+    check_teacher_input(config, splits["train"])
     sample = splits["train"].texts[:2000]
     rate = unk_rate(tokenizer, sample)
     logger.info("tokenizer [UNK] rate on %d training texts: %.2f%%", len(sample), 100 * rate)
@@ -171,7 +213,7 @@ def training_arguments(config: Config, out: Path, n_train: int,
         eval_strategy="steps", eval_steps=t.eval_steps, save_strategy="steps",
         save_steps=t.eval_steps, save_total_limit=t.save_total_limit, load_best_model_at_end=True,
         metric_for_best_model=metric, greater_is_better=t.metric_for_best != "loss",
-        logging_steps=t.logging_steps, report_to=[], seed=t.seed, data_seed=t.seed,
+        logging_steps=t.logging_steps, logging_nan_inf_filter=False, report_to=[], seed=t.seed, data_seed=t.seed,
         bf16=precision == "bf16", fp16=precision == "fp16", tf32=_tf32_available() or None,
         dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False, label_names=["labels"], torch_compile=t.compile,
@@ -242,6 +284,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     from zhcls.modeling.checkpoint import save_checkpoint
     from zhcls.modeling.encoder import load_encoder, load_tokenizer
     from zhcls.modeling.model import build_model
+    from zhcls.training.guards import NonFiniteLossCallback, check_max_length
     from zhcls.training.rundir import inspect_run_dir, run_fingerprint
     from zhcls.training.trainer import (
         HistoryCallback,
@@ -256,6 +299,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     data_dir = data_dir or config.data.dir
     if data_dir is None:
         raise ZhclsError("no dataset given: pass --data DIR (or set data.dir in the config)")
+    data_dir = resolve_data_dir(data_dir)
     config = copy.deepcopy(config)  # the run's resolved copy; the caller's config is untouched
     config.data.dir = str(data_dir)
     out = Path(out_dir or config.train.output_dir)
@@ -263,8 +307,10 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     run_dir = inspect_run_dir(out, config, run_fingerprint(config, data_dir))  # refuse early
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(config.model.pretrained)
+    encoder = load_encoder(config.model.pretrained)
+    check_max_length(config, encoder.config.max_position_embeddings)
     data = prepare(config, data_dir, tokenizer)
-    model = build_model(load_encoder(config.model.pretrained), config, len(data.class_names))
+    model = build_model(encoder, config, len(data.class_names))
     train_labels = data.encoded["train"].labels
     args = training_arguments(config, out, len(train_labels), train_labels)
     with args.main_process_first(desc="run directory", local=False):
@@ -276,7 +322,8 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         model=model, args=args, train_dataset=data.encoded["train"],
         eval_dataset=data.encoded["dev"], data_collator=Collator(tokenizer.pad_token_id),
         compute_metrics=compute_metrics, objective=build_objective(config), zh_config=config,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), history],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), history,
+                   NonFiniteLossCallback(config)],
     )
     tensorboard = None
     if config.train.tensorboard and _has_tensorboard():
