@@ -19,6 +19,8 @@ import torch
 
 from conftest import CLASSES, REPO, SENTENCES, requires_vocab
 
+pytestmark = pytest.mark.slow  # end-to-end; CI runs it (python -m pytest -m '')
+
 WORLD = 2
 PER_DEVICE = 8
 N_TRAIN = 96

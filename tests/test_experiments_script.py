@@ -138,6 +138,7 @@ def test_overrides_after_double_dash_reach_students(objectives, tmp_path):
     assert over[over.index("--train.seed") + 1] == "2"
 
 
+@pytest.mark.slow
 def test_end_to_end_miniature(objectives, tmp_path, capsys):
     data = write_dataset(tmp_path / "data", repeat=2)
     config = tmp_path / "mini.yaml"

@@ -19,6 +19,9 @@ from zhcls.inference.classifier import Classifier
 from zhcls.inference.export_hf import export_hf
 
 # Runs in `python -I` (no PYTHONPATH, no cwd, no user site) with zhcls made unimportable.
+
+pytestmark = pytest.mark.slow  # end-to-end; CI runs it (python -m pytest -m '')
+
 CHILD = r"""
 import json, sys
 sys.modules["zhcls"] = None  # the venv's editable install must not help

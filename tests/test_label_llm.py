@@ -74,6 +74,7 @@ def read_lines(out: Path) -> list[list[str]]:
     return [ln.split("\t") for ln in (out / "train.txt").read_text("utf-8").splitlines()]
 
 
+@pytest.mark.slow
 # ------------------------------------------------------------------- the big end-to-end
 def test_2000_sentences_with_faults_lose_nothing(tmp_path):
     names, rows = headlines(2000)
@@ -146,6 +147,7 @@ def committed_texts(cache: Path) -> set[str]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(tmp_path):
     names, rows = headlines(600)
     data, out = make_dataset(tmp_path / "data", names, rows), tmp_path / "out"

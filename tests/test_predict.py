@@ -195,6 +195,7 @@ def test_cli_errors_exit_2_without_a_traceback(tmp_path, capsys, ckpt):
     assert code == 2
 
 
+@pytest.mark.slow
 def test_fresh_python_session_matches_cli_exactly(tmp_path, capsys, ckpt):
     """Acceptance 1: the API in a new interpreter and ``zhcls predict`` give identical
     labels and scores (same texts, same batches → bit-identical float32)."""

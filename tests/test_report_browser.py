@@ -17,8 +17,8 @@ import pytest
 from conftest import tiny_config
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no headless Chromium on PATH (Debian: apt-get install chromium)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    CHROMIUM is None, reason="no headless Chromium on PATH (Debian: apt-get install chromium)")]
 
 # Appended to a copy of the page (same folder, so relative image paths resolve): after the
 # load event, write what every <img> did into the DOM, which --dump-dom then prints.
