@@ -111,6 +111,17 @@ def parse_teacher_field(raw: str, num_classes: int) -> list[float]:
     return out
 
 
+def sum_reading(total: float) -> str:
+    """How a row of teacher values reads from its sum: ``"percent"`` (within
+    :data:`PERCENT_TOLERANCE` of 100), ``"probability"`` (within :data:`SUM_TOLERANCE` of 1) or
+    ``"other"``. The one rule the data readers and the LLM answer parser share."""
+    if abs(total - 100.0) <= PERCENT_TOLERANCE:
+        return "percent"
+    if abs(total - 1.0) <= SUM_TOLERANCE:
+        return "probability"
+    return "other"
+
+
 def clean_teacher_probs(
     values: list[float], policy: str | TeacherRules, line: int, report: TeacherReport
 ) -> list[float] | None:
@@ -119,10 +130,10 @@ def clean_teacher_probs(
     rules = policy if isinstance(policy, TeacherRules) else TeacherRules(policy=policy)
     values = _clip_negatives(values, rules, line, report)
     total = sum(values)
-    if abs(total - 100.0) <= PERCENT_TOLERANCE:
+    reading = sum_reading(total)
+    if reading == "percent":
         report.percentages.append(line)
-        return [v / total for v in values]
-    if abs(total - 1.0) <= SUM_TOLERANCE:
+    if reading != "other":
         return [v / total for v in values]
     if max(values) > 1.0 and rules.policy != "error":
         if rules.invalid == "error":

@@ -29,8 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-PERCENT_TOLERANCE = 2.0
-SUM_TOLERANCE = 0.02
+from zhcls.data.teacher import sum_reading
+
 RENAME_CUTOFF = 0.8  # difflib ratio for renaming a misspelt class name (unique match only)
 _STRIP_CHARS = " \t\r\n\"'`“”‘’「」『』《》【】[]()<>:;,.、。!?*-_#"
 _NAME_FIELDS = ("label", "class", "category", "name", "类别", "标签", "类别名称")
@@ -265,10 +265,10 @@ def _normalise(probs: list[float], unknown: list[str], missing: int,
     total = sum(probs)
     if total <= 0:
         return ParsedAnswer(None, "all probabilities are 0", unknown=unknown, missing=missing)
-    percent = explicit_percent or abs(total - 100.0) <= PERCENT_TOLERANCE
-    renormalised = not percent and abs(total - 1.0) > SUM_TOLERANCE
-    if explicit_percent and abs(total - 1.0) > SUM_TOLERANCE:
-        renormalised = True
+    reading = sum_reading(total)
+    percent = explicit_percent or reading == "percent"
+    renormalised = (not percent and reading != "probability") or (
+        explicit_percent and reading != "probability")
     return ParsedAnswer([p / total for p in probs], unknown=unknown, missing=missing,
                         percent=percent, renormalised=renormalised)
 
