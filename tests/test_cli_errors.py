@@ -127,6 +127,19 @@ CASES = [
     ("loss-becomes-nan", good(), [*TRAIN, "--train.lr", "1e30", "--train.max_steps", "6",
                                   "--train.logging_steps", "1"],
      ["training diverged", "nan", "--train.lr"]),
+    # -- run directories, settings and config files -------------------------------------------
+    ("out-not-empty", good(**{"OUT/metrics.json": "{}"}), TRAIN,
+     ["out", "--train.resume true", "--overwrite"]),
+    ("resume-and-overwrite", good(), [*TRAIN, "--train.resume", "true", "--overwrite"],
+     ["train.resume and train.overwrite"]),
+    ("unknown-optimizer", good(), [*TRAIN, "--train.optimizer", "sgd"],
+     ["train.optimizer", "adamw", "bertadam"]),
+    ("unknown-head", good(), [*TRAIN, "--model.head", "bert_LSTM"], ["model.head", "bert_CNN"]),
+    ("misspelt-key", good(), [*TRAIN, "--train.lrr", "1e-3"], ["--train.lrr", "--train.lr"]),
+    ("config-not-yaml", good(**{"bad.yaml": "train: [1, 2\n"}),
+     ["train", "--config", "{D}/bad.yaml", "--data", "{D}"], ["bad.yaml", "invalid YAML"]),
+    ("config-unknown-section", good(**{"bad.yaml": "trainer:\n  lr: 1\n"}),
+     ["train", "--config", "{D}/bad.yaml", "--data", "{D}"], ["bad.yaml", "unknown section"]),
 ]
 
 
@@ -136,7 +149,9 @@ def test_bad_input_exits_2_naming_where(name, files, argv, needles, tiny_model, 
     data = tmp_path / "data"
     data.mkdir()
     for rel, content in files.items():
-        (data / rel).write_text(content, encoding="utf-8")
+        target = tmp_path / "out" / rel[4:] if rel.startswith("OUT/") else data / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
     (tmp_path / "thucnews").mkdir()  # the close match for THUCNEWS
     subs = {"{D}": str(data), "{MODEL}": str(tiny_model), "{OUT}": str(tmp_path / "out")}
     args = [re.sub("|".join(map(re.escape, subs)), lambda m: subs[m.group()], a) for a in argv]
@@ -151,4 +166,4 @@ def test_bad_input_exits_2_naming_where(name, files, argv, needles, tiny_model, 
 
 
 def test_there_are_enough_cases():
-    assert len(CASES) >= 25
+    assert len(CASES) >= 40
