@@ -1,5 +1,7 @@
 """Batched forward passes for evaluation and prediction: sorted by length, dynamically
-padded, no grad, autocast on GPU, restored to input order."""
+padded, no grad, restored to input order. On a GPU the arithmetic follows ``precision`` (the
+checkpoint's ``train.precision``): ``fp32`` runs in float32, ``bf16`` / ``fp16`` autocast to
+that type, ``auto`` autocasts to bf16 where supported (else fp16). On CPU it is float32."""
 
 from __future__ import annotations
 
@@ -36,26 +38,33 @@ def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast type of a forward pass on ``device`` under ``precision``; None = float32."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if device.type != "cuda" or precision == "fp32":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 @torch.inference_mode()
 def forward_texts(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 256,
-                  with_representations: bool = False, progress: bool = False) -> ForwardResult:
+                  with_representations: bool = False, progress: bool = False,
+                  precision: str = "auto") -> ForwardResult:
     """Run ``model`` over ``texts``; returns float32 arrays in the order of ``texts``."""
     ids = encode_texts(tokenizer, texts, max_length)
     return forward_ids(model, ids, tokenizer.pad_token_id, batch_size, with_representations,
-                       progress)
+                       progress, precision)
 
 
 @torch.inference_mode()
 def forward_ids(model, ids: list[list[int]], pad_id: int, batch_size: int = 256,
-                with_representations: bool = False, progress: bool = False) -> ForwardResult:
+                with_representations: bool = False, progress: bool = False,
+                precision: str = "auto") -> ForwardResult:
     device = next(model.parameters()).device
-    dtype = autocast_dtype(device)
+    dtype = autocast_dtype(device, precision)
     was_training = model.training
     model.eval()
     logits = reps = None
