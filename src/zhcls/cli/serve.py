@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("max_texts", "max_chars", "max_batch", "batch_size"):
         if getattr(args, name) < 1:
             raise ZhclsError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 1 <= args.port <= 65535:
+        raise ZhclsError(f"--port must be from 1 to 65535, got {args.port}")
     if args.max_wait_ms < 0:
         raise ZhclsError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
     settings = ServeSettings(max_texts=args.max_texts, max_chars=args.max_chars,
