@@ -291,3 +291,12 @@ def test_gbk_file_reads_with_encoding_and_errors_without(tmp_path):
     with pytest.raises(DataError, match=r"gbk.txt:1: not valid utf-8 .*--encoding gbk"):
         list(iter_records(src))
     assert [r.text for r in iter_records(src, encoding="gbk")] == ["体育新闻", "财经"]
+
+
+def test_service_answers_422_with_the_index_of_an_invisible_text(clf):
+    """``zhcls serve`` checks each request with the same text rules (serve.app.check_request)."""
+    from zhcls.serve.app import PredictRequest, ServeSettings, check_request
+
+    response = check_request(PredictRequest(texts=["好", "\u200b\ufeff"]), clf, ServeSettings())
+    assert response.status_code == 422
+    assert json.loads(response.body)["error"].startswith("texts[1]: empty text after")
