@@ -116,7 +116,7 @@ def test_untrained_head_checkpoints_load_and_predict(tmp_path_factory, tiny_mode
 def test_load_errors_are_clear(tmp_path, ckpt):
     from zhcls.errors import ZhclsError
 
-    with pytest.raises(ZhclsError, match="checkpoint directory not found"):
+    with pytest.raises(ZhclsError, match="checkpoint directory not found .the path does not exist"):
         Classifier.load(tmp_path / "missing")
     with pytest.raises(ZhclsError, match="quantized=True needs an ONNX export"):
         Classifier.load(ckpt, "cpu", quantized=True)
@@ -141,7 +141,7 @@ def test_readers_by_suffix(tmp_path):
     assert [r.text for r in iter_records(tmp_path / "a.csv")] == ["体育, 新闻", "财经"]
     assert [r.text for r in iter_records(tmp_path / "a.jsonl")] == ["体育", "财经"]
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{"text": ""}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad.jsonl:2: empty 'text' field"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: empty text in the .text. field"):
         list(iter_records(tmp_path / "bad.jsonl"))
     (tmp_path / "bad.csv").write_text("id,body\n1,x\n", encoding="utf-8")
     with pytest.raises(DataError, match="must have a 'text' column"):
@@ -232,3 +232,72 @@ def test_cli_streams_the_shared_10000_line_test_file(tmp_path, capsys, ckpt):
         rows = [json.loads(line) for line in f]
     assert len(rows) == 10000 and [r["line"] for r in rows] == list(range(1, 10001))
     assert [r["text"] for r in rows[::997]] == first_texts[::997]
+
+
+INVISIBLE = ["\u200b", "\ufeff", "\u200b \ufeff\u2060", "\x00\x07", " \u3000\t", "\u200d\u200c"]
+
+
+@pytest.mark.parametrize("text", INVISIBLE)
+def test_text_empty_after_normalisation_is_rejected_with_its_index(clf, text):
+    with pytest.raises(InputTextError, match="text 1: empty text") as info:
+        clf.predict(["好", text])
+    assert info.value.index == 1
+    with pytest.raises(InputTextError, match="text 2: empty text"):
+        list(clf.predict_iter(["好", "中超", text], chunk_size=2))
+    with pytest.raises(InputTextError):
+        clf.predict_proba(text)
+
+
+def test_text_the_tokenizer_drops_entirely_is_rejected(clf):
+    with pytest.raises(InputTextError, match="text 0: empty text after normalisation"):
+        clf.predict("\u0301\u0301")  # combining accents only: stripped by the tokenizer
+
+
+def test_all_unknown_tokens_get_a_warning(clf, tmp_path, capsys, caplog, ckpt):
+    rare = "ꙮ🙂ᚠ"
+    assert set(clf.tokenizer.tokenize(rare)) == {clf.tokenizer.unk_token}
+    pred, normal = clf.predict([rare, "中超联赛"])
+    assert "[UNK]" in pred.warning and pred.to_dict()["warning"] == pred.warning
+    assert normal.warning is None and "warning" not in normal.to_dict()
+    (first,) = [p for p, _ in clf.predict_iter([rare])]
+    assert first.warning == pred.warning
+    src = tmp_path / "in.txt"
+    src.write_text(f"中超联赛\n{rare}\n", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "predict", str(ckpt), "--file", str(src), "--format",
+                           "jsonl", "--device", "cpu")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and "warning" not in rows[0] and "[UNK]" in rows[1]["warning"]
+    assert f"{src}:2: every token is [UNK]" in caplog.text
+
+
+def test_readers_reject_lines_empty_after_normalisation(tmp_path):
+    from zhcls.errors import DataError
+
+    (tmp_path / "z.txt").write_text("体育\n\u200b\u200b\t1\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"z.txt:2: empty text after normalisation .*U\+200B"):
+        list(iter_records(tmp_path / "z.txt"))
+    (tmp_path / "z.jsonl").write_text('{"text": "a"}\n{"text": "\\ufeff"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"z.jsonl:2: empty text after normalisation"):
+        list(iter_records(tmp_path / "z.jsonl"))
+    (tmp_path / "z.csv").write_text("text\n好\n\x07\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"z.csv:3: empty text after normalisation"):
+        list(iter_records(tmp_path / "z.csv"))
+
+
+def test_gbk_file_reads_with_encoding_and_errors_without(tmp_path):
+    from zhcls.errors import DataError
+
+    src = tmp_path / "gbk.txt"
+    src.write_bytes("体育新闻\n财经\n".encode("gbk"))
+    with pytest.raises(DataError, match=r"gbk.txt:1: not valid utf-8 .*--encoding gbk"):
+        list(iter_records(src))
+    assert [r.text for r in iter_records(src, encoding="gbk")] == ["体育新闻", "财经"]
+
+
+def test_service_answers_422_with_the_index_of_an_invisible_text(clf):
+    """``zhcls serve`` checks each request with the same text rules (serve.app.check_request)."""
+    from zhcls.serve.app import PredictRequest, ServeSettings, check_request
+
+    response = check_request(PredictRequest(texts=["好", "\u200b\ufeff"]), clf, ServeSettings())
+    assert response.status_code == 422
+    assert json.loads(response.body)["error"].startswith("texts[1]: empty text after")

@@ -51,6 +51,44 @@ def is_cjk(char: str) -> bool:
     return any(lo <= code <= hi for lo, hi in CJK_RANGES)
 
 
+def looks_like_local_path(name: str) -> bool:
+    """True when ``name`` is meant as a local path rather than a hub id (``org/name``): it
+    starts with ``/ . ~``, has a backslash or more than one separator, or its first component
+    is an existing local directory (``runs/best`` when ``runs/`` exists)."""
+    text = str(name)
+    if text.startswith(("/", ".", "~")) or "\\" in text or text.count(os.sep) > 1:
+        return True
+    if os.altsep and os.altsep in text:
+        return True
+    return os.sep in text and Path(text.split(os.sep, 1)[0]).expanduser().is_dir()
+
+
+def missing_path_message(path: str | Path, what: str = "path does not exist") -> str:
+    """``'<path>: <what>'`` plus close matches (case-insensitive) found in the
+    deepest existing parent directory, e.g. ``did you mean thucnews?`` for ``THUCNews``."""
+    import difflib
+
+    path = Path(path).expanduser()
+    parent, missing = path.parent, path.name
+    while not parent.is_dir() and parent != parent.parent:
+        parent, missing = parent.parent, parent.name
+    message = f"{path}: {what}"
+    if not parent.is_dir():
+        return message
+    try:
+        entries = sorted(p.name for p in parent.iterdir())
+    except OSError:
+        return message
+    lowered = {e.lower(): e for e in entries}
+    close = difflib.get_close_matches(missing.lower(), list(lowered), n=3, cutoff=0.6)
+    if close:
+        names = ", ".join(str(parent / lowered[c]) for c in close)
+        message += f"; did you mean {names}?"
+    elif missing != path.name:
+        message += f" ({parent / missing} is missing)"
+    return message
+
+
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it into
     place: a reader (or a kill -9) never sees a half-written file."""

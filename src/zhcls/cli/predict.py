@@ -24,17 +24,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probs", action="store_true",
                    help="add every label's probability (label-id order; not in the table)")
     p.add_argument("--text-field", default="text", help="CSV column / JSONL field of the text")
+    p.add_argument("--encoding", default="utf-8",
+                   help="encoding of --file / stdin (default utf-8; gbk or gb18030 for GBK files)")
     p.add_argument("--long-text", default="truncate", choices=("truncate", "error"),
                    help="texts over the model's max_length tokens: truncate (default) or error")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, help="CPU threads for the model (default: library "
                    "default; 1 is often fastest on a busy machine)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="GPU arithmetic (default: the checkpoint's train.precision)")
     p.add_argument("--quantized", action="store_true",
                    help="use model.int8.onnx of an ONNX export made with --quantize int8")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: only when stderr is a terminal)")
     # accepts_overrides: texts given after options (`--top-k 3 "文本"`) arrive as extras.
     p.set_defaults(func=run, accepts_overrides=True)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Flag values argparse cannot check; errors name the flag."""
+    import codecs
+
+    from zhcls.errors import ConfigError
+
+    for flag in ("batch_size", "chunk_size", "top_k", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    try:
+        codecs.lookup(args.encoding)
+    except LookupError:
+        raise ConfigError(f"--encoding {args.encoding!r} is not a known encoding; use e.g. "
+                          "utf-8, gbk or gb18030") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,22 +73,24 @@ def run(args: argparse.Namespace) -> int:
     if stray:
         raise ZhclsError(f"zhcls predict: unknown option(s) {' '.join(stray)}; see "
                          "`zhcls predict --help`")
+    check_options(args)
     args.texts = list(args.texts) + list(getattr(args, "overrides", []))
     if args.texts and args.file:
         raise ZhclsError("give texts as arguments or --file, not both")
     if args.texts:
         records, total, source = [InputRecord(t) for t in args.texts], len(args.texts), None
     elif args.file:
-        records = iter_records(args.file, args.text_field)
+        records = iter_records(args.file, args.text_field, args.encoding)
         total, source = count_records(args.file), args.file
     elif not sys.stdin.isatty():
-        records, total, source = iter_records("-"), None, "<stdin>"
+        records = iter_records("-", args.text_field, args.encoding)
+        total, source = None, "<stdin>"
     else:
         raise ZhclsError('no input: give texts (zhcls predict CKPT "文本"), --file PATH, or '
                          "pipe text into stdin (one text per line)")
     clf = Classifier.load(args.checkpoint, args.device, batch_size=args.batch_size,
                           long_text=args.long_text, quantized=args.quantized,
-                          threads=args.threads)
+                          threads=args.threads, precision=args.precision)
     clf.check_top_k(args.top_k)
     if args.texts:
         clf.check_texts(args.texts)  # fail before any output is written
@@ -75,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = predict_records(clf, records, out, fmt=args.format, top_k=args.top_k,
                                 chunk_size=args.chunk_size, with_probs=args.probs,
-                                total=total, progress=args.progress)
+                                total=total, progress=args.progress, source=source)
     finally:
         if out is not sys.stdout:
             out.close()

@@ -87,4 +87,5 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
     out = Path(out_dir) if out_dir else Path(checkpoint) / f"eval_{split}"
     return evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
                           config=ckpt.config,
-                          batch_size=batch_size or ckpt.config.train.eval_batch_size)
+                          batch_size=batch_size or ckpt.config.train.eval_batch_size,
+                          precision=ckpt.config.train.precision)  # as training evaluated it

@@ -7,8 +7,12 @@ to within float32 rounding.
 Text rules (the same for the Python API, ``zhcls predict`` and ``zhcls serve``):
 
 * a text must be a ``str``; anything else is an :class:`InputTextError` naming its index;
-* an empty or whitespace-only text is an :class:`InputTextError` naming its index (there is
-  nothing to classify, and a silent guess would look like a real answer);
+* a text that is empty after normalisation (nothing but whitespace, control characters and
+  zero-width characters such as U+200B or U+FEFF, which the tokenizer drops) is an
+  :class:`InputTextError` naming its index (there is nothing to classify, and a silent guess
+  would look like a real answer);
+* a text whose every token is ``[UNK]`` (the vocabulary knows none of its characters) is
+  classified, but its :class:`Prediction` carries a ``warning``;
 * a text longer than the model's ``max_length`` tokens (``data.max_length`` of the
   checkpoint, [CLS] and [SEP] included) is truncated to its first ``max_length`` tokens,
   exactly as in training and evaluation; ``long_text="error"`` makes that an error instead.
@@ -20,6 +24,7 @@ is ``Classifier.labels[j]``.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +32,7 @@ from typing import Any, Protocol, overload
 
 import numpy as np
 
-from zhcls.errors import ZhclsError
+from zhcls.errors import ConfigError, ZhclsError
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +70,7 @@ class Prediction:
     label_id: int
     score: float
     top_k: tuple[LabelScore, ...] | None = None
+    warning: str | None = None  # e.g. every token was [UNK]: the label is a guess
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form used by ``zhcls predict --format jsonl`` and ``zhcls serve``."""
@@ -72,7 +78,24 @@ class Prediction:
                                "score": self.score}
         if self.top_k is not None:
             out["top_k"] = [item.to_dict() for item in self.top_k]
+        if self.warning is not None:
+            out["warning"] = self.warning
         return out
+
+
+def blank_text_reason(text: str) -> str | None:
+    """Why ``text`` is empty after normalisation (None when it has a visible character):
+    whitespace, control and format characters (Unicode category C*: U+0000-U+001F, U+200B,
+    U+FEFF, ...) are what a BERT tokenizer drops before splitting."""
+    if any(not ch.isspace() and unicodedata.category(ch)[0] != "C" for ch in text):
+        return None
+    if not text:
+        return "empty text"
+    codes = sorted({ch for ch in text if not ch.isspace()})
+    if not codes:
+        return "empty text (whitespace only)"
+    shown = " ".join(f"U+{ord(ch):04X}" for ch in codes[:4]) + (" ..." if len(codes) > 4 else "")
+    return f"empty text after normalisation (only whitespace and invisible characters {shown})"
 
 
 class Backend(Protocol):
@@ -85,13 +108,15 @@ class Backend(Protocol):
 
 class TorchBackend:
     """A PyTorch :class:`zhcls.modeling.model.ZhclsModel` run through
-    :func:`zhcls.modeling.forward.forward_ids` (length-sorted batches, no grad, autocast on GPU)."""
+    :func:`zhcls.modeling.forward.forward_ids` (length-sorted batches, no grad; on GPU the
+    arithmetic follows ``precision``, the checkpoint's ``train.precision``)."""
 
     name = "torch"
 
-    def __init__(self, model, pad_id: int):
+    def __init__(self, model, pad_id: int, precision: str = "auto"):
         self.model = model
         self.pad_id = pad_id
+        self.precision = precision
 
     @property
     def device(self):
@@ -100,7 +125,8 @@ class TorchBackend:
     def logits(self, ids: list[list[int]], batch_size: int) -> np.ndarray:
         from zhcls.modeling.forward import forward_ids
 
-        return forward_ids(self.model, ids, self.pad_id, batch_size).logits
+        return forward_ids(self.model, ids, self.pad_id, batch_size,
+                           precision=self.precision).logits
 
 
 def is_onnx_dir(path: str | Path) -> bool:
@@ -119,9 +145,9 @@ class Classifier:
                  *, batch_size: int = 64, long_text: str = "truncate", head: str = "",
                  source: str = ""):
         if long_text not in LONG_TEXT_RULES:
-            raise ValueError(f"long_text must be one of {LONG_TEXT_RULES}, got {long_text!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"long_text must be one of {LONG_TEXT_RULES}, got {long_text!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.backend = backend
         self.tokenizer = tokenizer
         self.labels: list[str] = list(labels)
@@ -135,7 +161,8 @@ class Classifier:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", *, batch_size: int = 64,
              long_text: str = "truncate", quantized: bool = False,
-             max_length: int | None = None, threads: int | None = None) -> Classifier:
+             max_length: int | None = None, threads: int | None = None,
+             precision: str | None = None) -> Classifier:
         """Load a checkpoint directory (PyTorch) or an ONNX export directory (onnxruntime).
 
         ``device``: ``auto`` | ``cpu`` | ``cuda[:N]``. ``quantized``: use the int8 model of an
@@ -143,10 +170,14 @@ class Classifier:
         token limit (at most the encoder's position limit). ``threads``: CPU threads for the
         model (onnxruntime: this session; PyTorch: ``torch.set_num_threads``, process-wide);
         None keeps the library default. One thread is often fastest on a busy machine.
+        ``precision``: arithmetic on a GPU (``fp32`` | ``bf16`` | ``fp16`` | ``auto``); None
+        uses the checkpoint's ``train.precision``, so a model trained in fp32 predicts in fp32.
         """
         path = Path(path)
         if threads is not None and threads < 1:
             raise ZhclsError(f"threads must be >= 1, got {threads}")
+        if precision not in (None, "auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
         if is_onnx_dir(path):
             return cls._load_onnx(path, device, batch_size, long_text, quantized, max_length,
                                   threads)
@@ -163,11 +194,12 @@ class Classifier:
         ckpt = load_checkpoint(path, resolve_device(device))
         limit = ckpt.model.encoder.config.max_position_embeddings
         length = _check_max_length(max_length or ckpt.config.data.max_length, limit, path)
-        backend = TorchBackend(ckpt.model, ckpt.tokenizer.pad_token_id)
-        logger.info("loaded %s (head %s, %d labels) on %s", path, ckpt.config.model.head,
-                    len(ckpt.labels), backend.device)
+        precision = precision or ckpt.config.train.precision
+        backend = TorchBackend(ckpt.model, ckpt.tokenizer.pad_token_id, precision)
+        logger.info("loaded %s (head %s, %d labels) on %s, precision %s", path,
+                    ckpt.config.model.head, len(ckpt.labels), backend.device, precision)
         clf = cls(backend, ckpt.tokenizer, ckpt.labels, length, batch_size=batch_size,
-                  long_text=long_text, head=ckpt.config.model.head, source=str(path))
+                   long_text=long_text, head=ckpt.config.model.head, source=str(path))
         clf.checkpoint = ckpt
         return clf
 
@@ -210,10 +242,18 @@ class Classifier:
 
         require_extra("export", "onnxruntime")
         from zhcls.inference.onnx_backend import OnnxBackend, read_export_info
-        from zhcls.modeling.checkpoint import read_config, read_labels
+        from zhcls.modeling.checkpoint import (
+            check_labels_digest,
+            read_config,
+            read_labels,
+            read_meta,
+        )
         from zhcls.modeling.encoder import load_tokenizer
 
         info = read_export_info(path)
+        meta = read_meta(path)
+        labels = read_labels(path)
+        check_labels_digest(labels, meta.get("labels_sha256"), path / ONNX_FILE)
         model_file = path / (ONNX_INT8_FILE if quantized else ONNX_FILE)
         if not model_file.is_file():
             raise ZhclsError(f"{path}: {model_file.name} not found; export with `--quantize "
@@ -226,7 +266,7 @@ class Classifier:
                               threads)
         logger.info("loaded ONNX export %s (%s, head %s) with %s", path, model_file.name,
                     config.model.head, backend.providers)
-        return cls(backend, tokenizer, read_labels(path), length, batch_size=batch_size,
+        return cls(backend, tokenizer, labels, length, batch_size=batch_size,
                    long_text=long_text, head=config.model.head, source=str(model_file))
 
     @property
@@ -250,9 +290,10 @@ class Classifier:
             if not isinstance(text, str):  # numpy.str_ is a str
                 raise InputTextError(f"text {i + offset}: expected a string, found "
                                      f"{type(text).__name__} {text!r:.40}", i + offset)
-            if not text.strip():
-                raise InputTextError(f"text {i + offset}: empty text; every text needs at least "
-                                     "one non-space character", i + offset)
+            reason = blank_text_reason(text)
+            if reason is not None:
+                raise InputTextError(f"text {i + offset}: {reason}; every text needs at least "
+                                     "one visible character", i + offset)
         return list(texts)
 
     def encode(self, texts: list[str], offset: int = 0) -> list[list[int]]:
@@ -262,14 +303,30 @@ class Classifier:
         ids = self.tokenizer(texts, truncation=True, max_length=limit, padding=False,
                              return_attention_mask=False,
                              return_token_type_ids=False)["input_ids"]
-        if self.long_text == "error":
-            for i, row in enumerate(ids):
-                if len(row) > self.max_length:
-                    raise InputTextError(
-                        f"text {i + offset}: longer than the model's limit of {self.max_length} "
-                        f"tokens ({texts[i][:20]!r}...); shorten it or load with "
-                        "long_text='truncate'", i + offset)
+        specials = self.tokenizer.num_special_tokens_to_add()
+        for i, row in enumerate(ids):
+            if len(row) <= specials:  # the tokenizer dropped every character
+                raise InputTextError(f"text {i + offset}: empty text after normalisation (the "
+                                     f"tokenizer keeps none of {texts[i][:20]!r}); every text "
+                                     "needs at least one visible character", i + offset)
+            if self.long_text == "error" and len(row) > self.max_length:
+                raise InputTextError(
+                    f"text {i + offset}: longer than the model's limit of {self.max_length} "
+                    f"tokens ({texts[i][:20]!r}...); shorten it or load with "
+                    "long_text='truncate'", i + offset)
         return ids
+
+    def unknown_warnings(self, ids: list[list[int]]) -> list[str | None]:
+        """Per text: a warning when every token is the unknown token, else None."""
+        unk = self.tokenizer.unk_token_id
+        special = set(self.tokenizer.all_special_ids) - {unk}
+        out: list[str | None] = []
+        for row in ids:
+            content = [i for i in row if i not in special]
+            only_unk = unk is not None and bool(content) and all(i == unk for i in content)
+            out.append(f"every token is {self.tokenizer.unk_token}: the vocabulary knows none of "
+                       "these characters, so the label is a guess" if only_unk else None)
+        return out
 
     # ---- prediction -----------------------------------------------------------------------
 
@@ -306,8 +363,8 @@ class Classifier:
         """One :class:`Prediction` per text, in input order; a single string gives one
         :class:`Prediction` (not a list)."""
         self.check_top_k(top_k)
-        probs = self.predict_proba(self.check_texts(texts), batch_size)  # (N, C)
-        preds = self.to_predictions(probs, top_k)
+        batch = self.check_texts(texts)
+        preds = [pred for pred, _ in self._predict_chunk(batch, top_k, 0, batch_size)]
         return preds[0] if isinstance(texts, str) else preds
 
     def predict_iter(self, texts: Iterable[str], top_k: int = 1, chunk_size: int = 2048
@@ -315,6 +372,8 @@ class Classifier:
         """Stream predictions (with each text's probability row) for an iterable of any
         length, ``chunk_size`` texts in memory at a time."""
         self.check_top_k(top_k)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
         chunk: list[str] = []
         done = 0
         for text in texts:
@@ -326,13 +385,18 @@ class Classifier:
         if chunk:
             yield from self._predict_chunk(chunk, top_k, done)
 
-    def _predict_chunk(self, chunk: list[str], top_k: int, offset: int
+    def _predict_chunk(self, chunk: list[str], top_k: int, offset: int,
+                       batch_size: int | None = None
                        ) -> Iterator[tuple[Prediction, np.ndarray]]:
         from zhcls.modeling.forward import softmax
 
+        if not chunk:
+            return
         self.check_texts(chunk, offset)
-        probs = softmax(self.backend.logits(self.encode(chunk, offset), self.batch_size))
-        yield from zip(self.to_predictions(probs, top_k), probs, strict=True)
+        ids = self.encode(chunk, offset)
+        probs = softmax(self.backend.logits(ids, batch_size or self.batch_size))  # (N, C)
+        preds = self.to_predictions(probs, top_k, self.unknown_warnings(ids))
+        yield from zip(preds, probs, strict=True)
 
     def check_top_k(self, top_k: int) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) \
@@ -340,17 +404,21 @@ class Classifier:
             raise InputTextError(f"top_k must be an integer from 1 to {self.num_labels} (the "
                                  f"number of labels), got {top_k!r}")
 
-    def to_predictions(self, probs: np.ndarray, top_k: int = 1) -> list[Prediction]:
-        """Rank each row of ``probs`` (N, C); ties keep label-id order."""
+    def to_predictions(self, probs: np.ndarray, top_k: int = 1,
+                       warnings: Sequence[str | None] | None = None) -> list[Prediction]:
+        """Rank each row of ``probs`` (N, C); ties keep label-id order. ``warnings``: one per
+        row (see :meth:`unknown_warnings`), None for none."""
         order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]  # (N, k)
+        warnings = warnings if warnings is not None else [None] * len(probs)
         out = []
-        for row, ranked in zip(probs, order, strict=True):
+        for row, ranked, warning in zip(probs, order, warnings, strict=True):
             best = int(ranked[0])
             ranked_labels = None
             if top_k > 1:
                 ranked_labels = tuple(LabelScore(self.labels[int(j)], int(j), float(row[j]))
                                       for j in ranked)
-            out.append(Prediction(self.labels[best], best, float(row[best]), ranked_labels))
+            out.append(Prediction(self.labels[best], best, float(row[best]), ranked_labels,
+                                  warning))
         return out
 
     def __repr__(self) -> str:

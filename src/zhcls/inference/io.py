@@ -10,11 +10,14 @@ Input files, by suffix:
 * ``.csv``: a header row with a ``text`` column (``text_field`` to name another);
 * ``.jsonl``: one JSON object per line with a ``"text"`` field, or a bare JSON string.
 
-An empty text inside a record is a :class:`zhcls.errors.DataError` naming file and line.
+An empty text inside a record (also one that is empty after normalisation: only control or
+zero-width characters) is a :class:`zhcls.errors.DataError` naming file and line, and so is
+a file that is not in ``encoding`` (UTF-8 unless told; the message suggests ``--encoding``).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -29,11 +32,13 @@ from pathlib import Path
 from typing import TextIO
 
 from zhcls.errors import DataError
+from zhcls.inference.classifier import InputTextError, blank_text_reason
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("table", "jsonl", "tsv", "csv")
 TABLE_TEXT_WIDTH = 48
+MAX_LOGGED_WARNINGS = 10
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,18 @@ class PredictStats:
 def iter_records(path: str | Path, text_field: str = "text", encoding: str = "utf-8"
                  ) -> Iterator[InputRecord]:
     """Lazily read the texts of ``path`` (``-`` is stdin), format chosen by suffix."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}; use e.g. utf-8, gbk or gb18030",
+                        path) from None
     if str(path) == "-":
         stream = _stdin_lines(encoding)
         try:
             yield from _line_records(stream, "<stdin>")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not valid {encoding} ({exc.reason} at byte {exc.start} of a "
+                            f"read block){_encoding_hint(encoding)}", "<stdin>") from None
         finally:
             if stream is not sys.stdin:
                 stream.detach()  # leave sys.stdin's buffer open
@@ -74,12 +87,36 @@ def iter_records(path: str | Path, text_field: str = "text", encoding: str = "ut
     # Lines end at "\n" only, as training reads them (zhcls.data.formats.split_lines); CSV
     # records follow the csv module's own rules.
     with path.open(encoding=encoding, newline="" if suffix == ".csv" else "\n") as f:
-        if suffix == ".csv":
-            yield from _csv_records(f, path, text_field)
-        elif suffix == ".jsonl":
-            yield from _jsonl_records(f, path, text_field)
-        else:
-            yield from _line_records(f, path)
+        try:
+            if suffix == ".csv":
+                yield from _csv_records(f, path, text_field)
+            elif suffix == ".jsonl":
+                yield from _jsonl_records(f, path, text_field)
+            else:
+                yield from _line_records(f, path)
+        except UnicodeDecodeError as exc:
+            raise _decode_error(path, encoding, exc) from None
+
+
+def _encoding_hint(encoding: str) -> str:
+    if codecs.lookup(encoding).name in ("gbk", "gb18030", "gb2312"):
+        return "; check the file's encoding and pass --encoding NAME"
+    return "; if the file is GBK-encoded (common for Chinese text) pass --encoding gbk"
+
+
+def _decode_error(path: Path, encoding: str, exc: UnicodeDecodeError) -> DataError:
+    """The first line that does not decode (text-mode reading decodes whole blocks, so the
+    exception alone does not know the line)."""
+    line = None
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                line = number
+                break
+    return DataError(f"not valid {encoding} ({exc.reason}, byte 0x{exc.object[exc.start]:02x})"
+                     f"{_encoding_hint(encoding)}", path, line)
 
 
 def _stdin_lines(encoding: str) -> TextIO:
@@ -96,8 +133,9 @@ def _line_records(f: TextIO, where) -> Iterator[InputRecord]:
         if not raw.strip():
             continue
         text = raw.split("\t", 1)[0]
-        if not text.strip():
-            raise DataError("empty text in the first tab-separated column", where, line)
+        reason = blank_text_reason(text)
+        if reason is not None:
+            raise DataError(f"{reason} in the first tab-separated column", where, line)
         yield InputRecord(text, line)
 
 
@@ -108,8 +146,9 @@ def _csv_records(f: TextIO, path: Path, field: str) -> Iterator[InputRecord]:
                         f"found {reader.fieldnames}", path, 1)
     for row in reader:
         text = row.get(field)
-        if not text or not text.strip():
-            raise DataError(f"empty {field!r} field", path, reader.line_num)
+        reason = blank_text_reason(text or "")
+        if reason is not None:
+            raise DataError(f"{reason} in the {field!r} field", path, reader.line_num)
         yield InputRecord(text, reader.line_num)
 
 
@@ -125,8 +164,9 @@ def _jsonl_records(f: TextIO, path: Path, field: str) -> Iterator[InputRecord]:
         if not isinstance(text, str):
             raise DataError(f'expected a JSON object with a string "{field}" field or a JSON '
                             f"string; found {raw.strip()[:60]}", path, line)
-        if not text.strip():
-            raise DataError(f"empty {field!r} field", path, line)
+        reason = blank_text_reason(text)
+        if reason is not None:
+            raise DataError(f"{reason} in the {field!r} field", path, line)
         yield InputRecord(text, line)
 
 
@@ -215,10 +255,13 @@ class ResultWriter:
 
 def predict_records(clf, records: Iterable[InputRecord], out: TextIO, *, fmt: str = "jsonl",
                     top_k: int = 1, chunk_size: int = 2048, with_probs: bool = False,
-                    total: int | None = None, progress: bool | None = None) -> PredictStats:
+                    total: int | None = None, progress: bool | None = None,
+                    source: str | None = None) -> PredictStats:
     """Predict ``records`` chunk by chunk and write each chunk before reading the next.
 
-    ``progress``: True / False, or None for a bar only when stderr is a terminal.
+    ``progress``: True / False, or None for a bar only when stderr is a terminal. ``source``
+    names the input in errors (a text the classifier rejects is reported at its line).
+    Predictions with a warning (every token [UNK]) carry it in JSONL and are logged.
     """
     from tqdm import tqdm
 
@@ -234,12 +277,36 @@ def predict_records(clf, records: Iterable[InputRecord], out: TextIO, *, fmt: st
 
     bar = tqdm(total=total, unit="text", disable=(None if progress is None else not progress),
                file=sys.stderr, dynamic_ncols=True)
+    warned = 0
     with bar:
-        for pred, probs in clf.predict_iter(texts(), top_k=top_k, chunk_size=chunk_size):
-            writer.write(held.popleft(), pred, probs)
-            bar.update(1)
+        try:
+            for pred, probs in clf.predict_iter(texts(), top_k=top_k, chunk_size=chunk_size):
+                record = held.popleft()
+                writer.write(record, pred, probs)
+                bar.update(1)
+                if pred.warning is not None:
+                    warned += 1
+                    if warned <= MAX_LOGGED_WARNINGS:
+                        logger.warning("%s: %s", _where(source, record, writer.rows), pred.warning)
+        except InputTextError as exc:
+            if exc.index is None or not 0 <= exc.index - writer.rows < len(held):
+                raise
+            record = held[exc.index - writer.rows]
+            if record.line is None:  # an argument text: "text N: ..." already says where
+                raise
+            message = str(exc).split(": ", 1)[-1]
+            raise DataError(message, source or "text", record.line or exc.index + 1) from None
+    if warned > MAX_LOGGED_WARNINGS:
+        logger.warning("%d texts in all had a warning (see the warning field of --format jsonl)",
+                       warned)
     out.flush()
     return PredictStats(count=writer.rows, seconds=time.perf_counter() - start)
+
+
+def _where(source: str | None, record: InputRecord, row: int) -> str:
+    if record.line is not None:
+        return f"{source or 'input'}:{record.line}"
+    return f"text {row}"
 
 
 def open_output(path: str | None) -> TextIO:

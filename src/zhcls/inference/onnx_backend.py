@@ -23,7 +23,13 @@ def read_export_info(path: str | Path) -> dict:
     if not file.is_file():
         raise ZhclsError(f"{path}: {EXPORT_INFO} not found; this directory was not written by "
                          "`zhcls export --format onnx` (export the checkpoint again)")
-    info = json.loads(file.read_text(encoding="utf-8"))
+    try:
+        info = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ZhclsError(f"{file}: not valid UTF-8 JSON ({exc}); export the checkpoint "
+                         "again") from None
+    if not isinstance(info, dict):
+        raise ZhclsError(f"{file}: expected a JSON object; export the checkpoint again")
     for key in ("min_seq_len", "max_position_embeddings"):
         if key not in info:
             raise ZhclsError(f"{file}: missing key {key!r}; export the checkpoint again")

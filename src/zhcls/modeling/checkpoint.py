@@ -18,6 +18,7 @@ checks ``meta.json``'s format version.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,16 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors import safe_open
+from safetensors.torch import save_model
 
 from zhcls._version import __version__
 from zhcls.config import Config, config_from_dict
 from zhcls.errors import CheckpointError
-from zhcls.utils import atomic_write_json
+from zhcls.utils import atomic_write_json, missing_path_message
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+LABELS_DIGEST_KEY = "zhcls_labels_sha256"
 REQUIRED_FILES = ("model.safetensors", "encoder_config.json", "zhcls.yaml", "labels.json")
 
 
@@ -75,14 +78,14 @@ def _write_checkpoint_files(path: Path, model, tokenizer, config: Config, labels
     from zhcls.modeling.model_card import command_line, headline_metrics, write_model_card
 
     model = getattr(model, "module", model)  # unwrap DDP
-    save_model(model, str(path / "model.safetensors"))
+    save_model(model, str(path / "model.safetensors"), metadata=weights_metadata(labels))
     (path / "encoder_config.json").write_text(model.encoder.config.to_json_string(), "utf-8")
     tokenizer.save_pretrained(str(path))
     config.save(path / "zhcls.yaml")
     _write_json(path / "labels.json", {"labels": list(labels)})
     meta = {"format": FORMAT_VERSION, "zhcls_version": __version__, "head": config.model.head,
             "num_labels": len(labels), "max_length": config.data.max_length,
-            "command": command_line(sys.argv)}
+            "command": command_line(sys.argv), "labels_sha256": labels_digest(labels)}
     if metrics:
         meta["metrics"] = {split: headline_metrics(m) for split, m in metrics.items()}
     _write_json(path / "meta.json", meta)
@@ -120,49 +123,110 @@ def _write_json(path: Path, obj: dict) -> None:
     atomic_write_json(path, obj)
 
 
+def labels_digest(labels: list[str]) -> str:
+    """sha256 of the label list in label-id order (names and order both count)."""
+    return hashlib.sha256(json.dumps(list(labels), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def weights_metadata(labels: list[str]) -> dict[str, str]:
+    """Stored in model.safetensors: ties the classifier's outputs to the label list."""
+    return {LABELS_DIGEST_KEY: labels_digest(labels), "zhcls_num_labels": str(len(labels))}
+
+
+def _read_json(file: Path, fix: str) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{file}: not valid UTF-8 JSON ({exc}); {fix}") from None
+    except OSError as exc:
+        raise CheckpointError(f"{file}: cannot read ({exc.strerror or exc})") from None
+
+
 def read_labels(path: str | Path) -> list[str]:
-    data = json.loads((Path(path) / "labels.json").read_text(encoding="utf-8"))
-    return list(data["labels"])
+    """``labels.json`` as a list of distinct non-empty names (label-id order)."""
+    file = Path(path) / "labels.json"
+    fix = "restore it from the run (it is written with the weights); do not edit it by hand"
+    data = _read_json(file, fix)
+    labels = data.get("labels") if isinstance(data, dict) else None
+    if not isinstance(labels, list) or not labels or \
+            not all(isinstance(x, str) and x for x in labels):
+        raise CheckpointError(f'{file}: expected {{"labels": ["name of id 0", ...]}} with '
+                              f"non-empty string names, found {str(data)[:80]}; {fix}")
+    first: dict[str, int] = {}
+    for i, name in enumerate(labels):
+        if name in first:
+            raise CheckpointError(f"{file}: label {name!r} appears twice (ids {first[name]} and "
+                                  f"{i}); every class needs its own name; {fix}")
+        first[name] = i
+    return list(labels)
 
 
 def read_config(path: str | Path) -> Config:
     import yaml
 
-    raw = yaml.safe_load((Path(path) / "zhcls.yaml").read_text(encoding="utf-8"))
-    return config_from_dict(raw, source=str(Path(path) / "zhcls.yaml"))
+    file = Path(path) / "zhcls.yaml"
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{file}: not valid UTF-8 YAML ({detail}); restore the file "
+                              "written with the checkpoint") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{file}: expected a mapping of sections (model, data, train, "
+                              f"...), found {type(raw).__name__}; restore the file written with "
+                              "the checkpoint")
+    return config_from_dict(raw, source=str(file))
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """``meta.json`` (empty when absent: checkpoints of early versions); a format newer than
+    this zhcls reads is an error."""
+    file = Path(path) / "meta.json"
+    if not file.is_file():
+        logger.debug("%s: no meta.json; assuming checkpoint format %d", path, FORMAT_VERSION)
+        return {}
+    meta = _read_json(file, "restore it from the run, or delete it to skip the format check")
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise CheckpointError(f"{file}: expected an object with an integer \"format\" >= 1, "
+                              f"found {str(meta)[:80]}")
+    if fmt > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file}: checkpoint format {fmt} (written by zhcls {meta.get('zhcls_version', '?')}"
+            f") is newer than the format {FORMAT_VERSION} this zhcls {__version__} reads; "
+            "upgrade zhcls (pip install -U zhcls)")
+    return meta
 
 
 def check_checkpoint_dir(path: str | Path) -> Path:
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(missing_path_message(
+            path, "checkpoint directory not found (the path does not exist)"))
     if not path.is_dir():
-        raise CheckpointError(f"{path}: checkpoint directory not found")
+        raise CheckpointError(f"{path}: expected a checkpoint directory, found a file")
     missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
     if missing:
-        hint = (" (this looks like an encoder, not a zhcls checkpoint: train one with `zhcls "
-                "train`, whose best model lands in OUT/best)") if (path / "config.json").is_file() else ""
+        if all((path / "best" / f).is_file() for f in REQUIRED_FILES):
+            hint = (f" (this is a run directory; its best model is {path / 'best'}: pass that "
+                    "directory)")
+        elif (path / "config.json").is_file():
+            hint = (" (this looks like an encoder, not a zhcls checkpoint: train one with "
+                    "`zhcls train`, whose best model lands in OUT/best)")
+        else:
+            hint = ""
         raise CheckpointError(f"{path}: not a zhcls checkpoint; missing {', '.join(missing)}{hint}")
     check_format(path)
     return path
 
 
 def check_format(path: Path) -> None:
-    """``meta.json``'s ``format`` must be one this zhcls reads (a missing meta.json is
-    tolerated with a warning: hand-assembled checkpoints may lack it)."""
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
+    """``meta.json``'s ``format`` must be one this zhcls reads (:func:`read_meta`; a missing
+    meta.json is tolerated with a warning: hand-assembled checkpoints may lack it)."""
+    if not (path / "meta.json").is_file():
         logger.warning("%s has no meta.json; assuming checkpoint format %d", path, FORMAT_VERSION)
         return
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{meta_path}: unreadable ({exc}); the checkpoint is damaged: "
-                              "copy it again or retrain") from None
-    found = meta.get("format") if isinstance(meta, dict) else None
-    if not isinstance(found, int) or isinstance(found, bool) or not 1 <= found <= FORMAT_VERSION:
-        raise CheckpointError(
-            f"{meta_path}: checkpoint format {found!r} (written by zhcls "
-            f"{meta.get('zhcls_version', '?') if isinstance(meta, dict) else '?'}); this zhcls "
-            f"{__version__} reads formats 1..{FORMAT_VERSION}: upgrade zhcls to load it")
+    read_meta(path)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
@@ -171,26 +235,71 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
 
     ``head``: the head the caller expects (e.g. from a config); a mismatch is an error.
     """
-    from zhcls.modeling.encoder import encoder_from_config, load_tokenizer
+    from zhcls.modeling.encoder import load_tokenizer
     from zhcls.modeling.model import build_model
 
     path = check_checkpoint_dir(path)
+    read_meta(path)
     config = read_config(path)
     labels = read_labels(path)
     if head is not None and head != config.model.head:
         raise CheckpointError(f"{path}: checkpoint has head {config.model.head!r} but "
                               f"{head!r} was requested; use a config with model.head "
                               f"{config.model.head} or train a {head} model")
-    encoder_cfg = json.loads((path / "encoder_config.json").read_text(encoding="utf-8"))
-    model = build_model(encoder_from_config(encoder_cfg), config, len(labels))
-    state = load_file(str(path / "model.safetensors"))
+    model = build_model(_encoder_from_file(path / "encoder_config.json"), config, len(labels))
+    state = _read_weights(path / "model.safetensors", labels)
     if getattr(model.encoder, "pooler", "absent") is None:  # saved before the pooler was dropped
         state = {k: v for k, v in state.items() if not k.startswith("encoder.pooler.")}
     _check_state(path, model, state, config.model.head, len(labels))
-    model.load_state_dict(state, strict=False)
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes differ from encoder_config.json
+        raise CheckpointError(f"{path}/model.safetensors does not fit encoder_config.json "
+                              f"({str(exc).splitlines()[-1].strip()}); restore both files from "
+                              "the same run") from None
     model.to(device).eval()
     tokenizer = load_tokenizer(str(path))
     return Checkpoint(path=path, model=model, tokenizer=tokenizer, config=config, labels=labels)
+
+
+def _encoder_from_file(file: Path):
+    from zhcls.modeling.encoder import encoder_from_config
+
+    fix = "restore the encoder_config.json written with the checkpoint"
+    cfg = _read_json(file, fix)
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+        raise CheckpointError(f"{file}: expected a Hugging Face config object with a "
+                              f"\"model_type\", found {str(cfg)[:80]}; {fix}")
+    try:
+        return encoder_from_config(cfg)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{file}: cannot build an encoder from it ({exc}); {fix}") from None
+
+
+def _read_weights(file: Path, labels: list[str]) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors``; checks the label digest stored with them."""
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            stored = (f.metadata() or {}).get(LABELS_DIGEST_KEY)
+            state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own untyped SafetensorError
+        raise CheckpointError(f"{file}: not a readable safetensors file ({exc}); the file is "
+                              "truncated or damaged: copy it again from the run") from None
+    check_labels_digest(labels, stored, file)
+    return state
+
+
+def check_labels_digest(labels: list[str], stored: str | None, where: Path) -> None:
+    """``labels`` (from labels.json beside ``where``) must be the list whose digest was saved
+    with the weights; None (checkpoints of older versions) skips the check."""
+    if stored is None:
+        logger.debug("%s: no label digest (saved by an older zhcls); labels.json not verified",
+                     where)
+    elif stored != labels_digest(labels):
+        raise CheckpointError(
+            f"{where.parent / 'labels.json'}: the labels {labels[:6]} are not the ones the "
+            f"weights in {where.name} were trained with (names or order changed since saving); "
+            "restore the labels.json written with the checkpoint")
 
 
 def _check_state(path: Path, model, state: dict, head: str, num_labels: int) -> None:

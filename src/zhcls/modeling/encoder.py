@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from transformers import (
@@ -26,7 +24,7 @@ from transformers import (
 )
 
 from zhcls.errors import CheckpointError
-from zhcls.utils import is_cjk
+from zhcls.utils import is_cjk, looks_like_local_path, missing_path_message
 
 logger = logging.getLogger(__name__)
 
@@ -45,31 +43,80 @@ def is_legacy_dir(path: Path) -> bool:
     return (path / "bert_config.json").is_file() and not (path / "config.json").is_file()
 
 
-def ensure_hub_reachable(name: str, timeout: float = 3.0) -> None:
-    """Fail fast (seconds, not a minute of retries) when a hub name cannot be downloaded."""
-    hint = (
-        f"cannot download {name!r} from the Hugging Face hub: {{why}}. Pass a local directory "
-        "(--model.pretrained /path/to/bert-base-chinese, a folder with config.json and weights "
-        "or the legacy pytorch_model.bin + bert_config.json + vocab.txt), or build a small "
-        "offline model with `zhcls init-tiny --out DIR`."
+HUB_HINT = (
+    "Pass a local directory (--model.pretrained /path/to/bert-base-chinese, a folder with "
+    "config.json and weights or the legacy pytorch_model.bin + bert_config.json + vocab.txt), "
+    "or build a small offline model with `zhcls init-tiny --out DIR`."
+)
+
+
+def hub_offline() -> bool:
+    """huggingface_hub's offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``), also
+    when the variable was set after huggingface_hub was imported."""
+    from huggingface_hub import constants
+
+    late = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return constants.is_offline_mode() or late.strip().lower() in ("1", "true", "yes", "on")
+
+
+def ensure_hub_reachable(name: str, timeout: float | None = None) -> None:
+    """Fail fast (one metadata request, not a minute of retries) when ``name`` cannot be
+    downloaded. The request is huggingface_hub's own HEAD of ``config.json``: it goes to
+    ``HF_ENDPOINT`` (its scheme, host and port), through the proxies of the environment, and
+    waits at most ``timeout`` seconds (default ``HF_HUB_ETAG_TIMEOUT``, 10 s)."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
     )
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise CheckpointError(hint.format(why="HF_HUB_OFFLINE is set"))
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = urlparse(endpoint).hostname or "huggingface.co"
+
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    where = f"cannot download {name!r} from the Hugging Face hub ({endpoint})"
+    if hub_offline():
+        raise CheckpointError(f"{where}: offline mode is on (HF_HUB_OFFLINE) and {name!r} is "
+                              f"not in the local cache. {HUB_HINT}")
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as exc:
-        raise CheckpointError(hint.format(why=f"{host} is unreachable ({exc})")) from None
+        url = hf_hub_url(name, "config.json", endpoint=endpoint)
+        get_hf_file_metadata(url, timeout=timeout or constants.HF_HUB_ETAG_TIMEOUT)
+    except EntryNotFoundError:
+        return  # the repository exists; the loader reports which file it lacks
+    except GatedRepoError:
+        raise CheckpointError(f"{where}: the repository is gated; accept its terms on the hub "
+                              "and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"{where}: no such repository (a typo, or private: set "
+                              f"HF_TOKEN). {HUB_HINT}") from None
+    except HFValidationError as exc:
+        raise CheckpointError(f"{name!r} is neither an existing local path nor a valid hub id "
+                              f"({exc}). {HUB_HINT}") from None
+    except OfflineModeIsEnabled:
+        raise CheckpointError(f"{where}: offline mode is on (HF_HUB_OFFLINE). {HUB_HINT}") from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        raise CheckpointError(f"{where}: HTTP {status}. {HUB_HINT}") from None
+    except Exception as exc:  # httpx transport errors: DNS, refused, timeout, proxy
+        raise CheckpointError(f"{where}: unreachable ({type(exc).__name__}: {exc}); set "
+                              "HF_ENDPOINT / HTTPS_PROXY if you use a mirror or a proxy, "
+                              f"HF_HUB_ETAG_TIMEOUT to wait longer. {HUB_HINT}") from None
 
 
 def _from_hub(loader, name: str, **kwargs):
     """Use the local HF cache first; touch the network only when needed and reachable."""
+    if looks_like_local_path(name):
+        raise CheckpointError(missing_path_message(name) + "; give an existing directory, or a "
+                              "hub id such as bert-base-chinese")
     try:
         return loader(name, local_files_only=True, **kwargs)
     except OSError:
         ensure_hub_reachable(name)
+    try:
         return loader(name, **kwargs)
+    except OSError as exc:
+        raise CheckpointError(f"cannot load {name!r} from the Hugging Face hub: {exc}") from None
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:

@@ -1,5 +1,7 @@
 """Batched forward passes for evaluation and prediction: sorted by length, dynamically
-padded, no grad, autocast on GPU, restored to input order."""
+padded, no grad, restored to input order. On a GPU the arithmetic follows ``precision`` (the
+checkpoint's ``train.precision``): ``fp32`` runs in float32, ``bf16`` / ``fp16`` autocast to
+that type, ``auto`` autocasts to bf16 where supported (else fp16). On CPU it is float32."""
 
 from __future__ import annotations
 
@@ -36,15 +38,18 @@ def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
 
-def autocast_dtype(device: torch.device, precision: str | None = None) -> torch.dtype | None:
-    """The autocast dtype of a forward pass on ``device``: none on CPU; on CUDA the given
-    ``precision`` (``fp32``: no autocast, ``bf16``, ``fp16``), or bf16 (fp16 without bf16)
-    when it is None or ``auto``."""
+def autocast_dtype(device: torch.device, precision: str | None = "auto") -> torch.dtype | None:
+    """The autocast dtype of a forward pass on ``device`` under ``precision`` (None or
+    ``auto``: bf16 on CUDA, fp16 without bf16; ``fp32``: no autocast); None = float32. No
+    autocast on CPU."""
+    precision = precision or "auto"
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
     if device.type != "cuda" or precision == "fp32":
         return None
-    if precision in ("bf16", "fp16"):
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 @torch.inference_mode()
