@@ -89,6 +89,26 @@ def test_bad_input_exits_2(tmp_path, tiny_data, baseline_dir):
     assert main(["predict", str(weird), "文本"]) == 2
 
 
+def test_train_baseline_option_puts_its_numbers_in_the_report(tiny_model, tiny_data,
+                                                             tmp_path, baseline_dir):
+    from zhcls.workflows.pipeline import train_and_report
+
+    config = tiny_config(tiny_model, train__baseline="true", train__report="true",
+                         train__report_max_points=20)
+    result = train_and_report(config, tiny_data, tmp_path / "run")
+    assert json.loads((result.output_dir / "baseline" / "meta.json").read_text())["kind"] \
+        == "baseline"
+    page = (result.output_dir / "report" / "report.html").read_text(encoding="utf-8")
+    assert "dev: linear baseline" in page and "baseline F1" in page
+    metrics = json.loads((result.output_dir / "report" / "baseline" / "metrics.json").read_text())
+    assert metrics["per_class"]["体育"]["support"] == 6
+    assert main(["report", str(result.output_dir), "--out", str(tmp_path / "r2"),
+                 "--method", "pca", "--baseline", str(tmp_path / "nope")]) == 2
+    assert main(["report", str(result.output_dir), "--out", str(tmp_path / "r3"),
+                 "--method", "pca", "--baseline", str(baseline_dir)]) == 0
+    assert "baseline F1" in (tmp_path / "r3" / "report.html").read_text(encoding="utf-8")
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 @requires_thucnews

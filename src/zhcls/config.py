@@ -99,6 +99,7 @@ class TrainConfig:
     evaluate_test: bool = True
     report: bool = True
     report_max_points: int = 1000
+    baseline: bool = False
 
     def validate(self) -> None:
         for key in ("lr", "batch_size", "eval_batch_size", "epochs", "grad_accum", "eval_steps",
