@@ -11,6 +11,8 @@ import pytest
 from conftest import SENTENCES, THUCNEWS, requires_thucnews, tiny_config
 from zhcls.cli import main
 
+pytest.importorskip("skops", reason="baseline checkpoints are saved with skops (pip install skops)")
+
 TEXTS = ["男篮亚洲杯小组赛再胜一场", "央行宣布下调存款准备金率", "新款智能手机搭载自研芯片"]
 
 
@@ -34,7 +36,6 @@ def test_fit_writes_a_self_describing_checkpoint(baseline_dir):
 def test_round_trip_gives_equal_probabilities(baseline_dir, tiny_data):
     from zhcls import Classifier
     from zhcls.modeling.ngram import build_pipeline, fit_pipeline, predict_proba
-    from zhcls.workflows.baseline import train_baseline
 
     texts = [t for ts in SENTENCES.values() for t in ts]
     labels = [k for k, ts in SENTENCES.items() for _ in ts] * 4
@@ -47,7 +48,6 @@ def test_round_trip_gives_equal_probabilities(baseline_dir, tiny_data):
     assert [p.label for p in clf.predict(TEXTS)] == ["体育", "财经", "科技"]
     assert clf.predict(TEXTS[0], top_k=2).top_k[0].label == "体育"
     assert clf.predict_proba(TEXTS[0]).shape == (3,)
-    assert train_baseline  # the same function fitted baseline_dir
 
 
 def test_cli_evaluate_and_predict(baseline_dir, tiny_data, tmp_path, capsys):
@@ -76,6 +76,16 @@ def test_cli_label_then_kd_training_reads_the_probabilities(baseline_dir, tiny_d
     config = tiny_config(tiny_model, objective__name="kd", train__evaluate_test="false")
     result = train(config, kd, tmp_path / "run")
     assert (result.best_dir / "model.safetensors").is_file()
+
+
+def test_logreg_option_gives_probabilities(tiny_data, tmp_path, capsys):
+    assert main(["baseline", "--data", str(tiny_data), "--out", str(tmp_path / "lr"),
+                 "--classifier", "logreg"]) == 0
+    assert "baseline test accuracy 1.0000" in capsys.readouterr().out
+    from zhcls import Classifier
+
+    probs = Classifier.load(tmp_path / "lr").predict_proba(TEXTS)  # (3, C)
+    assert (probs.argmax(1) == [0, 1, 2]).all() and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
 def test_bad_input_exits_2(tmp_path, tiny_data, baseline_dir):
