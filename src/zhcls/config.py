@@ -135,6 +135,8 @@ class TrainConfig:
     report: bool = opt(True, "write the run report to output_dir/report after training")
     report_max_points: int = opt(1000, "report: most points per representation map",
                                  positive=True)
+    baseline: bool = opt(False, "also fit the TF-IDF + linear baseline (zhcls baseline) into "
+                         "output_dir/baseline; the report puts it beside the model")
 
     def validate(self) -> None:
         if self.max_steps == 0 or self.max_steps < -1:

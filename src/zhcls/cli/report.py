@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=("tsne", "pca"), default="tsne",
                    help="2-D projection of the maps (default: tsne; pca is much faster)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--baseline", metavar="CKPT", help="a `zhcls baseline` checkpoint whose "
+                   "numbers go beside the model's, per class (default: RUN_DIR/baseline when "
+                   "it exists)")
     p.set_defaults(func=run)
 
 
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     page = build_report(args.runs, args.out, data_dir=args.data, split=args.split,
                         max_points=args.max_points, method=args.method,
-                        device=args.device)
+                        device=args.device, baseline=args.baseline)
     summary = page.parent / ("comparison.json" if len(args.runs) > 1 else "report.json")
     scores = json.loads(summary.read_text(encoding="utf-8"))["silhouette"]
     if isinstance(scores, dict):

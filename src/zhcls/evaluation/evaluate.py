@@ -29,7 +29,16 @@ def evaluate_model(model, tokenizer, split: SplitData, class_names: list[str],
     max_length = max_length or (config.data.max_length if config is not None else 32)
     result = forward_texts(model, tokenizer, split.texts, max_length, batch_size,
                            with_representations=True, precision=precision)
-    probs = softmax(result.logits)  # (N, C)
+    return write_evaluation(softmax(result.logits), result.representations, split,
+                            class_names, out)
+
+
+def write_evaluation(probs: np.ndarray, representations: np.ndarray, split: SplitData,
+                     class_names: list[str], out_dir: str | Path) -> dict:
+    """Metrics of ``probs`` (N, C) against ``split``'s gold labels; writes metrics.json,
+    report.txt, wrong_samples.jsonl and predictions.npz into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     gold = np.asarray(split.labels)
     pred = probs.argmax(axis=1)
     metrics = compute_report(gold, pred, class_names)
@@ -42,7 +51,7 @@ def evaluate_model(model, tokenizer, split: SplitData, class_names: list[str],
     (out / "report.txt").write_text(text + "\n", encoding="utf-8")
     _write_wrong_samples(out / "wrong_samples.jsonl", split, probs, pred, class_names)
     np.savez_compressed(out / "predictions.npz", probs=probs, gold=gold,
-                        representations=result.representations)
+                        representations=representations)
     logger.info("evaluation of %s written to %s", split.path, out)
     return metrics
 
@@ -75,7 +84,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
     )
     from zhcls.devices import resolve_device
     from zhcls.modeling.checkpoint import check_labels_match, load_checkpoint
+    from zhcls.modeling.ngram import is_baseline_dir
 
+    if is_baseline_dir(checkpoint):
+        return evaluate_baseline(checkpoint, data_dir, split=split, out_dir=out_dir)
     ckpt = load_checkpoint(checkpoint, resolve_device(device))
     data_dir = resolve_data_dir(data_dir)
     class_names = read_class_names(Path(data_dir) / "class.txt", ckpt.config.data.encoding)
@@ -89,3 +101,21 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
                           config=ckpt.config,
                           batch_size=batch_size or ckpt.config.train.eval_batch_size,
                           precision=ckpt.config.train.precision)  # as training evaluated it
+
+
+
+def evaluate_baseline(checkpoint: str | Path, data_dir: str | Path, *, split: str = "test",
+                      out_dir: str | Path | None = None) -> dict:
+    """Evaluate a ``zhcls baseline`` checkpoint; the same files as :func:`evaluate_model`
+    (its probabilities stand in for the representations of the maps)."""
+    from zhcls.data.formats import find_split_file, read_class_names, read_split
+    from zhcls.modeling.checkpoint import check_labels_match
+    from zhcls.modeling.ngram import load_baseline, predict_proba
+
+    ckpt = load_baseline(checkpoint)
+    class_names = read_class_names(Path(data_dir) / "class.txt")
+    check_labels_match(ckpt.labels, class_names, str(Path(data_dir) / "class.txt"))
+    data = read_split(find_split_file(data_dir, split), class_names, teacher_policy="skip")
+    probs = predict_proba(ckpt.pipeline, data.texts, len(class_names))  # (N, C)
+    out = Path(out_dir) if out_dir else Path(checkpoint) / f"eval_{split}"
+    return write_evaluation(probs, probs, data, class_names, out)

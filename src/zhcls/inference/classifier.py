@@ -1,7 +1,8 @@
 """The user-facing classifier: ``Classifier.load(path).predict(texts)``.
 
-``path`` is a zhcls checkpoint directory (PyTorch) or a directory written by
-``zhcls export --format onnx`` (onnxruntime); both give the same API and the same numbers
+``path`` is a zhcls checkpoint directory (PyTorch), a directory written by
+``zhcls export --format onnx`` (onnxruntime) or one written by ``zhcls baseline``
+(scikit-learn: TF-IDF + linear model, on the texts themselves); all give the same API and the same numbers
 to within float32 rounding.
 
 Text rules (the same for the Python API, ``zhcls predict`` and ``zhcls serve``):
@@ -181,6 +182,10 @@ class Classifier:
         if is_onnx_dir(path):
             return cls._load_onnx(path, device, batch_size, long_text, quantized, max_length,
                                   threads)
+        from zhcls.modeling.ngram import is_baseline_dir
+
+        if is_baseline_dir(path):
+            return cls._load_baseline(path, batch_size, long_text, quantized)
         if quantized:
             raise ZhclsError(f"{path}: quantized=True needs an ONNX export directory made with "
                              "`zhcls export CKPT --format onnx --quantize int8 --out DIR`")
@@ -269,6 +274,21 @@ class Classifier:
         return cls(backend, tokenizer, labels, length, batch_size=batch_size,
                    long_text=long_text, head=config.model.head, source=str(model_file))
 
+    @classmethod
+    def _load_baseline(cls, path: Path, batch_size: int, long_text: str, quantized: bool
+                       ) -> Classifier:
+        """A ``zhcls baseline`` checkpoint: scikit-learn on the texts themselves (no tokenizer,
+        no length limit: ``max_length`` 0 means none)."""
+        from zhcls.modeling.ngram import BaselineBackend, load_baseline
+
+        if quantized:
+            raise ZhclsError(f"{path}: a baseline checkpoint has no quantized model; load it "
+                             "without quantized=True")
+        ckpt = load_baseline(path)
+        logger.info("loaded baseline %s (%d labels)", path, len(ckpt.labels))
+        return cls(BaselineBackend(ckpt), None, ckpt.labels, 0, batch_size=batch_size,
+                   long_text=long_text, head="baseline", source=str(path))
+
     @property
     def num_labels(self) -> int:
         return len(self.labels)
@@ -298,7 +318,9 @@ class Classifier:
 
     def encode(self, texts: list[str], offset: int = 0) -> list[list[int]]:
         """Token ids per text ([CLS] ... [SEP]), truncated to ``max_length`` or an error when
-        ``long_text="error"``."""
+        ``long_text="error"``. A text backend (the baseline) gets the texts unchanged."""
+        if getattr(self.backend, "takes_text", False):
+            return texts
         limit = self.max_length + (1 if self.long_text == "error" else 0)
         ids = self.tokenizer(texts, truncation=True, max_length=limit, padding=False,
                              return_attention_mask=False,
@@ -317,7 +339,10 @@ class Classifier:
         return ids
 
     def unknown_warnings(self, ids: list[list[int]]) -> list[str | None]:
-        """Per text: a warning when every token is the unknown token, else None."""
+        """Per text: a warning when every token is the unknown token, else None (a text
+        backend such as the baseline has no tokens, hence no warning)."""
+        if self.tokenizer is None:
+            return [None] * len(ids)
         unk = self.tokenizer.unk_token_id
         special = set(self.tokenizer.all_special_ids) - {unk}
         out: list[str | None] = []

@@ -1,6 +1,7 @@
 """``zhcls label --teacher CKPT``: soft labels from a local teacher model.
 
-The teacher is a zhcls checkpoint directory or a Hugging Face sequence-classification model
+The teacher is a zhcls checkpoint directory, a ``zhcls baseline`` directory (its calibrated
+probabilities; ``--emit logits`` writes their logarithms) or a Hugging Face sequence-classification model
 (directory or hub name) whose labels match the dataset's ``class.txt``. It runs batched and
 sorted by length over a split and writes a ready KD dataset (see :mod:`zhcls.label.writer`).
 """
@@ -91,16 +92,22 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
     from zhcls.devices import resolve_device
     from zhcls.label.writer import read_label_split, write_labelled_dataset
     from zhcls.modeling.forward import forward_texts, softmax
+    from zhcls.modeling.ngram import is_baseline_dir
 
     if emit not in ("probs", "logits"):
         raise ValueError(f"emit must be 'probs' or 'logits', got {emit!r}")
     start = time.perf_counter()
     class_names, split_path, examples = read_label_split(data_dir, split)
-    model, tokenizer, max_length = load_teacher(teacher, class_names,
-                                                resolve_device(device or "auto"), max_length)
-    logger.info("labelling %d examples of %s with %s", len(examples), split_path, teacher)
-    logits = forward_texts(model, tokenizer, [e.text for e in examples], max_length,
-                           batch_size, progress=True).logits  # (N, C)
+    texts = [e.text for e in examples]
+    if is_baseline_dir(teacher):
+        logits = _baseline_logits(teacher, class_names, texts)  # (N, C)
+    else:
+        model, tokenizer, max_length = load_teacher(teacher, class_names,
+                                                    resolve_device(device or "auto"),
+                                                    max_length)
+        logger.info("labelling %d examples of %s with %s", len(examples), split_path, teacher)
+        logits = forward_texts(model, tokenizer, texts, max_length, batch_size,
+                               progress=True).logits  # (N, C)
     probs = softmax(logits)
     rows = (probs if emit == "probs" else logits).tolist()
     out_file = write_labelled_dataset(data_dir, split, out_dir, rows)
@@ -115,3 +122,15 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
     logger.info("teacher agrees with gold on %.2f%% (mean confidence %.3f); wrote %s",
                 100 * report.agreement, report.mean_confidence, out_file)
     return report
+
+
+def _baseline_logits(teacher: str | Path, class_names: list[str], texts: list[str]
+                     ) -> np.ndarray:
+    """Log of a baseline's calibrated probabilities (N, C): softmax gives them back."""
+    from zhcls.modeling.checkpoint import check_labels_match
+    from zhcls.modeling.ngram import BaselineBackend, load_baseline
+
+    ckpt = load_baseline(teacher)
+    check_labels_match(ckpt.labels, class_names, f"teacher {teacher}")
+    logger.info("labelling %d examples with the baseline %s", len(texts), teacher)
+    return BaselineBackend(ckpt).logits(texts, len(texts))

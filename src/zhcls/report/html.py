@@ -50,6 +50,7 @@ def render_run_page(report: RunReport) -> str:
         metric_rows=metric_rows(report), per_class=report.split_metrics["per_class"],
         config_yaml=_yaml(report.config), test_images=test_images,
         wrong_count=_count_lines(wrong), teacher_shown=_has_teacher(report),
+        baseline_per_class=(report.baseline_metrics or {}).get("per_class"),
     )
 
 
@@ -78,6 +79,10 @@ def metric_rows(report: RunReport) -> list[dict[str, Any]]:
     rows = [{"set": f"{report.split} (this report)", "examples":
              report.split_metrics.get("num_examples"),
              **{k: report.split_metrics.get(k) for k, _ in METRIC_KEYS}}]
+    if report.baseline_metrics:
+        rows.append({"set": f"{report.split}: linear baseline", "examples":
+                     report.baseline_metrics.get("num_examples"),
+                     **{k: report.baseline_metrics.get(k) for k, _ in METRIC_KEYS}})
     run = report.run_metrics or {}
     for key, label in (("dev", "dev (end of training)"), ("test", "test")):
         values = run.get(key)

@@ -68,6 +68,7 @@ class RunReport:
     has_history: bool
     representations: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0)))
     labels: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=int))
+    baseline_metrics: dict | None = None  # a ``zhcls baseline`` on the same split
 
     @property
     def html(self) -> Path:
@@ -83,12 +84,15 @@ class RunReport:
 
 def build_report(run_dirs: list[str | Path], out: str | Path | None = None, *,
                  data_dir: str | Path | None = None, split: str = "dev", max_points: int = 2000,
-                 method: str = "tsne", device: str = "auto") -> Path:
+                 method: str = "tsne", device: str = "auto",
+                 baseline: str | Path | None = None) -> Path:
     """Write the report of one run (``RUN/report/``) or compare several; returns report.html.
 
     ``data_dir`` overrides the dataset recorded in each run's config (``data.dir``);
     ``max_points`` caps the dev examples drawn (and scored) in the representation maps;
-    ``method`` is their projection, ``"tsne"`` or the much faster linear ``"pca"``.
+    ``method`` is their projection, ``"tsne"`` or the much faster linear ``"pca"``;
+    ``baseline``: a ``zhcls baseline`` checkpoint whose numbers go beside the model's
+    (default: ``RUN/baseline`` when ``train.baseline`` wrote one).
     """
     runs = [Path(r) for r in run_dirs]
     if not runs:
@@ -100,7 +104,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, *,
     if len(runs) == 1:
         target = Path(out) if out is not None else runs[0] / "report"
         return build_run_report(runs[0], target, data_dir=data_dir, split=split,
-                                max_points=max_points, method=method, device=device).html
+                                max_points=max_points, method=method, device=device,
+                                baseline=baseline).html
     names = run_names(runs)
     reports = [build_run_report(run, run / "report", data_dir=data_dir, split=split,
                                 max_points=max_points, method=method, device=device, reuse=True,
@@ -122,7 +127,8 @@ def run_names(runs: list[Path]) -> list[str]:
 def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
                      data_dir: str | Path | None = None, split: str = "dev",
                      max_points: int = 2000, method: str = "tsne", device: str = "auto",
-                     reuse: bool = False, name: str | None = None) -> RunReport:
+                     reuse: bool = False, name: str | None = None,
+                     baseline: str | Path | None = None) -> RunReport:
     """Evaluate ``RUN/best`` on ``split`` and write every picture and the page into
     ``report_dir``. With ``reuse``, an up-to-date earlier report there is loaded instead."""
     from zhcls.modeling.checkpoint import check_checkpoint_dir, read_config, read_labels
@@ -154,7 +160,8 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
     images = {k: f for k, f in IMAGES.items() if (report_dir / f).is_file()}
     report = RunReport(run, report_dir, name, split, str(split_path), class_names,
                        config.to_dict(), split_metrics, _read_json(run / "metrics.json"), score,
-                       len(labels), max_points, method, images, pairs, has_history, reps, labels)
+                       len(labels), max_points, method, images, pairs, has_history, reps, labels,
+                       _baseline_metrics(run, baseline, split_path, split, report_dir))
     _write_json(report_dir / "report.json", _summary(report, stamp))
     from zhcls.report.html import render_run_page
 
@@ -249,6 +256,23 @@ def _evaluate(best: Path, split_path: Path, class_names: list[str], out: Path,
     return metrics
 
 
+def _baseline_metrics(run: Path, baseline: str | Path | None, split_path: Path, split: str,
+                      report_dir: Path) -> dict | None:
+    """Evaluate the baseline (given, or ``RUN/baseline``) on the report's split into
+    ``report_dir/baseline``; None without one."""
+    from zhcls.evaluation.evaluate import evaluate_baseline
+    from zhcls.modeling.ngram import is_baseline_dir
+
+    chosen = Path(baseline) if baseline is not None else run / "baseline"
+    if baseline is None and not chosen.is_dir():
+        return None
+    if not is_baseline_dir(chosen):
+        raise CheckpointError(f"{chosen}: not a `zhcls baseline` checkpoint (meta.json kind "
+                              "'baseline'); create one with `zhcls baseline --data DIR --out DIR`")
+    return evaluate_baseline(chosen, split_path.parent, split=split,
+                             out_dir=report_dir / "baseline")
+
+
 def _plot_curves(run: Path, out: Path) -> bool:
     from zhcls.report.plots import plot_training_curves
 
@@ -333,7 +357,8 @@ def _load_cached(run: Path, report_dir: Path, split_path: Path, max_points: int,
                      summary["class_names"], read_config(run / "best").to_dict(),
                      _read_json(report_dir / "metrics.json"), _read_json(run / "metrics.json"),
                      summary["silhouette"], int(summary["n_points"]), max_points, method,
-                     summary["images"], pairs, bool(summary["has_history"]), reps, labels)
+                     summary["images"], pairs, bool(summary["has_history"]), reps, labels,
+                     _read_json(report_dir / "baseline" / "metrics.json"))
 
 
 def _read_json(path: Path):

@@ -14,12 +14,21 @@ logger = logging.getLogger(__name__)
 
 def train_and_report(config: Config, data_dir: str | Path | None = None,
                      out_dir: str | Path | None = None) -> TrainResult:
-    """Train, then draw ``OUT/eval_test/*.png`` and write ``OUT/report`` (``train.report``).
+    """Train, then (``train.baseline``) fit the linear baseline into ``OUT/baseline``, draw
+    ``OUT/eval_test/*.png`` and write ``OUT/report`` (``train.report``), which shows the
+    baseline's numbers beside the model's.
 
     A failure while drawing is logged, never fatal: the trained model is already saved."""
     result = train(config, data_dir, out_dir)
     if not result.is_main_process:
         return result
+    if config.train.baseline:
+        from zhcls.workflows.baseline import train_baseline
+
+        base = train_baseline(data_dir or config.data.dir, result.output_dir / "baseline",
+                              encoding=config.data.encoding)
+        logger.info("baseline beside the model: %s (test accuracy %s)", base.checkpoint,
+                    base.test_metrics["accuracy"] if base.test_metrics else "-")
     try:
         _draw(result, config)
     except Exception as exc:  # noqa: BLE001 - the run itself succeeded

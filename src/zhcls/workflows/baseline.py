@@ -1,0 +1,67 @@
+"""``zhcls baseline --data DIR --out OUT``: fit the linear baseline
+(:mod:`zhcls.modeling.ngram`) on the train split, evaluate it on dev and test like any
+checkpoint (``OUT/eval_dev``, ``OUT/eval_test``) and save it as a checkpoint directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BaselineResult:
+    """Where the baseline went, how long fitting took, and its dev/test metrics (None for a
+    split the dataset lacks)."""
+
+    checkpoint: Path
+    fit_seconds: float
+    dev_metrics: dict | None
+    test_metrics: dict | None
+
+
+def train_baseline(data_dir: str | Path, out_dir: str | Path, *, classifier: str = "svm",
+                   c: float = 1.0, ngram_max: int = 3, min_df: int = 1, seed: int = 0,
+                   encoding: str = "utf-8") -> BaselineResult:
+    """Fit, evaluate on dev and test (when present) and save; returns the result."""
+    from zhcls.data.formats import find_split_file, read_class_names, read_split
+    from zhcls.errors import DataError
+    from zhcls.evaluation.evaluate import write_evaluation
+    from zhcls.modeling.ngram import build_pipeline, fit_pipeline, predict_proba, save_baseline
+
+    data_dir, out = Path(data_dir), Path(out_dir)
+    if not data_dir.is_dir():
+        raise DataError("dataset directory not found; pass --data DIR with class.txt and "
+                        "train/dev/test files", data_dir)
+    class_names = read_class_names(data_dir / "class.txt", encoding)
+    train_file = find_split_file(data_dir, "train")
+    train = read_split(train_file, class_names, teacher_policy="skip", encoding=encoding)
+    pipeline = build_pipeline(classifier, c=c, ngram_max=ngram_max, min_df=min_df, seed=seed)
+    start = time.perf_counter()
+    fit_pipeline(pipeline, train.texts, train.labels)
+    seconds = round(time.perf_counter() - start, 2)
+    logger.info("baseline (%s) fitted on %d examples of %s in %.2f s", classifier,
+                len(train.examples), train_file, seconds)
+    metrics: dict[str, dict] = {}
+    for split in ("dev", "test"):
+        try:
+            data = read_split(find_split_file(data_dir, split), class_names,
+                              teacher_policy="skip", encoding=encoding)
+        except DataError:
+            logger.info("no %s split in %s; not evaluated", split, data_dir)
+            continue
+        probs = predict_proba(pipeline, data.texts, len(class_names))  # (N, C)
+        metrics[split] = write_evaluation(probs, probs, data, class_names, out / f"eval_{split}")
+        logger.info("baseline %s accuracy %.4f, macro-F1 %.4f (%d examples)", split,
+                    metrics[split]["accuracy"], metrics[split]["macro_f1"],
+                    metrics[split]["num_examples"])
+    info = {"classifier": classifier, "C": c, "ngram_max": ngram_max, "min_df": min_df,
+            "seed": seed, "train_file": str(train_file), "train_examples": len(train.examples),
+            "fit_seconds": seconds,
+            "metrics": {k: {f: v[f] for f in ("accuracy", "macro_f1", "num_examples")}
+                        for k, v in metrics.items()}}
+    save_baseline(out, pipeline, class_names, info)
+    return BaselineResult(out, seconds, metrics.get("dev"), metrics.get("test"))
