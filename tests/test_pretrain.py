@@ -148,3 +148,21 @@ def test_rerun_and_resume_with_other_settings_are_refused(pretrained_run, tiny_m
         assert main([*args, "--train.resume", "true", "--mask.rate", "0.3"]) == 2
     message = caplog.records[-1].getMessage()
     assert "mask.rate" in message and "0.15" in message and "0.3" in message
+
+
+def test_resume_with_the_same_settings_continues_from_the_checkpoint(pretrained_run, tiny_model,
+                                                                     tmp_path, caplog):
+    import shutil
+
+    out, corpus = pretrained_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "encoder")
+    (copy / "checkpoints" / "checkpoint-30").rename(copy / "checkpoints" / "checkpoint-15x")
+    shutil.rmtree(copy / "checkpoints" / "checkpoint-15x")  # the newest one is gone: resume at 15
+    with caplog.at_level(logging.INFO):
+        assert main([*pretrain_args(tiny_model, copy, "--corpus.text", str(corpus)),
+                     "--train.resume", "true"]) == 0
+    assert any("checkpoint-15" in r.getMessage() for r in caplog.records)
+    assert json.loads((copy / "metrics.json").read_text())["global_step"] == 30
+    assert (copy / "encoder" / "model.safetensors").is_file()
