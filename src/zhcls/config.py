@@ -259,21 +259,18 @@ def _same_weights(a: dict[str, float], b: dict[str, float]) -> bool:
                for k in TERMS)
 
 
-@dataclass
-class Config:
-    """The whole run: ``model``, ``data``, ``train`` and ``objective`` sections."""
+class Sections:
+    """A config made of sections (dataclass fields whose types are section dataclasses):
+    :class:`Config` for ``zhcls train``, ``PretrainConfig`` for ``zhcls pretrain``. The
+    loader, overrides, validation and ``--help`` all work on any such class (``root``)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-
-    def validate(self) -> Config:
-        for section in (self.model, self.data, self.train, self.objective):
-            _check_finite(section)
-        for name in SECTIONS:
+    def validate(self):
+        names = list(sections_of(type(self)))
+        for name in names:  # nan/inf first: range checks would misreport them
+            _check_finite(getattr(self, name))
+        for name in names:
             section = getattr(self, name)
-            for key in config_keys(name):
+            for key in config_keys(name, type(self)):
                 key.check(getattr(section, key.name))
             section.validate()
         return self
@@ -288,7 +285,26 @@ class Config:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
 
+@dataclass
+class Config(Sections):
+    """The whole run: ``model``, ``data``, ``train`` and ``objective`` sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+
+    def validate(self) -> Config:
+        return super().validate()
+
+
+
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def sections_of(root: type = Config) -> dict[str, type]:
+    """``{section name: section dataclass}`` of a config class, in declaration order."""
+    return typing.get_type_hints(root)
 
 
 class ConfigKey(NamedTuple):
@@ -321,11 +337,12 @@ class ConfigKey(NamedTuple):
             raise ConfigError(f"{name}: expected {kind} >= {m['low']}, got {value}")
 
 
-def config_keys(section: str | None = None) -> list[ConfigKey]:
-    """Every key of ``section`` (or of all sections), in declaration order."""
+def config_keys(section: str | None = None, root: type = Config) -> list[ConfigKey]:
+    """Every key of ``section`` (or of all sections) of ``root``, in declaration order."""
     out = []
-    for name in [section] if section else list(SECTIONS):
-        cls = typing.get_type_hints(Config)[name]
+    sections = sections_of(root)
+    for name in [section] if section else list(sections):
+        cls = sections[name]
         hints = typing.get_type_hints(cls)
         defaults = cls()
         for f in dataclasses.fields(cls):
@@ -334,17 +351,19 @@ def config_keys(section: str | None = None) -> list[ConfigKey]:
     return out
 
 
-def config_from_dict(raw: dict[str, Any] | None, source: str = "<dict>") -> Config:
-    """Build a validated Config from nested dicts; unknown sections or keys are errors."""
-    return _from_dict(raw, source).validate()
+def config_from_dict(raw: dict[str, Any] | None, source: str = "<dict>", root: type = Config):
+    """Build a validated ``root`` (a Config by default) from nested dicts; unknown sections or
+    keys are errors."""
+    return _from_dict(raw, source, root).validate()
 
 
-def _from_dict(raw: dict[str, Any] | None, source: str) -> Config:
-    cfg = Config()
+def _from_dict(raw: dict[str, Any] | None, source: str, root: type = Config):
+    cfg = root()
+    sections = sections_of(root)
     for section, values in (raw or {}).items():
-        if section not in SECTIONS:
+        if section not in sections:
             raise ConfigError(f"{source}: unknown section {section!r}"
-                              f"{_did_you_mean(section, SECTIONS)}; expected one of {list(SECTIONS)}")
+                              f"{_did_you_mean(section, sections)}; expected one of {list(sections)}")
         if values is None:
             continue
         if not isinstance(values, dict):
@@ -354,8 +373,10 @@ def _from_dict(raw: dict[str, Any] | None, source: str) -> Config:
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML file (or the defaults) and apply ``--section.key value`` overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                root: type = Config):
+    """Load a YAML file (or the defaults) and apply ``--section.key value`` overrides; ``root``
+    is the config class (:class:`Config`, the default, or another :class:`Sections`)."""
     raw: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
@@ -368,12 +389,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: invalid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    cfg = _from_dict(raw, source)
+    cfg = _from_dict(raw, source, root)
     apply_overrides(cfg, overrides or [])
     return cfg.validate()  # once, after the overrides: the file's values may be out of range
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+def apply_overrides(cfg: Sections, overrides: list[str]) -> Sections:
     """Apply ``["--train.lr", "3e-5", "--model.head=bert_CNN"]`` style overrides in place."""
     items = list(overrides)
     while items:
@@ -399,30 +420,33 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def set_value(cfg: Config, dotted: str, value: Any, source: str = "") -> None:
+def set_value(cfg: Sections, dotted: str, value: Any, source: str = "") -> None:
     """Set ``section.key`` on cfg after checking the key exists and coercing the type."""
     section_name, _, key = dotted.partition(".")
     flag = source.startswith("--")
     where = f"{source}: " if source and not flag else ""
     shown = source if flag else dotted
-    if section_name not in SECTIONS or not key:
-        raise ConfigError(f"{where}unknown key {shown!r}{_close_keys(dotted, flag)}; "
-                          f"sections are {list(SECTIONS)}")
+    root = type(cfg)
+    sections = sections_of(root)
+    if section_name not in sections or not key:
+        raise ConfigError(f"{where}unknown key {shown!r}{_close_keys(dotted, flag, root)}; "
+                          f"sections are {list(sections)}")
     section = getattr(cfg, section_name)
     hints = typing.get_type_hints(type(section))
     if key not in hints:
-        raise ConfigError(f"{where}unknown key {shown!r}{_close_keys(dotted, flag)}; "
+        raise ConfigError(f"{where}unknown key {shown!r}{_close_keys(dotted, flag, root)}; "
                           f"{section_name} keys are: {', '.join(hints)}")
     setattr(section, key, _coerce(shown, value, hints[key], where))
 
 
-def _close_keys(dotted: str, flag: bool) -> str:
+def _close_keys(dotted: str, flag: bool, root: type = Config) -> str:
     """`` (did you mean --train.lr?)``: close keys of the same section, else of any."""
     section, _, key = dotted.partition(".")
     prefix = "--" if flag else ""
-    if section in SECTIONS:
-        return _did_you_mean(key, [k.name for k in config_keys(section)], f"{prefix}{section}.")
-    return _did_you_mean(dotted, [k.dotted for k in config_keys()], prefix)
+    if section in sections_of(root):
+        return _did_you_mean(key, [k.name for k in config_keys(section, root)],
+                             f"{prefix}{section}.")
+    return _did_you_mean(dotted, [k.dotted for k in config_keys(root=root)], prefix)
 
 
 def _did_you_mean(word: str, options, prefix: str = "", cutoff: float = 0.6) -> str:

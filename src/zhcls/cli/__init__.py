@@ -16,8 +16,8 @@ from zhcls.errors import ZhclsError
 
 # Order is the order shown by ``zhcls --help``.
 COMMAND_MODULES = (
-    "demo", "init_tiny", "train", "evaluate", "predict", "label", "serve", "export", "explain",
-    "report", "data_stats", "sweep", "baseline",
+    "demo", "init_tiny", "pretrain", "train", "evaluate", "predict", "label", "serve", "export",
+    "explain", "report", "data_stats", "sweep", "baseline",
 )
 
 logger = logging.getLogger("zhcls")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import typing
 
-from zhcls.config import Config, ConfigKey, config_keys, strip_optional
+from zhcls.config import Config, ConfigKey, config_keys, sections_of, strip_optional
 
 DEST = "config_overrides"
 
@@ -28,16 +28,17 @@ class _Override(argparse.Action):
         setattr(namespace, DEST, items)
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE`` plus one ``--section.key`` option per config key."""
+def add_config_options(parser: argparse.ArgumentParser, root: type = Config) -> None:
+    """``--config FILE`` plus one ``--section.key`` option per key of the config class
+    ``root`` (:class:`zhcls.config.Config` for train / sweep)."""
     parser.add_argument("--config", metavar="FILE.yaml",
                         help="YAML config (see configs/); defaults when omitted; the "
                         "--section.key options below override it")
     parser.set_defaults(**{DEST: []})
-    sections = typing.get_type_hints(Config)
+    sections = sections_of(root)
     docs = {name: (cls.__doc__ or "").strip().splitlines()[0] for name, cls in sections.items()}
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for key in config_keys():
+    for key in config_keys(root=root):
         if key.section not in groups:
             groups[key.section] = parser.add_argument_group(
                 f"{key.section} (config section)", docs.get(key.section))

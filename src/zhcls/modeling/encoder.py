@@ -106,7 +106,7 @@ def ensure_hub_reachable(name: str, timeout: float | None = None) -> None:
 
 def _from_hub(loader, name: str, **kwargs):
     """Use the local HF cache first; touch the network only when needed and reachable."""
-    if looks_like_local_path(name):
+    if looks_like_local_path(name) and not Path(name).expanduser().exists():
         raise CheckpointError(missing_path_message(name) + "; give an existing directory, or a "
                               "hub id such as bert-base-chinese")
     try:

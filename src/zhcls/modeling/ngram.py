@@ -143,7 +143,7 @@ def read_kind(path: str | Path) -> str:
         return "neural"
     try:
         kind = json.loads(meta.read_text(encoding="utf-8")).get("kind", "neural")
-    except (json.JSONDecodeError, AttributeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         raise CheckpointError(f"{meta}: not a JSON object; the checkpoint is damaged") from None
     if kind not in ("neural", KIND):
         raise CheckpointError(f"{meta}: unknown checkpoint kind {kind!r}; expected 'baseline' "

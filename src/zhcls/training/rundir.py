@@ -164,8 +164,11 @@ def _is_temp(name: str) -> bool:
     return name.startswith(TEMP_PREFIXES)
 
 
-def inspect_run_dir(out: Path, config: Config, fingerprint: dict[str, Any]) -> RunDirPlan:
-    """Check ``out`` against the run-directory rules (read only; see the module docstring)."""
+def inspect_run_dir(out: Path, config: Config, fingerprint: dict[str, Any],
+                    outputs: tuple[str, ...] = RUN_OUTPUTS) -> RunDirPlan:
+    """Check ``out`` against the run-directory rules (read only; see the module docstring).
+    ``config`` is any config with ``train.resume`` / ``train.overwrite`` (``zhcls pretrain``'s
+    too); ``outputs`` are the names that command writes (what overwrite may remove)."""
     t = config.train
     plan = RunDirPlan(out, run_record(config, fingerprint))
     if out.exists() and not out.is_dir():
@@ -176,7 +179,7 @@ def inspect_run_dir(out: Path, config: Config, fingerprint: dict[str, Any]) -> R
             logger.warning("train.resume: %s holds no run; starting from scratch", out)
         return plan
     names = [e.name for e in entries]
-    unknown = [n for n in names if n not in RUN_OUTPUTS and not _is_temp(n)]
+    unknown = [n for n in names if n not in outputs and not _is_temp(n)]
     if t.overwrite:
         if unknown:
             raise ConfigError(f"--overwrite: {out} holds files zhcls did not write: "
