@@ -102,8 +102,8 @@ def padded_tokens_per_batch(model_dir: Path, data: str, batch_size: int) -> dict
 
     from zhcls.data.dataset import encode_texts
     from zhcls.data.formats import read_class_names, read_split
+    from zhcls.data.samplers import ShuffledLengthGroupedSampler
     from zhcls.modeling.encoder import load_tokenizer
-    from zhcls.training.trainer import ShuffledLengthGroupedSampler
 
     split = read_split(Path(data) / "train.txt", read_class_names(Path(data) / "class.txt"))
     lengths = np.array([len(x) for x in encode_texts(load_tokenizer(str(model_dir)), split.texts, 32)])

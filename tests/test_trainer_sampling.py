@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from zhcls.training.trainer import ShuffledLengthGroupedSampler
+from zhcls.data.samplers import ShuffledLengthGroupedSampler
 
 
 def _lengths(n: int = 2000, seed: int = 0) -> np.ndarray:

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
@@ -131,6 +132,19 @@ def _atomic_save(obj: dict, path: Path) -> None:
         logger.warning("could not write tokenisation cache %s (%s)", path, exc)
 
 
+def pad_ids(seqs: list[list[int]], pad_id: int, min_len: int = 1
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token-id lists to the longest (at least ``min_len``): ids and attention mask,
+    both int64 (B, T). The one padder of training, forward passes and the ONNX backend."""
+    longest = max(min_len, max(len(s) for s in seqs))
+    ids = np.full((len(seqs), longest), pad_id, dtype=np.int64)  # (B, T)
+    mask = np.zeros((len(seqs), longest), dtype=np.int64)  # (B, T)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
 @dataclass
 class Collator:
     """Pads a list of examples to the longest in the batch (dynamic padding)."""
@@ -138,14 +152,8 @@ class Collator:
     pad_token_id: int
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        longest = max(len(it["input_ids"]) for it in items)
-        ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)  # (B, T)
-        mask = torch.zeros((len(items), longest), dtype=torch.long)  # (B, T)
-        for row, it in enumerate(items):
-            n = len(it["input_ids"])
-            ids[row, :n] = torch.as_tensor(it["input_ids"], dtype=torch.long)
-            mask[row, :n] = 1
-        batch = {"input_ids": ids, "attention_mask": mask,
+        ids, mask = pad_ids([list(it["input_ids"]) for it in items], self.pad_token_id)
+        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
                  "labels": torch.tensor([it["labels"] for it in items], dtype=torch.long)}
         if "teacher" in items[0]:
             batch["teacher"] = torch.stack([it["teacher"] for it in items])  # (B, C)

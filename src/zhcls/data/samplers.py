@@ -213,3 +213,57 @@ def _cut_points(ends: np.ndarray, n_batches: int, size: float, min_chunks: int,
     assert len(cuts) == n_batches and all(b - a >= min_chunks
                                           for a, b in zip([-1, *cuts], cuts, strict=False))
     return cuts
+
+
+def longest_first(lengths: Sequence[int]) -> list[int]:
+    """Indices ordered by decreasing length, ties in index order (a stable sort): the order of
+    evaluation batches (they pad little; a too-long batch fails at once) and of the groups of
+    :class:`ShuffledLengthGroupedSampler`."""
+    return np.argsort(-np.asarray(lengths), kind="stable").tolist()
+
+
+class ShuffledLengthGroupedSampler(Sampler[int]):
+    """Indices whose consecutive ``group_size`` slices hold examples of similar length, in a
+    random order: shuffle, sort by length inside mega-batches of ``mega_batch_mult`` groups
+    (ties stay in shuffled order), cut into groups, then shuffle the groups (the longest goes
+    first, so an out-of-memory shows at step 1). Which examples share a group and the order of
+    groups change every epoch (``set_epoch``); the order depends only on (seed, epoch), so
+    every DDP rank computes the same one before the Trainer shards it.
+
+    ``group_size`` should be the per-device batch x world size: the ranks' batches of one
+    step then have similar lengths too (nobody waits for a long batch on another rank)."""
+
+    def __init__(self, lengths: Sequence[int], group_size: int, seed: int = 0,
+                 mega_batch_mult: int = 50):
+        if group_size < 1 or not len(lengths):
+            raise ValueError(f"ShuffledLengthGroupedSampler: expected group_size >= 1 and a non-empty "
+                             f"dataset, got group_size {group_size} and {len(lengths)} lengths")
+        self.lengths = np.asarray(lengths, dtype=np.int64)  # (N,)
+        self.group_size = int(group_size)
+        self.mega = self.group_size * max(1, min(mega_batch_mult,
+                                                 len(lengths) // (4 * self.group_size)))
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))  # (N,)
+        groups: list[np.ndarray] = []
+        for start in range(0, len(order), self.mega):
+            mega = order[start:start + self.mega]
+            mega = mega[longest_first(self.lengths[mega])]
+            groups.extend(mega[i:i + self.group_size] for i in range(0, len(mega), self.group_size))
+        last = groups.pop() if len(order) % self.group_size else None  # keep the short one last
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+        if groups:
+            longest = max(range(len(groups)), key=lambda i: self.lengths[groups[i]].max())
+            groups[0], groups[longest] = groups[longest], groups[0]
+        if last is not None:
+            groups.append(last)
+        return iter(np.concatenate(groups).tolist())

@@ -38,14 +38,11 @@ def read_export_info(path: str | Path) -> dict:
 
 def pad_numpy(seqs: list[list[int]], pad_id: int, min_len: int = 1
               ) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad to the longest sequence (at least ``min_len``); returns ids and mask (B, T)."""
-    longest = max(min_len, max(len(s) for s in seqs))
-    ids = np.full((len(seqs), longest), pad_id, dtype=np.int64)  # (B, T)
-    mask = np.zeros((len(seqs), longest), dtype=np.int64)  # (B, T)
-    for row, s in enumerate(seqs):
-        ids[row, : len(s)] = s
-        mask[row, : len(s)] = 1
-    return ids, mask
+    """Right-pad to the longest sequence (at least ``min_len``): :func:`zhcls.data.dataset.
+    pad_ids`, the padder training uses."""
+    from zhcls.data.dataset import pad_ids
+
+    return pad_ids(seqs, pad_id, min_len)
 
 
 def providers_for(device: str) -> list[str]:

@@ -24,18 +24,19 @@ class ForwardResult:
 
 def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    from zhcls.data.samplers import longest_first
+
+    order = longest_first(lengths)
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(seqs), longest), dtype=torch.long)  # (B, T)
-    for row, s in enumerate(seqs):
-        ids[row, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[row, : len(s)] = 1
-    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+    """:func:`zhcls.data.dataset.pad_ids` as tensors on ``device``: ids, mask (B, T)."""
+    from zhcls.data.dataset import pad_ids
+
+    ids, mask = pad_ids(seqs, pad_id)
+    return (torch.from_numpy(ids).to(device, non_blocking=True),
+            torch.from_numpy(mask).to(device, non_blocking=True))
 
 
 def autocast_dtype(device: torch.device, precision: str | None = "auto") -> torch.dtype | None:

@@ -60,7 +60,7 @@ class PretrainTrainer(Trainer):
             super()._save_checkpoint(model, trial)
 
     def _get_train_sampler(self, train_dataset=None):
-        from zhcls.training.trainer import ShuffledLengthGroupedSampler
+        from zhcls.data.samplers import ShuffledLengthGroupedSampler
 
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         group = self.args.per_device_train_batch_size * max(1, self.args.world_size)

@@ -15,70 +15,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from zhcls.config import Config
+from zhcls.data.samplers import ShuffledLengthGroupedSampler, longest_first
 from zhcls.training.distributed import gather_with_grad, is_distributed
 
 logger = logging.getLogger(__name__)
 
 #: Debug hook: when set to a directory, every rank writes ``rank<N>.json`` there at the end of
 #: training (weight digests, fingerprints of the training rows it saw); used by the DDP tests.
-
-
-class ShuffledLengthGroupedSampler(Sampler[int]):
-    """Indices whose consecutive ``group_size`` slices hold examples of similar length, in a
-    random order: shuffle, sort by length inside mega-batches of ``mega_batch_mult`` groups
-    (ties stay in shuffled order), cut into groups, then shuffle the groups (the longest goes
-    first, so an out-of-memory shows at step 1). Which examples share a group and the order of
-    groups change every epoch (``set_epoch``); the order depends only on (seed, epoch), so
-    every DDP rank computes the same one before the Trainer shards it.
-
-    ``group_size`` should be the per-device batch x world size: the ranks' batches of one
-    step then have similar lengths too (nobody waits for a long batch on another rank)."""
-
-    def __init__(self, lengths: Sequence[int], group_size: int, seed: int = 0,
-                 mega_batch_mult: int = 50):
-        if group_size < 1 or not len(lengths):
-            raise ValueError(f"ShuffledLengthGroupedSampler: expected group_size >= 1 and a non-empty "
-                             f"dataset, got group_size {group_size} and {len(lengths)} lengths")
-        self.lengths = np.asarray(lengths, dtype=np.int64)  # (N,)
-        self.group_size = int(group_size)
-        self.mega = self.group_size * max(1, min(mega_batch_mult,
-                                                 len(lengths) // (4 * self.group_size)))
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.lengths))  # (N,)
-        groups: list[np.ndarray] = []
-        for start in range(0, len(order), self.mega):
-            mega = order[start:start + self.mega]
-            mega = mega[np.argsort(-self.lengths[mega], kind="stable")]  # longest first
-            groups.extend(mega[i:i + self.group_size] for i in range(0, len(mega), self.group_size))
-        last = groups.pop() if len(order) % self.group_size else None  # keep the short one last
-        groups = [groups[i] for i in rng.permutation(len(groups))]
-        if groups:
-            longest = max(range(len(groups)), key=lambda i: self.lengths[groups[i]].max())
-            groups[0], groups[longest] = groups[longest], groups[0]
-        if last is not None:
-            groups.append(last)
-        return iter(np.concatenate(groups).tolist())
 
 
 class ZhclsTrainer(Trainer):
@@ -196,7 +149,7 @@ class ZhclsTrainer(Trainer):
         lengths = getattr(eval_dataset, "lengths", None)
         if lengths is None:
             return super()._get_eval_sampler(eval_dataset)
-        return np.argsort(-np.asarray(lengths), kind="stable").tolist()
+        return longest_first(lengths)
 
     def get_train_dataloader(self) -> DataLoader:
         """The Trainer's loader, or with ``train.label_aware_batches`` a loader over a
