@@ -107,6 +107,11 @@ CASES = [
     # -- the teacher column -------------------------------------------------------------------
     ("probs-fed-as-logits", kd(f"文本\t0\t{P_OK}\n文本\t1\t[0.1, 0.8, 0.1]\n"),
      [*KD, "--objective.teacher_input", "logits"], ["objective.teacher_input", "probs_as_logits"]),
+    ("probs-fed-as-logits-with-a-dirty-row",
+     kd(f"文本\t0\t{P_OK}\n文本\t1\t[0.1, 0.8, 0.1]\n文本\t2\t[0.1, 0.1, 0.8]\n"
+        "文本\t0\t[0.9, 0.2, 0.086]\n"),
+     [*KD, "--objective.teacher_input", "logits", "--data.teacher_policy", "normalize"],
+     ["3 of 4 teacher rows are probability vectors", "objective.teacher_input"]),
     ("small-negative", kd("文本\t0\t[0.8, 0.205, -0.005]\n"), KD,
      ["train.txt:1:", "-0.005", "data.teacher_negative clip"]),
     ("negative-beyond-tolerance", kd("文本\t0\t[0.8, 0.3, -0.1]\n"),
@@ -114,6 +119,8 @@ CASES = [
     ("entry-above-one-error", kd(f"文本\t0\t{P_OK}\n文本\t0\t[0.91, 40, 760]\n"),
      [*KD, "--data.teacher_policy", "normalize", "--data.teacher_invalid", "error"],
      ["train.txt:2:", "not a probability vector", "data.teacher_invalid"]),
+    ("entry-above-one-default-policy", kd(f"文本\t0\t{P_OK}\n文本\t0\t[3.0, 0.5, 0.2]\n"), KD,
+     ["train.txt:2:", "entry 3 > 1", "not a probability vector", "data.teacher_policy skip"]),
     ("sum-off-policy-error", kd("文本\t0\t[0.9, 0.2, 0.086]\n"), KD,
      ["train.txt:1:", "sum to 1.186", "data.teacher_policy"]),
     ("teacher-wrong-length", kd("文本\t0\t[0.5, 0.5]\n"), KD,
@@ -137,7 +144,7 @@ CASES = [
     ("unknown-head", good(), [*TRAIN, "--model.head", "bert_LSTM"], ["model.head", "bert_CNN"]),
     ("misspelt-key", good(), [*TRAIN, "--train.lrr", "1e-3"], ["--train.lrr", "--train.lr"]),
     ("config-not-yaml", good(**{"bad.yaml": "train: [1, 2\n"}),
-     ["train", "--config", "{D}/bad.yaml", "--data", "{D}"], ["bad.yaml", "invalid YAML"]),
+     ["train", "--config", "{D}/bad.yaml", "--data", "{D}"], ["bad.yaml:2:1: invalid YAML"]),
     ("config-unknown-section", good(**{"bad.yaml": "trainer:\n  lr: 1\n"}),
      ["train", "--config", "{D}/bad.yaml", "--data", "{D}"], ["bad.yaml", "unknown section"]),
 ]
@@ -160,6 +167,7 @@ def test_bad_input_exits_2_naming_where(name, files, argv, needles, tiny_model, 
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is None
     message = errors[0].getMessage()
+    assert "\n" not in message, f"not one line: {message!r}"
     for needle in needles:
         assert needle in message, f"{needle!r} not in {message!r}"
     assert not (tmp_path / "out" / "best").exists()

@@ -79,7 +79,7 @@ def test_each_dev_evaluation_is_logged_once_with_its_step(logged_run):
     assert steps == [3, 6, 9]  # the final step is not printed a second time
     best = result.dev_metrics["step"]
     assert best in steps
-    final = [line for line in lines if f"(best checkpoint, step {best})" in line]
+    final = [line for line in lines if f"(best checkpoint, step {best};" in line]
     assert [line.split(" ")[0] for line in final] == ["dev", "test"]
 
 

@@ -386,7 +386,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+            raise ConfigError(yaml_error_message(path, exc)) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     cfg = _from_dict(raw, source, root)
@@ -503,6 +503,16 @@ def _check_finite(section: Any) -> None:
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise ConfigError(f"{name}.{f.name}: expected a finite number, got {value}")
+
+
+def yaml_error_message(path: str | Path, exc: yaml.YAMLError) -> str:
+    """One line: ``FILE:LINE:COL: invalid YAML: PROBLEM`` (PyYAML's own text spans lines)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    context = getattr(exc, "context", None)
+    detail = f"{problem} ({' '.join(context.split())})" if context else problem
+    return f"{where}: invalid YAML: {detail}; fix the file (YAML, e.g. `train: {{lr: 3e-5}}`)"
 
 
 def _at_least(name: str, value: int, low: int) -> None:

@@ -142,6 +142,11 @@ def clean_teacher_probs(
                            "data.teacher_invalid skip to train such rows on the hard label")
         report.invalid.append(line)
         return None
+    if max(values) > 1.0:  # policy "error": renormalising would not be the fix either
+        raise RowError(f"teacher entry {max(values):g} > 1 while the values sum to {total:g} "
+                       "(not 1 or 100): not a probability vector in any reading; fix the row, "
+                       "or set data.teacher_policy skip to train it on the hard label "
+                       "(normalize drops such rows too, counted apart)")
     if rules.policy == "normalize" and total > 0:
         report.normalized.append(line)
         return [v / total for v in values]

@@ -221,9 +221,10 @@ class ZhclsProgressCallback(ProgressCallback):
         if "eval_accuracy" in logs:
             self._postfix["dev_acc"] = f"{logs['eval_accuracy']:.4f}"
             self._postfix["dev_loss"] = f"{logs['eval_loss']:.4f}"
-            logger.info("step %d: dev loss %.4f, dev accuracy %.4f, macro-F1 %.4f",
-                        state.global_step, logs["eval_loss"], logs["eval_accuracy"],
-                        logs.get("eval_macro_f1", float("nan")))
+            how = "bf16 autocast" if args.bf16 else "fp16 autocast" if args.fp16 else "fp32"
+            logger.info("step %d: dev loss %.4f, dev accuracy %.4f, macro-F1 %.4f (model at this "
+                        "step, %s)", state.global_step, logs["eval_loss"], logs["eval_accuracy"],
+                        logs.get("eval_macro_f1", float("nan")), how)
         if self.training_bar is not None:
             self.training_bar.set_postfix(self._postfix, refresh=False)
 
