@@ -12,6 +12,7 @@ import numpy as np
 
 from zhcls.data.formats import SplitData
 from zhcls.evaluation.metrics import compute_report, format_report
+from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,7 @@ def write_evaluation(probs: np.ndarray, representations: np.ndarray, split: Spli
     metrics["loss"] = round(float(-np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, 1)
                                           ).mean()), 4)
     metrics["split"] = str(split.path)
-    (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n",
-                                      encoding="utf-8")
+    atomic_write_json(out / "metrics.json", metrics)
     text = format_report(metrics, class_names)
     (out / "report.txt").write_text(text + "\n", encoding="utf-8")
     _write_wrong_samples(out / "wrong_samples.jsonl", split, probs, pred, class_names)

@@ -14,7 +14,6 @@ weights, activations quantised on the fly) and records how far its probabilities
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import warnings
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from zhcls.errors import ZhclsError
+from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -194,5 +194,4 @@ def _write_info(out: Path, result: ExportResult, ckpt, min_len: int) -> None:
     info["model_path"] = result.model_path.name  # relative: the directory can be moved
     if result.int8_path is not None:
         info["int8_path"] = result.int8_path.name
-    (out / "export.json").write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n",
-                                     encoding="utf-8")
+    atomic_write_json(out / "export.json", info)

@@ -21,7 +21,6 @@ its probabilities must match zhcls' on :data:`zhcls.inference.export.CHECK_TEXTS
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 
 from zhcls.errors import ZhclsError
 from zhcls.inference.export import CHECK_TEXTS, ExportResult, _max_diff, _torch_probs
+from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +124,8 @@ def hf_probs(directory: str | Path, texts: list[str], batch_size: int = 16) -> n
 def _write_card(out: Path, ckpt, result: ExportResult) -> None:
     from zhcls.modeling.model_card import write_model_card
 
-    (out / "export.json").write_text(json.dumps(
-        {"format": "hf", "architecture": result.extra["architecture"], "head": result.head,
-         "source": str(ckpt.path), "max_length": ckpt.config.data.max_length,
-         "check_texts": result.check_texts, "max_abs_prob_diff": result.max_abs_prob_diff},
-        ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "export.json", {
+        "format": "hf", "architecture": result.extra["architecture"], "head": result.head,
+        "source": str(ckpt.path), "max_length": ckpt.config.data.max_length,
+        "check_texts": result.check_texts, "max_abs_prob_diff": result.max_abs_prob_diff})
     write_model_card(ckpt.path, out, library_name="transformers")

@@ -8,7 +8,6 @@ sorted by length over a split and writes a ready KD dataset (see :mod:`zhcls.lab
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from zhcls.errors import CheckpointError
+from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
         agreement=round(float((probs.argmax(1) == gold).mean()), 4),
         mean_confidence=round(float(probs.max(1).mean()), 4),
         seconds=round(time.perf_counter() - start, 2))
-    (Path(out_dir) / "label_report.json").write_text(
-        json.dumps(asdict(report), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(Path(out_dir) / "label_report.json", asdict(report))
     logger.info("teacher agrees with gold on %.2f%% (mean confidence %.3f); wrote %s",
                 100 * report.agreement, report.mean_confidence, out_file)
     return report
