@@ -61,6 +61,7 @@ DAMAGED = [
      "encoder_config.json"),
     ("meta-newer", _write("meta.json", '{"format": 7, "zhcls_version": "9.0"}'), "meta.json"),
     ("meta-garbage", lambda c: _garbage(c / "meta.json"), "meta.json"),
+    ("tokenizer-garbage", _write("tokenizer.json", "nope\n"), "tokenizer"),
 ]
 
 
@@ -142,3 +143,10 @@ def test_gbk_file_predicts_with_the_encoding_flag(tmp_path, caplog, capsys, ckpt
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0, message
     assert [r["text"] for r in rows] == ["体育新闻", "财经新闻"]
+
+
+def test_abbreviated_options_are_not_guessed(caplog, ckpt):
+    """``--text`` is not silently read as ``--text-field`` (which would predict nothing)."""
+    code, message = run(caplog, ["predict", str(ckpt), "--text", "股市"])
+    assert code == 2 and "--text" in message and "\n" not in message, message
+

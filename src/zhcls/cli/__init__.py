@@ -7,6 +7,7 @@ is also the Python API. Heavy imports (torch, transformers) happen inside the co
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import sys
@@ -30,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"zhcls {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # no abbreviated options: `predict --text` must not silently mean --text-field
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=functools.partial(argparse.ArgumentParser,
+                                                               allow_abbrev=False))
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"zhcls.cli.{name}")

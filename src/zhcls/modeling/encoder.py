@@ -125,7 +125,13 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     if path.is_dir():
         has_hf = any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
         if has_hf:
-            tok = AutoTokenizer.from_pretrained(str(path))
+            try:
+                tok = AutoTokenizer.from_pretrained(str(path))
+            except (OSError, ValueError, TypeError, KeyError) as exc:  # damaged tokenizer files
+                detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+                raise CheckpointError(
+                    f"{path}: cannot load the tokenizer (tokenizer.json / tokenizer_config.json: "
+                    f"{detail}); restore the files written with the model") from None
         elif (path / "vocab.txt").is_file():
             # transformers 5: BertTokenizer(vocab_file=...) silently ignores the file;
             # from_pretrained on a directory holding vocab.txt reads it.
