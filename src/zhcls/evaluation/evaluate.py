@@ -19,17 +19,24 @@ logger = logging.getLogger(__name__)
 
 def evaluate_model(model, tokenizer, split: SplitData, class_names: list[str],
                    out_dir: str | Path, *, config=None, batch_size: int = 256,
-                   max_length: int | None = None, precision: str | None = None) -> dict:
+                   max_length: int | None = None, precision: str | None = None,
+                   input_ids: list[list[int]] | None = None) -> dict:
     """Evaluate on ``split``; write metrics.json, report.txt, wrong samples and predictions.
+    ``input_ids``: the split already tokenised (by :func:`zhcls.data.dataset.encode_texts`,
+    as training does), so it is not tokenised again.
     ``precision`` (``fp32`` | ``bf16`` | ``fp16``; None = bf16/fp16 autocast on CUDA) sets the
     autocast of the forward passes on GPU (see ``zhcls.modeling.forward.autocast_dtype``)."""
-    from zhcls.modeling.forward import forward_texts, softmax
+    from zhcls.modeling.forward import forward_ids, forward_texts, softmax
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     max_length = max_length or (config.data.max_length if config is not None else 32)
-    result = forward_texts(model, tokenizer, split.texts, max_length, batch_size,
-                           with_representations=True, precision=precision)
+    if input_ids is None:
+        result = forward_texts(model, tokenizer, split.texts, max_length, batch_size,
+                               with_representations=True, precision=precision)
+    else:
+        result = forward_ids(model, input_ids, tokenizer.pad_token_id, batch_size,
+                             with_representations=True, precision=precision)
     return write_evaluation(softmax(result.logits), result.representations, split,
                             class_names, out)
 

@@ -75,20 +75,20 @@ def save_checkpoint(path: str | Path, model, tokenizer, config: Config, labels: 
 
 def _write_checkpoint_files(path: Path, model, tokenizer, config: Config, labels: list[str],
                             metrics: dict | None) -> None:
-    from zhcls.modeling.model_card import command_line, headline_metrics, write_model_card
+    from zhcls.modeling.model_card import card_metrics, command_line, write_model_card
 
     model = getattr(model, "module", model)  # unwrap DDP
     save_model(model, str(path / "model.safetensors"), metadata=weights_metadata(labels))
     (path / "encoder_config.json").write_text(model.encoder.config.to_json_string(), "utf-8")
     tokenizer.save_pretrained(str(path))
     config.save(path / "zhcls.yaml")
-    _write_json(path / "labels.json", {"labels": list(labels)})
+    atomic_write_json(path / "labels.json", {"labels": list(labels)})
     meta = {"format": FORMAT_VERSION, "zhcls_version": __version__, "head": config.model.head,
             "num_labels": len(labels), "max_length": config.data.max_length,
             "command": command_line(sys.argv), "labels_sha256": labels_digest(labels)}
     if metrics:
-        meta["metrics"] = {split: headline_metrics(m) for split, m in metrics.items()}
-    _write_json(path / "meta.json", meta)
+        meta["metrics"] = {split: card_metrics(m) for split, m in metrics.items()}
+    atomic_write_json(path / "meta.json", meta)
     write_model_card(path)
 
 
@@ -118,9 +118,6 @@ def replace_dir(staged: str | Path, final: str | Path) -> Path:
     shutil.rmtree(old, ignore_errors=True)
     return final
 
-
-def _write_json(path: Path, obj: dict) -> None:
-    atomic_write_json(path, obj)
 
 
 def labels_digest(labels: list[str]) -> str:

@@ -17,29 +17,19 @@ from typing import Any
 
 import yaml
 
-from zhcls.utils import atomic_write_json, atomic_write_text
+from zhcls.utils import atomic_write_text
 
 CARD_FILE = "README.md"
 # Scalar metrics shown in the card, in this order (others are left to metrics.json).
-CARD_METRICS = ("accuracy", "macro_f1", "loss", "num_examples")
+CARD_METRICS = ("accuracy", "macro_f1", "loss", "num_examples", "step")
 
 
-def headline_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
+def card_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
     """The scalar metrics worth keeping in ``meta.json`` and the card (no per-class tables,
     no runtimes)."""
     if not metrics:
         return {}
     return {k: metrics[k] for k in CARD_METRICS if isinstance(metrics.get(k), int | float)}
-
-
-def record_metrics(checkpoint: str | Path, split: str, metrics: dict[str, Any]) -> None:
-    """Add ``split``'s headline metrics to ``meta.json`` and re-write the model card."""
-    checkpoint = Path(checkpoint)
-    meta_path = checkpoint / "meta.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta.setdefault("metrics", {})[split] = headline_metrics(metrics)
-    atomic_write_json(meta_path, meta)
-    write_model_card(checkpoint)
 
 
 def write_model_card(checkpoint: str | Path, out_dir: str | Path | None = None, *,

@@ -162,7 +162,7 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
                        config.to_dict(), split_metrics, _read_json(run / "metrics.json"), score,
                        len(labels), max_points, method, images, pairs, has_history, reps, labels,
                        _baseline_metrics(run, baseline, split_path, split, report_dir))
-    _write_json(report_dir / "report.json", _summary(report, stamp))
+    atomic_write_json(report_dir / "report.json", _summary(report, stamp))
     from zhcls.report.html import render_run_page
 
     report.html.write_text(render_run_page(report), encoding="utf-8")
@@ -211,7 +211,7 @@ def build_comparison(reports: list[RunReport], out: str | Path, *, method: str =
                            report.name, score, report.silhouette)
     page = out / "report.html"
     page.write_text(render_comparison_page(reports, scores, out), encoding="utf-8")
-    _write_json(out / "comparison.json", {
+    atomic_write_json(out / "comparison.json", {
         "runs": [str(r.run_dir) for r in reports], "split": first.split,
         "silhouette": {r.name: s for r, s in zip(reports, scores, strict=True)},
     })
@@ -370,9 +370,6 @@ def _read_json(path: Path):
         raise ZhclsError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); the file is damaged, "
                          "delete it and re-run the command that writes it") from None
 
-
-def _write_json(path: Path, obj) -> None:
-    atomic_write_json(path, obj)
 
 
 def _safe(name: str) -> str:

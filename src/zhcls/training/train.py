@@ -351,9 +351,9 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     if trainer.is_world_process_zero():
         dev, test = _final_evaluation(trainer, tokenizer, config, data, out)
         save_checkpoint(best, trainer.model, tokenizer, config, data.class_names,
-                        metrics={"dev": _headline(dev), "test": _headline(test)})
+                        metrics={"dev": dev, "test": test})
         _write_history(out, trainer.state.log_history, history.epoch_steps)
-        _write_json(out / "metrics.json", {"dev": dev, "test": test,
+        atomic_write_json(out / "metrics.json", {"dev": dev, "test": test,
                                            "best_checkpoint": trainer.state.best_model_checkpoint,
                                            "best_step": dev["step"],
                                            "global_step": trainer.state.global_step})
@@ -379,6 +379,7 @@ def _final_evaluation(trainer, tokenizer, config: Config, data: PreparedData,
             continue
         metrics = evaluate_model(model, tokenizer, data.splits[split], data.class_names,
                                  out / f"eval_{split}", config=config,
+                                 input_ids=data.encoded[split].input_ids,  # tokenised once
                                  batch_size=config.train.eval_batch_size,
                                  precision=trainer.precision)
         metrics["step"] = step
@@ -387,12 +388,6 @@ def _final_evaluation(trainer, tokenizer, config: Config, data: PreparedData,
                     metrics["loss"], metrics["accuracy"], metrics["macro_f1"])
         results[split] = metrics
     return results["dev"], results["test"]
-
-
-def _headline(metrics: dict | None) -> dict | None:
-    if metrics is None:
-        return None
-    return {k: metrics[k] for k in ("loss", "accuracy", "macro_f1", "num_examples", "step")}
 
 
 def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:
@@ -414,8 +409,5 @@ def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:
 
 
 def _write_history(out: Path, log_history: list[dict], epoch_steps: list[int]) -> None:
-    _write_json(out / "history.json", {"log_history": log_history, "epoch_steps": epoch_steps})
+    atomic_write_json(out / "history.json", {"log_history": log_history, "epoch_steps": epoch_steps})
 
-
-def _write_json(path: Path, obj) -> None:
-    atomic_write_json(path, obj)
