@@ -28,9 +28,13 @@ import yaml
 from zhcls.errors import ConfigError
 
 HEADS = ("bert", "bert_CNN", "bert_RNN", "bert_RCNN", "bert_DPCNN", "bert_GRU_att", "ERNIE")
-OBJECTIVES = ("ce", "ce+scl", "kd", "kd+scl")
+OBJECTIVES = ("ce", "ce+scl", "kd", "kd+scl", "bce", "bce+scl")
+TASKS = ("single_label", "multi_label")
+LONG_TEXT = ("truncate", "head_tail", "chunks")
+CHUNK_POOLING = ("mean", "max", "attention")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# The loss terms an objective weighs: cross-entropy, soft-target KD, supervised contrastive.
+# The loss terms an objective weighs: the supervised term (cross-entropy; binary cross-entropy
+# per class for multi-label), soft-target KD, supervised contrastive.
 TERMS = ("ce", "kd", "scl")
 
 
@@ -89,9 +93,45 @@ class DataConfig:
     teacher_missing: str = opt("error", "KD training lines without a teacher: stop or train "
                                "on the hard label only", choices=("error", "hard_label_only"))
     cache_dir: str | None = opt(None, "tokenisation cache (null: $ZHCLS_CACHE or ~/.cache/zhcls/tokenized)")
+    task: str = opt("auto", "single_label (one class a text), multi_label (a set of classes a "
+                    "text, one sigmoid each), or auto (detected from train, logged)",
+                    choices=("auto", *TASKS))
+    label_separator: str = opt(",", "multi_label: separator of the class names / ids in a "
+                               "text file's label column (JSONL takes a `labels` list)")
+    long_text: str = opt("truncate", "texts over max_length: keep the first tokens, the first "
+                         "and last (head_tail), or overlapping windows pooled per text (chunks)",
+                         choices=LONG_TEXT)
+    head_tokens: int | None = opt(None, "head_tail: tokens kept from the start (null: a quarter "
+                                  "of max_length - 2, as Sun et al. 2019's 128 of 510)", low=0)
+    chunk_stride: int | None = opt(None, "chunks: tokens between window starts (null: half a "
+                                   "window, max_length - 2 tokens of text)", positive=True)
+    chunk_pooling: str = opt("mean", "chunks: pool the window representations of a text by "
+                             "mean, max or learned attention", choices=CHUNK_POOLING)
+    max_chunks: int = opt(8, "chunks: most windows per text in training (spread over the text, "
+                          "first and last kept); evaluation and prediction use every window",
+                          positive=True)
 
     def validate(self) -> None:
-        pass
+        if not self.label_separator or any(c in self.label_separator for c in "\t\r\n"):
+            raise ConfigError(f"data.label_separator: expected a non-empty separator other "
+                              f"than tab and newline, got {self.label_separator!r}")
+        content = self.max_length - 2
+        if self.head_tokens is not None and self.head_tokens > content:
+            raise ConfigError(f"data.head_tokens: expected at most max_length - 2 = {content} "
+                              f"(the text tokens of a window), got {self.head_tokens}")
+        if self.chunk_stride is not None and self.chunk_stride > content:
+            raise ConfigError(f"data.chunk_stride: expected at most max_length - 2 = {content} "
+                              f"(windows would skip text), got {self.chunk_stride}")
+
+    def resolved_head_tokens(self) -> int:
+        """head_tail: the text tokens kept from the start of a long text."""
+        content = self.max_length - 2
+        return content // 4 if self.head_tokens is None else self.head_tokens
+
+    def resolved_stride(self) -> int:
+        """chunks: text tokens between the starts of consecutive windows."""
+        content = self.max_length - 2
+        return max(1, content // 2) if self.chunk_stride is None else self.chunk_stride
 
 
 @dataclass
@@ -112,8 +152,9 @@ class TrainConfig:
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     eval_steps: int = opt(100, "evaluate on dev (and checkpoint) every N steps", positive=True)
     logging_steps: int = opt(10, "log the loss terms every N steps", positive=True)
-    metric_for_best: str = opt("loss", "dev metric that picks the best checkpoint",
-                               choices=("loss", "accuracy", "macro_f1"))
+    metric_for_best: str = opt("loss", "dev metric that picks the best checkpoint (multi_label: "
+                               "accuracy is subset accuracy; micro_f1 multi_label only)",
+                               choices=("loss", "accuracy", "macro_f1", "micro_f1"))
     require_improvement: int = opt(1000, "early stop after N steps without a better dev metric",
                                    low=0)
     seed: int = opt(1, "seed of initialisation, shuffling and dropout")
@@ -164,11 +205,17 @@ PRESETS: dict[str, typing.Callable[[float, float, float], dict[str, float]]] = {
     "kd": lambda lam, alpha, beta: {"ce": beta, "kd": 1.0 - beta},
     "kd+scl": lambda lam, alpha, beta: {"ce": alpha * beta, "kd": alpha * (1.0 - beta),
                                         "scl": 1.0 - alpha},
+    # multi_label names of ce / ce+scl: the supervised term is then per-class BCE
+    "bce": lambda lam, alpha, beta: {"ce": 1.0},
+    "bce+scl": lambda lam, alpha, beta: {"ce": 1.0, "scl": lam},
 }
+#: Presets that name the multi-label supervised term; they need data.task multi_label.
+MULTI_LABEL_PRESETS = ("bce", "bce+scl")
 # Keys that only some objectives read: which presets read the weight, which term the rest.
-_PRESET_WEIGHTS = {"alpha": ("kd+scl",), "beta": ("kd", "kd+scl"), "lam": ("ce+scl",)}
+_PRESET_WEIGHTS = {"alpha": ("kd+scl",), "beta": ("kd", "kd+scl"),
+                   "lam": ("ce+scl", "bce+scl")}
 _TERM_KEYS = {"temperature": "kd", "teacher_input": "kd", "scl_temperature": "scl",
-              "positives": "scl"}
+              "positives": "scl", "pos_weight": "ce", "pos_weight_auto": "ce"}
 
 
 @dataclass
@@ -193,8 +240,19 @@ class ObjectiveConfig:
                               choices=("head", "linear", "mlp"))
     projection_dim: int = opt(128, "projection head output size (linear/mlp)", positive=True)
     scl_global_batch: bool = opt(False, "DDP: contrast over the features of every process")
+    pos_weight: list[float] | None = opt(None, "multi_label BCE: weight of each class's "
+                                         "positives, one per class in class.txt order")
+    pos_weight_auto: bool = opt(False, "multi_label BCE: pos_weight (N - n_c) / n_c from the "
+                                "training counts, clipped to [1, 100]")
 
     def validate(self) -> None:
+        if self.pos_weight is not None:
+            if self.pos_weight_auto:
+                raise ConfigError("objective.pos_weight and objective.pos_weight_auto are both "
+                                  "set; give the weights or ask for them computed, not both")
+            if not self.pos_weight or any(w <= 0 for w in self.pos_weight):
+                raise ConfigError(f"objective.pos_weight: expected one positive weight per "
+                                  f"class, got {self.pos_weight}")
         if self.terms is not None:
             _check_terms(self.terms)
             if self.name is not None and not _same_weights(self.weights_of_preset(), self.terms):
@@ -259,6 +317,21 @@ def _same_weights(a: dict[str, float], b: dict[str, float]) -> bool:
                for k in TERMS)
 
 
+@dataclass
+class DecisionConfig:
+    """multi_label: which classes a text gets from its per-class sigmoid scores."""
+
+    threshold: float = opt(0.5, "score at or above which a class is predicted (classes "
+                           "without a tuned threshold)", low=0.0, high=1.0)
+    tune_thresholds: bool = opt(True, "after training, tune a threshold per class on dev "
+                                "(best F1 of that class) and save them in the checkpoint")
+    at_least_one: bool = opt(False, "a text whose scores are all below threshold gets its "
+                             "best-scoring class")
+
+    def validate(self) -> None:
+        pass
+
+
 class Sections:
     """A config made of sections (dataclass fields whose types are section dataclasses):
     :class:`Config` for ``zhcls train``, ``PretrainConfig`` for ``zhcls pretrain``. The
@@ -287,15 +360,24 @@ class Sections:
 
 @dataclass
 class Config(Sections):
-    """The whole run: ``model``, ``data``, ``train`` and ``objective`` sections."""
+    """The whole run: ``model``, ``data``, ``train``, ``objective`` and ``decision``."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
 
     def validate(self) -> Config:
-        return super().validate()
+        super().validate()
+        if self.objective.name in MULTI_LABEL_PRESETS and self.data.task == "single_label":
+            raise ConfigError(f"objective.name {self.objective.name}: a multi_label objective, "
+                              "but data.task is single_label; use objective ce / ce+scl, or "
+                              "set --data.task multi_label")
+        if self.objective.pos_weight is not None and self.data.task == "single_label":
+            raise ConfigError("objective.pos_weight: per-class BCE weights need data.task "
+                              "multi_label (single_label trains with cross-entropy)")
+        return self
 
 
 
