@@ -67,3 +67,56 @@ def format_report(metrics: dict, class_names: list[str]) -> str:
     for i, row in enumerate(metrics["confusion_matrix"]):
         lines.append(f"{i:>2d} {pad(class_names[i], width)}" + "".join(f"{v:>{cell}d}" for v in row))
     return "\n".join(lines)
+
+
+def apply_thresholds(probs: np.ndarray, thresholds: np.ndarray | float,
+                     at_least_one: bool = False) -> np.ndarray:
+    """Multi-label decision: class ``c`` is predicted for row ``n`` when
+    ``probs[n, c] >= thresholds[c]`` (a scalar applies to every class). With
+    ``at_least_one`` a row with no class at or above its threshold gets its best-scoring
+    class (ties: the lowest id). The one decision function of evaluation, the Classifier,
+    the service and the ONNX path. Returns (N, C) bool."""
+    probs = np.asarray(probs, dtype=np.float64)  # (N, C)
+    if probs.ndim != 2:
+        raise ValueError(f"apply_thresholds: expected probs of shape (N, C), got {probs.shape}")
+    th = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), probs.shape[1:])  # (C,)
+    pred = probs >= th[None, :]  # (N, C)
+    if at_least_one and len(probs):
+        empty = ~pred.any(axis=1)  # (N,)
+        pred[empty, probs[empty].argmax(axis=1)] = True
+    return pred
+
+
+def tune_thresholds(probs: np.ndarray, gold: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Per-class thresholds that maximise each class's F1 on (``probs``, ``gold``), both
+    (N, C). Candidates are the midpoints between consecutive distinct scores of the class
+    (and ``default``); ties in F1 go to the candidate closest to ``default``. A class with
+    no positive in ``gold`` keeps ``default`` (nothing to tune on). Returns (C,) float."""
+    probs = np.asarray(probs, dtype=np.float64)  # (N, C)
+    gold = np.asarray(gold).astype(bool)  # (N, C)
+    if probs.shape != gold.shape or probs.ndim != 2:
+        raise ValueError(f"tune_thresholds: probs {probs.shape} and gold {gold.shape} must "
+                         "both be (N, C)")
+    out = np.full(probs.shape[1], float(default))
+    for c in range(probs.shape[1]):
+        if gold[:, c].any():
+            out[c] = _best_threshold(probs[:, c], gold[:, c], default)
+    return out
+
+
+def _best_threshold(scores: np.ndarray, positive: np.ndarray, default: float) -> float:
+    """The F1-maximising threshold of one class (see :func:`tune_thresholds`), in
+    O(N log N): predicting the ``k`` best-scoring rows has ``cumsum`` true positives."""
+    order = np.argsort(-scores, kind="stable")
+    s, pos = scores[order], positive[order]  # descending scores
+    tp = np.cumsum(pos)  # (N,) true positives when the top k+1 rows are predicted
+    # a cut is only possible after the last row of a run of equal scores
+    last = np.append(s[1:] != s[:-1], True)  # (N,)
+    k = np.flatnonzero(last)
+    f1 = 2 * tp[k] / (k + 1 + pos.sum())
+    below = np.append(s[1:], s[-1] - 1.0)  # the next lower score (or one below the lowest)
+    candidates = np.clip((s[k] + below[k]) / 2, 0.0, 1.0)
+    default_f1 = 2 * (pos & (s >= default)).sum() / max((s >= default).sum() + pos.sum(), 1)
+    candidates, f1 = np.append(candidates, default), np.append(f1, default_f1)
+    best = np.flatnonzero(np.isclose(f1, f1.max(), rtol=0, atol=1e-12))
+    return float(candidates[best[np.argmin(np.abs(candidates[best] - default))]])
