@@ -68,8 +68,16 @@ def read_dataset(config: Config, data_dir: str | Path, splits=("train", "dev", "
         path = find_split_file(data_dir, name)
         out[name] = read_split(path, class_names, on_bad_line=d.on_bad_line,
                                label_format=d.label_format, teacher_rules=rules,
-                               read_teacher=config.objective.uses_teacher, encoding=d.encoding)
+                               read_teacher=config.objective.uses_teacher, encoding=d.encoding,
+                               task=_task(config), label_separator=d.label_separator)
     return out
+
+
+def _task(config: Config) -> str:
+    if config.data.task == "auto":  # train() resolves it first; direct callers get this
+        raise ConfigError("data.task is auto: resolve it first "
+                          "(zhcls.training.tasks.resolve_task)")
+    return config.data.task
 
 
 def check_teacher_coverage(config: Config, train: SplitData) -> None:
@@ -268,10 +276,11 @@ def _has_tensorboard() -> bool:
     return True
 
 
-def build_objective(config: Config) -> torch.nn.Module:
+def build_objective(config: Config, pos_weight: torch.Tensor | None = None) -> torch.nn.Module:
     from zhcls.losses import Objective
 
-    objective = Objective.from_config(config.objective)
+    objective = Objective.from_config(config.objective, task=config.data.task,
+                                      pos_weight=pos_weight)
     for line in objective.describe():  # each loss with its settings and citation
         logger.info("%s", line)
     return objective
@@ -289,11 +298,12 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     from zhcls.modeling.model import build_model
     from zhcls.training.guards import NonFiniteLossCallback, check_max_length
     from zhcls.training.rundir import inspect_run_dir, run_fingerprint
+    from zhcls.training.tasks import resolve_task
     from zhcls.training.trainer import (
         HistoryCallback,
         ZhclsProgressCallback,
         ZhclsTrainer,
-        compute_metrics,
+        metrics_function,
     )
 
     threads = apply_threads(config.train.threads, "train.threads")
@@ -307,6 +317,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     config.data.dir = str(data_dir)
     out = Path(out_dir or config.train.output_dir)
     config.train.output_dir = str(out)
+    resolve_task(config, data_dir, read_class_names(data_dir / "class.txt", config.data.encoding))
     run_dir = inspect_run_dir(out, config, run_fingerprint(config, data_dir))  # refuse early
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(config.model.pretrained)
@@ -324,7 +335,8 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     trainer = ZhclsTrainer(
         model=model, args=args, train_dataset=data.encoded["train"],
         eval_dataset=data.encoded["dev"], data_collator=Collator(tokenizer.pad_token_id),
-        compute_metrics=compute_metrics, objective=build_objective(config), zh_config=config,
+        compute_metrics=metrics_function(config), zh_config=config,
+        objective=build_objective(config, _pos_weight(config, data)),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), history,
                    NonFiniteLossCallback(config)],
     )
@@ -349,9 +361,16 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     best = out / "best"
     dev = test = None
     if trainer.is_world_process_zero():
-        dev, test = _final_evaluation(trainer, tokenizer, config, data, out)
+        model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        decision = None
+        if config.data.task == "multi_label":
+            from zhcls.training.tasks import decide_thresholds
+
+            decision = decide_thresholds(model, tokenizer, config, data, trainer.precision)
+        dev, test = _final_evaluation(trainer, model, tokenizer, config, data, out, decision)
         save_checkpoint(best, trainer.model, tokenizer, config, data.class_names,
-                        metrics={"dev": dev, "test": test})
+                        metrics={"dev": dev, "test": test},
+                        **({"thresholds": decision.to_dict()} if decision else {}))
         _write_history(out, trainer.state.log_history, history.epoch_steps)
         atomic_write_json(out / "metrics.json", {"dev": dev, "test": test,
                                            "best_checkpoint": trainer.state.best_model_checkpoint,
@@ -361,18 +380,19 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     return TrainResult(out, best, dev, test, trainer.is_world_process_zero())
 
 
-def _final_evaluation(trainer, tokenizer, config: Config, data: PreparedData,
-                      out: Path) -> tuple[dict, dict | None]:
-    """The numbers a run reports: the best checkpoint (loaded at the end of training) on dev
-    and test, each computed once by :func:`zhcls.evaluation.evaluate.evaluate_model`, the
-    function ``zhcls evaluate`` uses, with the checkpoint's own eval batch size."""
+def _final_evaluation(trainer, model, tokenizer, config: Config, data: PreparedData,
+                      out: Path, decision=None) -> tuple[dict, dict | None]:
+    """The numbers a run reports: the best checkpoint (loaded at the end of training; its
+    autocast wrapper taken off, so these are the saved weights' numbers) on dev and test,
+    each computed once by :func:`zhcls.evaluation.evaluate.evaluate_model`, the function
+    ``zhcls evaluate`` uses, with the checkpoint's own eval batch size. Multi-label runs
+    decide with ``decision`` (the thresholds saved with the checkpoint)."""
     from zhcls.evaluation.evaluate import evaluate_model
 
     step = trainer.state.best_global_step or trainer.state.global_step
     what = f"best checkpoint, step {step}"  # computed as `zhcls evaluate` computes it
-    # accelerate wraps forward() in autocast for bf16/fp16 training; take the wrapper off so
-    # these numbers are the saved checkpoint's, exactly as `zhcls evaluate` computes them
-    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    extra = {} if decision is None else {"thresholds": decision.thresholds,
+                                         "at_least_one": decision.at_least_one}
     results: dict[str, dict | None] = {"dev": None, "test": None}
     for split in ("dev", "test"):
         if split not in data.splits or (split == "test" and not config.train.evaluate_test):
@@ -381,13 +401,27 @@ def _final_evaluation(trainer, tokenizer, config: Config, data: PreparedData,
                                  out / f"eval_{split}", config=config,
                                  input_ids=data.encoded[split].input_ids,  # tokenised once
                                  batch_size=config.train.eval_batch_size,
-                                 precision=trainer.precision)
+                                 precision=trainer.precision, **extra)
         metrics["step"] = step
-        logger.info("%s (%s; as zhcls evaluate computes it): loss %.4f, accuracy %.4f, "
-                    "macro-F1 %.4f", split, what,
-                    metrics["loss"], metrics["accuracy"], metrics["macro_f1"])
+        if decision is None:
+            logger.info("%s (%s; as zhcls evaluate computes it): loss %.4f, accuracy %.4f, "
+                        "macro-F1 %.4f", split, what,
+                        metrics["loss"], metrics["accuracy"], metrics["macro_f1"])
+        else:
+            logger.info("%s (%s, %s; as zhcls evaluate computes it): loss %.4f, micro-F1 "
+                        "%.4f, macro-F1 %.4f, subset accuracy %.4f", split, what,
+                        decision.describe(), metrics["loss"], metrics["micro_f1"],
+                        metrics["macro_f1"], metrics["subset_accuracy"])
         results[split] = metrics
     return results["dev"], results["test"]
+
+
+def _pos_weight(config: Config, data: PreparedData) -> torch.Tensor | None:
+    if config.data.task != "multi_label":
+        return None
+    from zhcls.training.tasks import pos_weight
+
+    return pos_weight(config, data.splits["train"].label_matrix(len(data.class_names)))
 
 
 def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:

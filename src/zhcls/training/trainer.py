@@ -61,7 +61,7 @@ class ZhclsTrainer(Trainer):
         if not model.training:
             with self.eval_autocast():
                 out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            loss = F.cross_entropy(out.logits.float(), labels)
+            loss = eval_loss(out.logits, labels, self.zh_config.data.task)
             return (loss, {"logits": out.logits}) if return_outputs else loss
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         features = out.features if out.features is not None else out.representation  # (B, D)
@@ -193,16 +193,46 @@ def precision_autocast(precision: str, device_type: str) -> contextlib.AbstractC
     return torch.autocast(device_type, dtype=dtype)
 
 
-def compute_metrics(eval_pred) -> dict[str, float]:
-    """Accuracy and macro-F1 over all classes from (logits (N, C), labels (N,)), by the same
-    function as ``zhcls evaluate`` (:func:`zhcls.evaluation.metrics.headline_metrics`)."""
-    from zhcls.evaluation.metrics import headline_metrics
+def eval_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+    """Dev loss, the same for every objective so runs compare: cross-entropy (single-label,
+    labels (B,)) or per-class binary cross-entropy averaged over B x C (multi-label, labels
+    (B, C) multi-hot), in float32."""
+    if task == "multi_label":
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    return F.cross_entropy(logits.float(), labels)
 
-    logits, labels = eval_pred.predictions, eval_pred.label_ids
+
+def metrics_function(config: Config):
+    """``compute_metrics`` for the Trainer: :func:`zhcls.training.tasks.eval_metrics` of the
+    run's task (accuracy and macro-F1 as ``zhcls evaluate`` computes them; multi-label adds
+    micro-F1, at ``decision.threshold``)."""
+    from zhcls.training.tasks import eval_metrics
+
+    task, threshold = config.data.task, config.decision.threshold
+    if task != "multi_label":
+        return compute_metrics
+
+    def multilabel_compute_metrics(eval_pred) -> dict[str, float]:
+        logits, labels = _predictions(eval_pred)
+        return eval_metrics(logits, labels, task, threshold)
+
+    return multilabel_compute_metrics
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    """Single-label accuracy and macro-F1 over all classes from (logits (N, C), labels (N,)),
+    by the same function as ``zhcls evaluate`` (:func:`zhcls.evaluation.metrics.headline_metrics`)."""
+    from zhcls.training.tasks import eval_metrics
+
+    logits, labels = _predictions(eval_pred)
+    return eval_metrics(logits, labels, "single_label")
+
+
+def _predictions(eval_pred) -> tuple[np.ndarray, np.ndarray]:
+    logits = eval_pred.predictions
     if isinstance(logits, tuple):
         logits = logits[0]
-    logits = np.asarray(logits)  # (N, C)
-    return headline_metrics(np.asarray(labels), logits.argmax(-1), logits.shape[-1])
+    return np.asarray(logits), np.asarray(eval_pred.label_ids)
 
 
 class ZhclsProgressCallback(ProgressCallback):

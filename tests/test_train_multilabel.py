@@ -1,0 +1,121 @@
+"""Multi-label training end to end on a tiny model: the task is detected from the file, BCE
+trains, thresholds are tuned on dev and saved with the checkpoint, the run's numbers equal
+``zhcls evaluate``'s, and settings of the other task are refused naming the flag."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from conftest import CLASSES, SENTENCES, tiny_config, write_dataset
+from zhcls.errors import ConfigError
+from zhcls.training.train import train
+
+
+def write_multilabel(root, repeat: int = 3, teacher: bool = False):
+    """JSONL splits: single sentences (one label) and pairs of sentences of two classes (both
+    labels), plus a line with no label; class.txt as in conftest."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "class.txt").write_text("\n".join(CLASSES), encoding="utf-8")
+    rows = []
+    for label, texts in SENTENCES.items():
+        for i, text in enumerate(texts):
+            rows.append({"text": text, "labels": [CLASSES[label]]})
+            other = (label + 1) % len(CLASSES)
+            pair = sorted({label, other})
+            rows.append({"text": text + "，" + SENTENCES[other][i],
+                         "labels": [CLASSES[j] for j in pair]})
+    rows.append({"text": "今天天气不错", "labels": []})
+    if teacher:
+        for row in rows:
+            row["teacher_probs"] = [0.9 if c in row["labels"] else 0.05 for c in CLASSES]
+    for split, n in (("train", repeat), ("dev", 1), ("test", 1)):
+        lines = [json.dumps(r, ensure_ascii=False) for r in rows * n]
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ml_data(tmp_path_factory):
+    return write_multilabel(tmp_path_factory.mktemp("ml-data"))
+
+
+@pytest.fixture(scope="module")
+def ml_run(tmp_path_factory, tiny_model, ml_data):
+    cfg = tiny_config(tiny_model, **{"train__max_steps": 60, "train__eval_steps": 20,
+                                     "train__lr": 5e-3, "objective__name": "bce"})
+    return train(cfg, ml_data, tmp_path_factory.mktemp("ml-run"))
+
+
+def test_task_is_detected_and_saved(ml_run):
+    import yaml
+
+    saved = yaml.safe_load((ml_run.best_dir / "zhcls.yaml").read_text("utf-8"))
+    assert saved["data"]["task"] == "multi_label"
+
+
+def test_thresholds_are_tuned_on_dev_and_saved(ml_run):
+    saved = json.loads((ml_run.best_dir / "thresholds.json").read_text("utf-8"))
+    assert saved["task"] == "multi_label" and saved["tuned_on"] == "dev"
+    assert list(saved["thresholds"]) == CLASSES
+    assert all(0.0 <= t <= 1.0 for t in saved["thresholds"].values())
+
+
+def test_it_learns_the_tiny_multilabel_task(ml_run):
+    dev = ml_run.dev_metrics
+    assert {"micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss"} <= set(dev)
+    assert dev["micro_f1"] > 0.8, dev
+
+
+def test_run_numbers_equal_zhcls_evaluate(ml_run, ml_data, tmp_path):
+    from zhcls.evaluation.evaluate import evaluate_checkpoint
+
+    again = evaluate_checkpoint(ml_run.best_dir, ml_data, split="test", out_dir=tmp_path)
+    for key in ("micro_f1", "macro_f1", "subset_accuracy", "hamming_loss", "loss"):
+        assert again[key] == ml_run.test_metrics[key], key
+
+
+def test_auto_detection_says_what_it_found(tiny_model, ml_data, tmp_path, caplog):
+    cfg = tiny_config(tiny_model, **{"train__max_steps": 2, "train__eval_steps": 2})
+    with caplog.at_level(logging.INFO):
+        train(cfg, ml_data, tmp_path / "run")
+    assert any("multi_label" in r.getMessage() for r in caplog.records
+               if r.name.startswith("zhcls.data"))
+
+
+def test_single_label_data_with_a_multilabel_objective_names_the_flag(tiny_model, tiny_data,
+                                                                       tmp_path):
+    cfg = tiny_config(tiny_model, **{"objective__name": "bce"})
+    with pytest.raises(ConfigError, match="objective.name bce"):
+        train(cfg, tiny_data, tmp_path / "run")
+
+
+def test_pos_weight_needs_one_weight_per_class(tiny_model, ml_data, tmp_path):
+    cfg = tiny_config(tiny_model, **{"objective__pos_weight": "[1.0, 2.0]",
+                                     "data__task": "multi_label"})
+    with pytest.raises(ConfigError, match="objective.pos_weight: expected 3 weights"):
+        train(cfg, ml_data, tmp_path / "run")
+
+
+@pytest.mark.parametrize("objective", ["kd", "bce+scl", "kd+scl"])
+def test_multilabel_kd_and_scl_train_and_log_their_terms(objective, tiny_model, tmp_path):
+    data = write_multilabel(tmp_path / "data", repeat=1, teacher=True)
+    cfg = tiny_config(tiny_model, **{"objective__name": objective, "train__max_steps": 4,
+                                     "train__eval_steps": 4, "objective__pos_weight_auto": "true"})
+    result = train(cfg, data, tmp_path / "run")
+    history = json.loads((result.output_dir / "history.json").read_text("utf-8"))["log_history"]
+    logged = {k for h in history for k in h if k.startswith("loss_")}
+    expected = {"kd": {"loss_kd_soft"}, "bce+scl": {"loss_scl"}, "kd+scl": {"loss_kd_soft",
+                                                                          "loss_scl"}}[objective]
+    assert expected <= logged, logged
+    assert np.isfinite(result.dev_metrics["loss"])
+
+
+def test_single_label_runs_are_unchanged(tiny_model, tmp_path):
+    data = write_dataset(tmp_path / "single")
+    result = train(tiny_config(tiny_model), data, tmp_path / "run")
+    assert not (result.best_dir / "thresholds.json").exists()
+    assert "micro_f1" not in result.dev_metrics
