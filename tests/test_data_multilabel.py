@@ -191,6 +191,8 @@ def test_multilabel_teacher_rules(tmp_path):
     assert clipped.teacher_report.clipped == [1]
     with pytest.raises(ConfigError, match="teacher_policy normalize"):
         read_split(neg, CLASSES, teacher_policy="normalize", **ML)
+    unread = read_split(neg, CLASSES, teacher_policy="normalize", read_teacher=False, **ML)
+    assert unread.teacher_rows == 1 and unread.examples[0].teacher is None
     logits = read_split(high, CLASSES, teacher_kind="logits", **ML)
     assert logits.examples[0].teacher == [1.5, 0.2, 0.1]
 

@@ -203,8 +203,9 @@ def read_split(
     ``ignore_teacher`` drops any teacher column unread (``zhcls label`` relabels).
     ``read_teacher=False`` leaves the teacher column unread (objectives without KD): it is
     counted (``teacher_rows``), never validated. ``teacher_rules`` overrides
-    ``teacher_kind``/``teacher_policy`` with every teacher setting; its ``task`` is set to
-    ``task`` (multi-label: per-class teacher probabilities, see :mod:`zhcls.data.teacher`)."""
+    ``teacher_kind``/``teacher_policy`` with every teacher setting; when the column is read,
+    their ``task`` becomes ``task`` (multi-label: per-class probabilities, no sum rule, and
+    ``teacher_policy`` normalize is a ConfigError; see :mod:`zhcls.data.teacher`)."""
     path = Path(path)
     if on_bad_line not in ON_BAD_LINE:
         raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {on_bad_line!r}")
@@ -213,8 +214,8 @@ def read_split(
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     rules = teacher_rules or TeacherRules(kind=teacher_kind, policy=teacher_policy)
-    if rules.task != task:
-        rules = replace(rules, task=task)
+    if read_teacher and not ignore_teacher and rules.task != task:
+        rules = replace(rules, task=task)  # an unread column is never refused
     if not path.is_file():
         raise DataError("file not found", path)
     text = _decode(path.read_bytes(), path, encoding)
