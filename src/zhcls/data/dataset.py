@@ -53,21 +53,35 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 class EncodedDataset(Dataset):
-    """Token ids per example (unpadded), labels, and teacher rows with a presence mask."""
+    """Token ids per example (unpadded), labels, and teacher rows with a presence mask.
+    Multi-label (``task="multi_label"``): ``labels[i]`` is a list of class ids (maybe empty)
+    and an item's ``labels`` the (C,) float32 multi-hot row of ``num_labels`` classes."""
 
-    def __init__(self, input_ids: list[list[int]], labels: list[int],
-                 teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None):
+    def __init__(self, input_ids: list[list[int]], labels: list[int] | list[list[int]],
+                 teacher: torch.Tensor | None = None, teacher_mask: torch.Tensor | None = None,
+                 num_labels: int | None = None, task: str = "single_label"):
+        if task == "multi_label" and num_labels is None:
+            raise ValueError("EncodedDataset: multi_label needs num_labels (the class count)")
         self.input_ids = input_ids
         self.labels = labels
         self.teacher = teacher  # (N, C) float32 or None
         self.teacher_mask = teacher_mask  # (N,) bool or None
+        self.num_labels = num_labels
+        self.task = task
         self.lengths = [len(x) for x in input_ids]
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _label(self, i: int) -> int | torch.Tensor:
+        if self.task != "multi_label":
+            return self.labels[i]
+        row = torch.zeros(self.num_labels, dtype=torch.float32)  # (C,)
+        row[list(self.labels[i])] = 1.0
+        return row
+
     def __getitem__(self, i: int) -> dict:
-        item = {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+        item = {"input_ids": self.input_ids[i], "labels": self._label(i)}
         if self.teacher is not None:
             item["teacher"] = self.teacher[i]
             item["teacher_mask"] = self.teacher_mask[i]
@@ -109,7 +123,8 @@ def encode_split(
             if ex.teacher is not None:
                 teacher[i] = torch.tensor(ex.teacher)
                 mask[i] = True
-    return EncodedDataset(input_ids, split.labels, teacher, mask)
+    return EncodedDataset(input_ids, split.labels, teacher, mask, num_labels=num_labels,
+                          task=split.task)
 
 
 def _cache_key(split: SplitData, tokenizer: PreTrainedTokenizerBase, max_length: int) -> str:
@@ -147,15 +162,23 @@ def pad_ids(seqs: list[list[int]], pad_id: int, min_len: int = 1
 
 @dataclass
 class Collator:
-    """Pads a list of examples to the longest in the batch (dynamic padding)."""
+    """Pads a list of examples to the longest in the batch (dynamic padding). ``labels``:
+    (B,) long class ids, or (B, C) float32 multi-hot for multi-label items."""
 
     pad_token_id: int
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         ids, mask = pad_ids([list(it["input_ids"]) for it in items], self.pad_token_id)
         batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
-                 "labels": torch.tensor([it["labels"] for it in items], dtype=torch.long)}
+                 "labels": _stack_labels([it["labels"] for it in items])}
         if "teacher" in items[0]:
             batch["teacher"] = torch.stack([it["teacher"] for it in items])  # (B, C)
             batch["teacher_mask"] = torch.stack([it["teacher_mask"] for it in items])  # (B,)
         return batch
+
+
+def _stack_labels(labels: list) -> torch.Tensor:
+    """(B, C) float32 from multi-hot rows (multi-label), else (B,) long class ids."""
+    if isinstance(labels[0], torch.Tensor) and labels[0].dim() == 1:
+        return torch.stack(labels).to(torch.float32)  # (B, C)
+    return torch.tensor(labels, dtype=torch.long)  # (B,)

@@ -1,6 +1,12 @@
 """Read labelled text in the research formats: THUCNews ``text<TAB>label[<TAB>teacher]``
 files with a ``class.txt``, and CSV / JSONL files with ``text``, ``label`` and an optional
 ``teacher_probs`` field. Every bad line is an error naming file, line, expected and found.
+
+Multi-label (``task="multi_label"``): the label field holds ids / names joined by
+``label_separator`` (``text<TAB>体育,财经``; a CSV ``label`` or ``labels`` column likewise), or
+JSONL gives a ``labels`` list; an empty field / list is an example with no label. Each
+example's label is then the sorted list of its distinct ids. :func:`detect_task` tells the two
+tasks apart from a training file.
 """
 
 from __future__ import annotations
@@ -11,10 +17,18 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from zhcls.data.labels import LABEL_FORMATS, FileLevelError, LabelReader
+import numpy as np
+
+from zhcls.data.labels import (
+    LABEL_FORMATS,
+    FileLevelError,
+    LabelReader,
+    cardinality,
+    task_of_labels,
+)
 from zhcls.data.teacher import (
     RowError,
     TeacherReport,
@@ -28,14 +42,16 @@ logger = logging.getLogger(__name__)
 
 SPLIT_SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl")
 ON_BAD_LINE = ("error", "skip")
+TASKS = ("single_label", "multi_label")
 
 
 @dataclass
 class Example:
-    """One labelled sentence. ``line`` is the 1-based line (or CSV record) it came from."""
+    """One labelled sentence. ``line`` is the 1-based line (or CSV record) it came from.
+    ``label``: a class id (single-label) or the sorted distinct ids, maybe none (multi-label)."""
 
     text: str
-    label: int
+    label: int | list[int]
     teacher: list[float] | None = None
     line: int = 0
 
@@ -50,14 +66,26 @@ class SplitData:
     skip_reasons: dict[int, str] = field(default_factory=dict)
     teacher_rows: int = 0  # lines with a non-empty teacher column (read or not)
     teacher_report: TeacherReport = field(default_factory=TeacherReport)
+    task: str = "single_label"
 
     @property
     def texts(self) -> list[str]:
         return [e.text for e in self.examples]
 
     @property
-    def labels(self) -> list[int]:
+    def labels(self) -> list[int] | list[list[int]]:
         return [e.label for e in self.examples]
+
+    def label_sets(self) -> list[list[int]]:
+        """Every example's labels as a list (a single label -> a list of one)."""
+        return [e.label if isinstance(e.label, list) else [e.label] for e in self.examples]
+
+    def label_matrix(self, num_classes: int) -> np.ndarray:
+        """(N, C) float32 multi-hot matrix of the labels (one-hot for single-label)."""
+        out = np.zeros((len(self.examples), num_classes), dtype=np.float32)  # (N, C)
+        for row, ids in enumerate(self.label_sets()):
+            out[row, ids] = 1.0
+        return out
 
     @property
     def has_teacher(self) -> bool:
@@ -168,24 +196,33 @@ def read_split(
     read_teacher: bool = True,
     encoding: str = "utf-8",
     ignore_teacher: bool = False,
+    task: str = "single_label",
+    label_separator: str = ",",
 ) -> SplitData:
     """Read one split file (format chosen by suffix) into validated examples.
     ``ignore_teacher`` drops any teacher column unread (``zhcls label`` relabels).
     ``read_teacher=False`` leaves the teacher column unread (objectives without KD): it is
     counted (``teacher_rows``), never validated. ``teacher_rules`` overrides
-    ``teacher_kind``/``teacher_policy`` with every teacher setting."""
+    ``teacher_kind``/``teacher_policy`` with every teacher setting; when the column is read,
+    their ``task`` becomes ``task`` (multi-label: per-class probabilities, no sum rule, and
+    ``teacher_policy`` normalize is a ConfigError; see :mod:`zhcls.data.teacher`)."""
     path = Path(path)
     if on_bad_line not in ON_BAD_LINE:
         raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {on_bad_line!r}")
     if label_format not in LABEL_FORMATS:
         raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     rules = teacher_rules or TeacherRules(kind=teacher_kind, policy=teacher_policy)
+    if read_teacher and not ignore_teacher and rules.task != task:
+        rules = replace(rules, task=task)  # an unread column is never refused
     if not path.is_file():
         raise DataError("file not found", path)
     text = _decode(path.read_bytes(), path, encoding)
     rows = _RECORD_READERS.get(path.suffix.lower(), _tsv_records)(text, path)
-    split = SplitData(path=path, examples=[])
+    split = SplitData(path=path, examples=[], task=task)
     labels = LabelReader(class_names, label_format, path)
+    separator = label_separator if task == "multi_label" else None
     for line, fields in rows:
         if ignore_teacher:
             fields.pop("teacher_probs", None)
@@ -193,7 +230,7 @@ def read_split(
             if isinstance(fields, RowError):
                 raise fields
             example = _make_example(fields, line, labels, rules if read_teacher else None,
-                                    split)
+                                    split, separator)
         except FileLevelError:
             raise
         except (DataError, RowError) as exc:
@@ -210,6 +247,21 @@ def read_split(
     if not split.examples:
         raise DataError("no usable examples in file", path)
     return split
+
+
+def detect_task(path: str | Path, class_names: list[str], *, label_separator: str = ",",
+                encoding: str = "utf-8") -> str:
+    """``"multi_label"`` when any row of the (training) file has a JSONL ``labels`` list or a
+    label field of more than one ``label_separator``-separated name / id, else
+    ``"single_label"``; logs what was found. Rows the readers would reject are not counted.
+    Where class names contain the separator, fields are not split (that is logged)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found (detecting data.task from it)", path)
+    text = _decode(path.read_bytes(), path, encoding)
+    rows = [f["label"] for _, f in _RECORD_READERS.get(path.suffix.lower(), _tsv_records)(text, path)
+            if not isinstance(f, RowError)]
+    return task_of_labels(rows, class_names, label_separator, path.name)
 
 
 def _decode(raw: bytes, path: Path, encoding: str) -> str:
@@ -246,7 +298,10 @@ def _tsv_records(text: str, path: Path) -> Iterator[Record]:
 def _csv_records(text: str, path: Path) -> Iterator[Record]:
     reader = csv.DictReader(io.StringIO(text, newline="\n"))
     header = reader.fieldnames or []
-    missing = {"text", "label"} - set(header)
+    if {"label", "labels"} <= set(header):
+        raise DataError(f"CSV header has both label and labels columns; keep one; found {header}",
+                        path, 1)
+    missing = {"text", "label"} - set(header) - ({"label"} if "labels" in header else set())
     if missing:
         raise DataError(
             f"CSV header must have columns text,label[,teacher_probs]; missing {sorted(missing)}; "
@@ -267,7 +322,8 @@ def _csv_records(text: str, path: Path) -> Iterator[Record]:
             yield reader.line_num, RowError(f"expected {len(header)} comma-separated columns "
                                             f"({','.join(header)}); found {found}")
             continue
-        yield reader.line_num, {k: v for k, v in row.items() if k in _FIELDS}
+        yield reader.line_num, {"label" if k == "labels" else k: v for k, v in row.items()
+                                if k in _FIELDS}
 
 
 def _jsonl_records(text: str, path: Path) -> Iterator[Record]:
@@ -279,10 +335,16 @@ def _jsonl_records(text: str, path: Path) -> Iterator[Record]:
         except json.JSONDecodeError as exc:
             yield line, RowError(f"invalid JSON ({exc.msg})")
             continue
-        if not isinstance(obj, dict) or "text" not in obj or "label" not in obj:
-            yield line, RowError('expected a JSON object with "text" and "label"')
+        if not isinstance(obj, dict) or "text" not in obj or ("label" in obj) == ("labels" in obj):
+            both = isinstance(obj, dict) and "label" in obj and "labels" in obj
+            yield line, RowError('expected a JSON object with "text" and "label" (or a "labels" '
+                                 'list)' + ('; found both "label" and "labels"' if both else ""))
             continue
-        fields = {"text": obj["text"], "label": obj["label"]}
+        if "labels" in obj and not isinstance(obj["labels"], list):
+            yield line, RowError(f'"labels" must be a JSON list of class names or ids; found '
+                                 f"{type(obj['labels']).__name__} {str(obj['labels'])[:40]!r}")
+            continue
+        fields = {"text": obj["text"], "label": obj.get("label", obj.get("labels"))}
         if obj.get("teacher_probs") is not None:
             tp = obj["teacher_probs"]
             fields["teacher_probs"] = tp if isinstance(tp, str) else json.dumps(tp)
@@ -290,15 +352,21 @@ def _jsonl_records(text: str, path: Path) -> Iterator[Record]:
 
 
 _RECORD_READERS = {".csv": _csv_records, ".jsonl": _jsonl_records}
-_FIELDS = ("text", "label", "teacher_probs")
+_FIELDS = ("text", "label", "labels", "teacher_probs")
 
 
 def _make_example(fields, line: int, labels: LabelReader, rules: TeacherRules | None,
-                  split: SplitData) -> Example:
+                  split: SplitData, separator: str | None) -> Example:
     text = fields["text"]
     if not isinstance(text, str) or not text.strip():
         raise RowError("empty text; every example needs a non-empty sentence")
-    label = labels.parse(fields["label"], line)
+    if separator is not None:
+        label: int | list[int] = labels.parse_multi(fields["label"], line, separator)
+    elif isinstance(fields["label"], list):
+        raise RowError(f"label is a list {str(fields['label'])[:40]}: multi-label data; set "
+                       "data.task multi_label (or auto) to read label sets")
+    else:
+        label = labels.parse(fields["label"], line)
     teacher = None
     raw_teacher = fields.get("teacher_probs")
     if raw_teacher is not None and str(raw_teacher).strip():
@@ -327,14 +395,16 @@ def warn_class_coverage(splits: dict[str, SplitData], class_names: list[str]) ->
     and classes that dev/test hold but train does not."""
     if "train" not in splits:
         return []
-    in_train = set(splits["train"].labels)
+    in_train = _present(splits["train"])
     absent = [class_names[i] for i in range(len(class_names)) if i not in in_train]
     out = []
+    what = ("examples labelled with" if splits["train"].task == "multi_label"
+            else "training examples of")
     if absent:
-        out.append(f"{splits['train'].path}: no training examples of {len(absent)} of "
+        out.append(f"{splits['train'].path}: no {what} {len(absent)} of "
                    f"{len(class_names)} classes: {', '.join(absent)} (the model cannot learn them)")
     for name, split in splits.items():
-        extra = sorted({class_names[i] for i in set(split.labels) - in_train})
+        extra = sorted({class_names[i] for i in _present(split) - in_train})
         if name != "train" and extra:
             out.append(f"{split.path}: {name} has examples of classes that train has none of: "
                        f"{', '.join(extra)}")
@@ -343,7 +413,16 @@ def warn_class_coverage(splits: dict[str, SplitData], class_names: list[str]) ->
     return out
 
 
+def _present(split: SplitData) -> set[int]:
+    return {i for ids in split.label_sets() for i in ids}
+
+
 def _log_summary(split: SplitData) -> None:
+    if split.task == "multi_label":
+        c = cardinality(split.label_sets())
+        logger.info("%s: %d multi-label examples, %.3f labels per example; %d with no label, "
+                    "%d with one, %d with 2+", split.path, c["rows"], c["cardinality"],
+                    c["no_label"], c["one_label"], c["two_plus"])
     if split.skipped:
         logger.warning(
             "%s: skipped %d bad lines (first: %s)", split.path, len(split.skipped),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -63,8 +64,15 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
     again (accelerate's batch-sampler sharding drops batches whose size is not exactly
     ``batch_size``). ``num_replicas=1`` is the single-process sampler above.
 
+    Multi-label: ``labels`` holds each item's list of class ids. Each item is grouped by
+    its rarest label (the one with the fewest items in ``labels``, ties to the smaller id;
+    items with no label form a group of their own), and the groups play the part of the
+    classes above (see :func:`multilabel_groups`). So every item with a label has in its
+    batch another item sharing that label (a positive under a label-overlap SupCon), and rare
+    labels get their pairs first. Other labels of an item may still occur once in a batch.
+
     Args:
-        labels: class id of every dataset item, in dataset order.
+        labels: class id of every dataset item (or its list of class ids), in dataset order.
         batch_size: target batch size, ``>= 2``.
         seed: non-negative base seed.
         drop_last: drop the trailing incomplete batch.
@@ -74,14 +82,15 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
 
     def __init__(
         self,
-        labels: Sequence[int],
+        labels: Sequence[int] | Sequence[Sequence[int]],
         batch_size: int,
         seed: int = 0,
         drop_last: bool = False,
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        labels_list = [int(y) for y in labels]
+        labels_list = multilabel_groups(labels) if _is_multilabel(labels) else [
+            int(y) for y in labels]
         if not labels_list:
             raise ValueError(
                 "LabelAwareBatchSampler: expected at least one label, found an empty "
@@ -184,6 +193,18 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
             chunks.extend(shuffled[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
         assert sum(len(c) for c in chunks) == self._num_samples
         return chunks
+
+
+def _is_multilabel(labels: Sequence) -> bool:
+    return any(isinstance(y, (list, tuple)) for y in labels)
+
+
+def multilabel_groups(label_sets: Sequence[Sequence[int]]) -> list[int]:
+    """The group of each item of a multi-label dataset: its rarest label (fewest items in
+    ``label_sets`` hold it; ties to the smaller id), or -1 for an item with no label."""
+    counts = Counter(int(c) for ids in label_sets for c in ids)
+    return [min((counts[int(c)], int(c)) for c in ids)[1] if len(ids) else -1
+            for ids in label_sets]
 
 
 def _cut_points(ends: np.ndarray, n_batches: int, size: float, min_chunks: int,

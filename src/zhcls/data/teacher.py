@@ -11,6 +11,14 @@ row into a clean probability (or logit) vector, or says exactly why it cannot:
 * an entry > 1 while the sum is not ≈ 100 is not a probability vector in any reading:
   ``invalid``: ``skip`` (default: the row trains on the hard label only, counted apart) or
   ``error``; ``normalize`` never renormalises such a row.
+
+Multi-label (``TeacherRules(task="multi_label")``): a row holds C independent per-class
+probabilities, each in [0, 1], with no sum rule. ``negative`` applies as above (clip small
+negatives to 0 or stop); an entry > 1 is no probability: ``invalid`` skip (counted) or error
+(percentages cannot be told apart from a bad row without a sum, so they are not rescaled).
+``policy`` has no sum to check: ``skip`` still drops unreadable rows (as in single-label),
+and ``normalize`` is refused with a :class:`~zhcls.errors.ConfigError` — renormalising
+independent per-class probabilities would change what they mean.
 """
 
 from __future__ import annotations
@@ -19,10 +27,13 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from zhcls.errors import ConfigError
+
 TEACHER_KINDS = ("probs", "logits")
 TEACHER_POLICIES = ("error", "normalize", "skip")
 TEACHER_NEGATIVE = ("error", "clip")
 TEACHER_INVALID = ("skip", "error")
+TEACHER_TASKS = ("single_label", "multi_label")
 SUM_TOLERANCE = 0.02
 PERCENT_TOLERANCE = 2.0
 NEGATIVE_TOLERANCE = 0.01
@@ -42,9 +53,11 @@ class TeacherRules:
     tolerance: float = NEGATIVE_TOLERANCE
     invalid: str = "skip"
     drop_unusable: bool = False  # True: an unparsable teacher drops the teacher, not the line
+    task: str = "single_label"  # multi_label: C independent probabilities, no sum rule
 
     def __post_init__(self) -> None:
         for name, value, choices in (("kind", self.kind, TEACHER_KINDS),
+                                     ("task", self.task, TEACHER_TASKS),
                                      ("policy", self.policy, TEACHER_POLICIES),
                                      ("negative", self.negative, TEACHER_NEGATIVE),
                                      ("invalid", self.invalid, TEACHER_INVALID)):
@@ -52,6 +65,11 @@ class TeacherRules:
                 raise ValueError(f"teacher {name} must be one of {choices}, got {value!r}")
         if not 0 <= self.tolerance < 1:
             raise ValueError(f"teacher tolerance must be in [0, 1), got {self.tolerance}")
+        if self.task == "multi_label" and self.policy == "normalize":
+            raise ConfigError("data.teacher_policy normalize: multi-label teacher rows are "
+                              "independent per-class probabilities with no sum rule, there is "
+                              "nothing to renormalise; set data.teacher_policy error (the "
+                              "default) or skip")
 
 
 @dataclass
@@ -129,6 +147,8 @@ def clean_teacher_probs(
     is recorded in ``report``); raise :class:`RowError` saying which setting accepts it."""
     rules = policy if isinstance(policy, TeacherRules) else TeacherRules(policy=policy)
     values = _clip_negatives(values, rules, line, report)
+    if rules.task == "multi_label":
+        return _clean_multilabel(values, rules, line, report)
     total = sum(values)
     reading = sum_reading(total)
     if reading == "percent":
@@ -157,6 +177,20 @@ def clean_teacher_probs(
         f"teacher probabilities sum to {total:g}, expected 1 (or 100 for percentages); "
         "set data.teacher_policy to normalize or skip to accept such rows"
     )
+
+
+def _clean_multilabel(values: list[float], rules: TeacherRules, line: int,
+                      report: TeacherReport) -> list[float] | None:
+    """Per-class probabilities (negatives already handled): every entry must be <= 1."""
+    high = max(values)
+    if high <= 1.0:
+        return values
+    if rules.invalid == "error":
+        raise RowError(f"teacher entry {high:g} > 1: multi-label teacher rows hold one "
+                       "probability in [0, 1] per class; fix the row, or set "
+                       "data.teacher_invalid skip to train such rows on the hard labels")
+    report.invalid.append(line)
+    return None
 
 
 def _clip_negatives(values: list[float], rules: TeacherRules, line: int,
