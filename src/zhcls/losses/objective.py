@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from zhcls.config import OBJECTIVES, PRESETS, TERMS
+from zhcls.config import MULTI_LABEL_PRESETS, OBJECTIVES, PRESETS, TERMS
+from zhcls.losses.bce import BCELoss
 from zhcls.losses.ce import CELoss
 from zhcls.losses.kd import KDLoss
+from zhcls.losses.kd_multilabel import MultiLabelKDLoss
 from zhcls.losses.supcon import SupConLoss
+from zhcls.losses.supcon_multilabel import MultiLabelSupConLoss
 
 if TYPE_CHECKING:
     from zhcls.config import ObjectiveConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OBJECTIVES", "TERMS", "Objective", "ObjectiveOutput"]
+__all__ = ["OBJECTIVES", "TASKS", "TERMS", "Objective", "ObjectiveOutput"]
+
+TASKS: tuple[str, ...] = ("single_label", "multi_label")
 
 
 @dataclass
@@ -27,7 +33,8 @@ class ObjectiveOutput:
 
     Attributes:
         loss: scalar tensor to call ``backward()`` on.
-        terms: detached, unweighted scalar tensors for logging. Always ``ce`` and ``total``;
+        terms: detached, unweighted scalar tensors for logging. Always ``ce`` (the per-class
+            BCE for a multi-label objective: the key stays ``ce``) and ``total``;
             ``kd_soft`` (the ``T^2``-scaled KD term) and ``scl`` when they have a weight; ``kd``
             (``L_KD = beta * L_CE + (1 - beta) * L_soft``) for the ``kd`` / ``kd+scl`` presets.
     """
@@ -51,6 +58,8 @@ class Objective(nn.Module):
     ``kd``            ``L_KD = beta * L_CE + (1 - beta) * L_soft``  ``beta, 1-beta, 0``
     ``kd+scl``        ``alpha * L_KD + (1 - alpha) * L_SCL``        ``alpha*beta,
                                                                    alpha*(1-beta), 1-alpha``
+    ``bce``           ``L_BCE`` (multi-label only)                  ``1, 0, 0``
+    ``bce+scl``       ``L_BCE + lam * L_SCL`` (multi-label only)    ``1, 0, lam``
     ================  ===========================================  ======================
 
     A term with weight 0 is not computed (and needs no teacher / features). ``L_CE`` is
@@ -59,8 +68,18 @@ class Objective(nn.Module):
     projection-head output: the caller decides), and ``L_soft`` is the ``T^2``-scaled
     :class:`~zhcls.losses.kd.KDLoss` (Hinton et al., 2015).
 
+    ``task="multi_label"`` swaps each term for its multi-label version, keeping the weights:
+    the ``ce`` term is the per-class :class:`~zhcls.losses.bce.BCELoss` (with ``pos_weight``),
+    ``kd`` the per-class :class:`~zhcls.losses.kd_multilabel.MultiLabelKDLoss` and ``scl`` the
+    label-overlap :class:`~zhcls.losses.supcon_multilabel.MultiLabelSupConLoss`;
+    :meth:`formula` and :meth:`describe` then name the first term ``bce``. Every preset works
+    for multi-label data (``bce`` / ``bce+scl`` are the clearer names of ``ce`` / ``ce+scl``
+    there); with ``task="single_label"`` they mean ``ce`` / ``ce+scl`` and log a warning
+    (``zhcls.config`` refuses them with ``data.task: single_label``).
+
     Shapes (``forward``):
-        * ``logits``: ``(B, C)``; ``labels``: ``(B,)`` int.
+        * ``logits``: ``(B, C)``; ``labels``: ``(B,)`` int (single-label) or ``(B, C)``
+          multi-hot float (multi-label); the other shape raises ``ValueError``.
         * ``features``: ``(B, D)``; required when ``scl`` has a weight, else may be ``None``.
         * ``teacher``: ``(B, C)`` (probabilities or logits, see ``teacher_input``); required
           when ``kd`` has a weight, ignored otherwise.
@@ -75,7 +94,11 @@ class Objective(nn.Module):
         temperature: KD temperature ``T``.
         scl_temperature: SupCon temperature ``tau``.
         positives: SupCon anchor mode, ``"all"`` or ``"only"``.
-        teacher_input: KD teacher format, ``"probs"``, ``"logits"`` or ``"probs_as_logits"``.
+        teacher_input: KD teacher format, ``"probs"``, ``"logits"`` or ``"probs_as_logits"``
+            (the last single-label only).
+        task: ``"single_label"`` (default) or ``"multi_label"``.
+        pos_weight: multi-label BCE weight of each class's positives, ``(C,)``; ``None``
+            means all 1. Refused for single-label.
     """
 
     def __init__(
@@ -90,26 +113,39 @@ class Objective(nn.Module):
         scl_temperature: float = 0.07,
         positives: str = "all",
         teacher_input: str = "probs",
+        task: str = "single_label",
+        pos_weight: Tensor | Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        self.name = name
+        _check_task(name, task, pos_weight)
+        self.name, self.task = name, task
         self.lam, self.alpha, self.beta = float(lam), float(alpha), float(beta)
         self.weights = _resolve_weights(name, terms, lam=lam, alpha=alpha, beta=beta)
-        self.ce = CELoss()
+        multi = task == "multi_label"
+        self.ce: CELoss | BCELoss = BCELoss(pos_weight) if multi else CELoss()
         self.scl: SupConLoss | None = None
-        self.kd: KDLoss | None = None
+        self.kd: KDLoss | MultiLabelKDLoss | None = None
         if "scl" in self.weights:
-            self.scl = SupConLoss(temperature=scl_temperature, positives=positives)
+            scl_cls = MultiLabelSupConLoss if multi else SupConLoss
+            self.scl = scl_cls(temperature=scl_temperature, positives=positives)
         if "kd" in self.weights:
-            self.kd = KDLoss(temperature=temperature, teacher_input=teacher_input,
+            kd_cls = MultiLabelKDLoss if multi else KDLoss
+            self.kd = kd_cls(temperature=temperature, teacher_input=teacher_input,
                              validate=False)  # the data layer validated the teacher column
 
     @classmethod
-    def from_config(cls, o: ObjectiveConfig) -> Objective:
-        """The objective of a validated ``config.objective``."""
+    def from_config(cls, o: ObjectiveConfig, task: str = "single_label",
+                    pos_weight: Tensor | Sequence[float] | None = None) -> Objective:
+        """The objective of a validated ``config.objective`` for ``task`` (the resolved
+        ``data.task``). ``pos_weight`` (e.g. computed from the training counts for
+        ``objective.pos_weight_auto``) wins over ``o.pos_weight``; both ``None``: all 1.
+        A pos_weight with ``task="single_label"`` raises ``ValueError``."""
+        if pos_weight is None:
+            pos_weight = o.pos_weight
         return cls(o.name, terms=o.terms, lam=o.lam, alpha=o.alpha, beta=o.beta,
                    temperature=o.temperature, scl_temperature=o.scl_temperature,
-                   positives=o.positives, teacher_input=o.teacher_input)
+                   positives=o.positives, teacher_input=o.teacher_input, task=task,
+                   pos_weight=pos_weight)
 
     @property
     def needs_teacher(self) -> bool:
@@ -121,20 +157,27 @@ class Objective(nn.Module):
         """Whether ``forward`` requires ``features`` (the SupCon term has a weight)."""
         return self.scl is not None
 
+    def _term_name(self, key: str) -> str:
+        """How a term is named to the user: the ``ce`` term is ``bce`` for multi-label."""
+        return "bce" if key == "ce" and self.task == "multi_label" else key
+
     def formula(self) -> str:
-        """``L = 0.25·ce + 0.25·kd + 0.5·scl``."""
-        return "L = " + " + ".join(f"{w:g}·{k}" for k, w in self.weights.items())
+        """``L = 0.25·ce + 0.25·kd + 0.5·scl`` (``bce`` for ``ce`` when multi-label)."""
+        return "L = " + " + ".join(f"{w:g}·{self._term_name(k)}"
+                                   for k, w in self.weights.items())
 
     def describe(self) -> list[str]:
         """One line for the objective, then one per active loss: its config and citation."""
-        lines = [f"objective {self.name or 'terms'}: {self.formula()}"]
+        task = " (multi_label)" if self.task == "multi_label" else ""
+        lines = [f"objective {self.name or 'terms'}{task}: {self.formula()}"]
         for key, module in (("ce", self.ce), ("kd", self.kd), ("scl", self.scl)):
             if module is not None and key in self.weights:
-                lines.append(f"  {key}: {module!r} — {module.citation}")
+                lines.append(f"  {self._term_name(key)}: {module!r} — {module.citation}")
         return lines
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, weights={self.weights}"
+        task = ", task='multi_label'" if self.task == "multi_label" else ""
+        return f"name={self.name!r}, weights={self.weights}{task}"
 
     def forward(
         self,
@@ -148,6 +191,7 @@ class Objective(nn.Module):
         """``feature_labels`` labels the rows of ``features`` when they differ from the
         batch (e.g. features all-gathered across DDP ranks); defaults to ``labels``."""
         self._check_call(features, teacher)
+        self._check_labels(logits, labels)
         w = self.weights
         ce = self.ce(logits, labels)
         terms: dict[str, Tensor] = {"ce": ce}
@@ -167,6 +211,23 @@ class Objective(nn.Module):
         assert loss is not None  # at least one weight > 0, checked in __init__
         terms["total"] = loss
         return ObjectiveOutput(loss=loss, terms={k: v.detach() for k, v in terms.items()})
+
+    def _check_labels(self, logits: Tensor, labels: Tensor) -> None:
+        """Labels in the task's form: ``(B,)`` ids single-label, ``(B, C)`` multi-hot."""
+        shape = tuple(labels.shape)
+        if self.task == "multi_label" and (labels.dim() != 2 or labels.shape != logits.shape):
+            raise ValueError(
+                f"Objective {self.name or self.formula()!r} (multi_label): expected multi-hot "
+                f"labels of shape {tuple(logits.shape)} (B, C) float, found {shape} "
+                f"{labels.dtype}; the data must be read with task multi_label (the collator "
+                "then gives (B, C) labels), or build the objective with task='single_label'."
+            )
+        if self.task == "single_label" and labels.dim() != 1:
+            raise ValueError(
+                f"Objective {self.name or self.formula()!r} (single_label): expected integer "
+                f"class ids of shape ({logits.shape[0]},), found {shape} {labels.dtype}; for "
+                "multi-hot labels build the objective with task='multi_label'."
+            )
 
     def _check_call(self, features: Tensor | None, teacher: Tensor | None) -> None:
         if self.needs_teacher and teacher is None:
@@ -210,6 +271,23 @@ def _resolve_weights(name: str | None, terms: dict[str, float] | None, *, lam: f
         raise ValueError(f"Objective: preset {name!r} has weights {preset} but terms are "
                          f"{terms}; pass only one of them.")
     return {k: float(chosen[k]) for k in TERMS if float(chosen.get(k, 0.0)) > 0.0}
+
+
+def _check_task(name: str | None, task: str,
+                pos_weight: Tensor | Sequence[float] | None) -> None:
+    if task not in TASKS:
+        raise ValueError(f"Objective: expected task in {TASKS}, found {task!r}; use "
+                         "'multi_label' for multi-hot labels, else 'single_label'.")
+    if task == "single_label" and name in MULTI_LABEL_PRESETS:
+        # config.validate refuses these with data.task single_label; with data.task auto the
+        # task is only known once the data is read, so the caller checks it there.
+        logger.warning("objective %r names the multi-label per-class BCE but task is "
+                       "single_label: it trains softmax cross-entropy, as %r", name,
+                       name.replace("bce", "ce"))
+    if task == "single_label" and pos_weight is not None:
+        raise ValueError("Objective: pos_weight weighs the positives of each class in the "
+                         "multi-label BCE, found it with task='single_label'; drop it or pass "
+                         "task='multi_label'.")
 
 
 def _check_weights(*, lam: float, alpha: float, beta: float) -> None:

@@ -97,7 +97,7 @@ class SupConLoss(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
-        _check_inputs(features, labels)
+        self._check_inputs(features, labels)
         dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=features.device.type, enabled=False):
             feats = F.normalize(features.to(dtype), p=2.0, dim=1)  # (B, D)
@@ -111,13 +111,23 @@ class SupConLoss(nn.Module):
             n_anchors = has_pos.sum().to(dtype).clamp_min(1.0)
             return (per_anchor * has_pos.to(dtype)).sum() / n_anchors
 
-    def _per_anchor(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``l_i`` for every anchor and whether anchor ``i`` has a positive."""
+    @staticmethod
+    def _check_inputs(features: Tensor, labels: Tensor) -> None:
+        _check_inputs(features, labels)
+
+    def _pair_weights(self, labels: Tensor, feats: Tensor) -> Tensor:
+        """Weight ``w_ij`` of positive ``j`` for anchor ``i``: ``1[y_j == y_i]``, ``(B, B)``,
+        diagonal 0, in the dtype and on the device of ``feats``."""
         b = feats.shape[0]
         labels = labels.reshape(-1, 1).to(feats.device)  # (B, 1)
         same = torch.eq(labels, labels.T).to(feats.dtype)  # (B, B)
         logits_mask = 1.0 - torch.eye(b, dtype=feats.dtype, device=feats.device)  # (B, B)
-        pos_mask = same * logits_mask  # (B, B), diagonal zeroed
+        return same * logits_mask  # (B, B), diagonal zeroed
+
+    def _per_anchor(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``l_i`` for every anchor and whether anchor ``i`` has a positive."""
+        b = feats.shape[0]
+        pos_mask = self._pair_weights(labels, feats)  # (B, B), diagonal 0
 
         sim = feats @ feats.T / self.temperature  # (B, B)
         row_max, _ = sim.max(dim=1, keepdim=True)  # (B, 1)
@@ -133,22 +143,26 @@ class SupConLoss(nn.Module):
         return -mean_log_prob_pos, n_pos > 0
 
 
-def _check_inputs(features: Tensor, labels: Tensor) -> None:
+def _check_features(features: Tensor, who: str) -> None:
     if not isinstance(features, Tensor) or features.dim() != 2:
         shape = tuple(features.shape) if isinstance(features, Tensor) else type(features)
         raise ValueError(
-            f"SupConLoss: expected features of shape (B, D), found {shape}; "
+            f"{who}: expected features of shape (B, D), found {shape}; "
             "pass one representation per example (flatten views to (B*V, D))."
         )
     if features.shape[0] == 0:
         raise ValueError(
-            "SupConLoss: expected a non-empty batch, found B=0; skip empty batches upstream."
+            f"{who}: expected a non-empty batch, found B=0; skip empty batches upstream."
         )
     if not features.is_floating_point():
         raise ValueError(
-            f"SupConLoss: expected floating-point features, found dtype {features.dtype}; "
+            f"{who}: expected floating-point features, found dtype {features.dtype}; "
             "pass the model's hidden states, not token ids."
         )
+
+
+def _check_inputs(features: Tensor, labels: Tensor) -> None:
+    _check_features(features, "SupConLoss")
     if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != features.shape[0]:
         shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels)
         raise ValueError(
