@@ -23,7 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "teacher] files with class.txt, or CSV/JSONL): class counts with imbalance "
             "warnings, text length in characters (and tokens with --tokenizer) with the "
             "max_length covering 95%/99%, duplicates within and across splits, suspicious "
-            "lines, and teacher-vs-gold agreement. The report goes to stdout; the PNG "
+            "lines, and teacher-vs-gold agreement. Multi-label data (detected, or --task "
+            "multi_label) reports label cardinality, rows with 0/1/2+ labels, per-class "
+            "positive rates, frequent label pairs and a co-occurrence heat map, and per-class "
+            "teacher agreement. The report goes to stdout; the PNG "
             f"histograms and stats.json/stats.txt go to --out (default ./{DEFAULT_OUT}/ in the "
             "current directory, never inside DIR)."
         ),
@@ -38,14 +41,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write nothing; only print the report")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="stdout format (default text)")
+    _add_task_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=("auto", "single_label", "multi_label"), default="auto",
+                        help="auto (default): multi_label when the train file has a labels list "
+                             "or a label field with several separator-joined names/ids")
+    parser.add_argument("--label-separator", metavar="SEP", default=",",
+                        help="separator of the labels in a multi-label field (default ',')")
 
 
 def run(args: argparse.Namespace) -> int:
     from zhcls.report.stats import data_stats
 
     out_dir = None if args.no_plots else Path(args.out)
-    stats = data_stats(args.data_dir, tokenizer=args.tokenizer, out_dir=out_dir)
+    stats = data_stats(args.data_dir, tokenizer=args.tokenizer, out_dir=out_dir,
+                       task=args.task, label_separator=args.label_separator)
     text = format_report(stats)
     as_json = json.dumps(stats, ensure_ascii=False, indent=2)
     if out_dir is not None:
@@ -57,13 +70,19 @@ def run(args: argparse.Namespace) -> int:
 
 def format_report(stats: dict[str, Any]) -> str:
     """Render the dict returned by :func:`zhcls.report.stats.data_stats` as text."""
+    from zhcls.report.stats_multilabel import multilabel_class_lines, multilabel_split_lines
+
+    multi = stats.get("task") == "multi_label"
     lines = [f"Dataset {stats['data_dir']}: {len(stats['class_names'])} classes, splits "
              f"{', '.join(stats['splits'])}" + (f"; tokenizer {stats['tokenizer']}"
-                                                if stats.get("tokenizer") else "")]
-    lines += ["", *_class_table(stats)]
+                                                if stats.get("tokenizer") else "")
+             + ("; multi-label" if multi else "")]
+    lines += ["", *(multilabel_class_lines(stats) if multi else _class_table(stats))]
     for name, info in stats["splits"].items():
         lines += ["", f"== {name}: {info['examples']:,} examples ({info['path']})"]
         lines += _split_lines(info)
+        if multi:
+            lines += multilabel_split_lines(info)
     lines += ["", "== across splits", *_cross_lines(stats["cross_split"])]
     if stats["warnings"]:
         lines += ["", "== warnings", *(f"  ! {w}" for w in stats["warnings"])]
@@ -115,7 +134,7 @@ def _split_lines(info: dict[str, Any]) -> list[str]:
         out.append(f"  unreadable lines skipped: {info['skipped_count']} "
                    f"(first: {info['first_skip_reason']})")
     teacher = info.get("teacher")
-    if teacher:
+    if teacher and "agreement" in teacher:  # single-label (multi-label: multilabel_split_lines)
         out.append(f"  teacher: {teacher['rows_with_teacher']} rows ({teacher['coverage']:.0%}), "
                    f"argmax agrees with gold {teacher['agreement']:.1%}, mean confidence "
                    f"{teacher['mean_confidence']:.3f}, mean gold prob {teacher['mean_gold_prob']:.3f}")

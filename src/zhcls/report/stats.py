@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from zhcls.data.formats import (
+    TASKS,
     Example,
+    detect_task,
     find_split_file,
     has_split,
     read_class_names,
@@ -25,6 +27,12 @@ from zhcls.data.formats import (
 )
 from zhcls.data.teacher import TeacherRules
 from zhcls.errors import DataError, ZhclsError
+from zhcls.report.stats_multilabel import (
+    STATS_TEACHER_MULTILABEL,
+    multilabel_balance,
+    multilabel_plots,
+    multilabel_teacher,
+)
 from zhcls.utils import is_cjk
 
 logger = logging.getLogger(__name__)
@@ -48,6 +56,8 @@ def data_stats(
     *,
     tokenizer: Any = None,
     out_dir: str | Path | None = None,
+    task: str = "auto",
+    label_separator: str = ",",
 ) -> dict[str, Any]:
     """Statistics of every split (train/dev/test) found in ``data_dir``.
 
@@ -55,14 +65,20 @@ def data_stats(
     ``vocab.txt`` with only a WordPiece vocabulary also works) or a loaded tokenizer; token
     lengths count no special tokens, and the suggested ``max_length`` adds 2 for [CLS]/[SEP].
     With ``out_dir`` the length histograms (and class counts) are written there as PNGs.
+
+    ``task`` auto (see :func:`resolve_task`) | single_label | multi_label: multi-label splits
+    report label sets (:mod:`zhcls.report.stats_multilabel`) under ``classes`` / ``teacher``.
     """
     data_dir = resolve_data_dir(data_dir, flag="DIR")
     class_names = read_class_names(data_dir / "class.txt")
-    splits = _read_splits(data_dir, class_names)
+    task = resolve_task(data_dir, class_names, task, label_separator)
+    splits = _read_splits(data_dir, class_names, task, label_separator)
+    multi = task == "multi_label"
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
     result: dict[str, Any] = {"data_dir": str(data_dir), "class_names": class_names,
                               "tokenizer": _tokenizer_name(tokenizer, tok), "splits": {},
-                              "warnings": [], "plots": []}
+                              "warnings": [], "plots": [], "task": task,
+                              **({"label_separator": label_separator} if multi else {})}
     lengths: dict[str, dict[str, list[int]]] = {"characters": {}, "tokens": {}}
     for name, (split, first_error) in splits.items():
         examples = split.examples
@@ -72,7 +88,8 @@ def data_stats(
                 "teacher_repairs": split.teacher_report.summary() or None,
                 "teacher_column": {"rows": split.teacher_rows,
                                    **split.teacher_report.counts()}}
-        info["classes"] = class_balance(examples, class_names)
+        info["classes"] = (multilabel_balance(examples, class_names) if multi
+                           else class_balance(examples, class_names))
         chars = [len(e.text) for e in examples]
         lengths["characters"][name] = chars
         info["length_chars"] = length_summary(chars, extra=0)
@@ -82,7 +99,8 @@ def data_stats(
             info["length_tokens"].update(unk)
         info["duplicates"] = within_duplicates(examples, class_names)
         info["suspicious"] = suspicious_lines(examples)
-        info["teacher"] = teacher_agreement(examples)
+        info["teacher"] = (multilabel_teacher(examples, class_names) if multi
+                           else teacher_agreement(examples))
         result["splits"][name] = info
         result["warnings"] += _split_warnings(name, info)
     result["warnings"] += warn_class_coverage({n: s for n, (s, _) in splits.items()},
@@ -167,14 +185,15 @@ def within_duplicates(examples: list[Example], class_names: list[str]) -> dict[s
     for e in examples:
         groups[e.text].append(e)
     dups = {t: g for t, g in groups.items() if len(g) > 1}
-    conflicting = [t for t, g in dups.items() if len({e.label for e in g}) > 1]
+    conflicting = [t for t, g in dups.items() if len({_label_key(e.label) for e in g}) > 1]
     shown = sorted(dups, key=lambda t: (t not in conflicting, dups[t][0].line))[:MAX_EXAMPLES]
     return {
         "duplicate_texts": len(dups),
         "extra_rows": sum(len(g) - 1 for g in dups.values()),
         "conflicting_labels": len(conflicting),
         "examples": [{"text": t, "lines": [e.line for e in dups[t]],
-                      "labels": [class_names[e.label] for e in dups[t]]} for t in shown],
+                      "labels": [label_name(e.label, class_names) for e in dups[t]]}
+                     for t in shown],
     }
 
 
@@ -184,7 +203,7 @@ def cross_duplicates(by_split: dict[str, list[Example]], class_names: list[str])
     labels: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for name, exs in by_split.items():
         for e in exs:
-            labels[e.text][name].add(class_names[e.label])
+            labels[e.text][name].add(label_name(e.label, class_names))
     names = list(by_split)
     pairs = {}
     for i, a in enumerate(names):
@@ -199,6 +218,17 @@ def cross_duplicates(by_split: dict[str, list[Example]], class_names: list[str])
     leaked = {n: sum(1 for e in by_split[n] if e.text in texts["train"])
               for n in names if n != "train" and "train" in texts}
     return {"pairs": pairs, "texts_in_several_splits": in_many, "eval_rows_in_train": leaked}
+
+
+def _label_key(label: int | list[int]) -> int | tuple[int, ...]:
+    return tuple(label) if isinstance(label, list) else label
+
+
+def label_name(label: int | list[int], class_names: list[str]) -> str:
+    """A class name; a multi-label set as its names joined by "," ("(none)" when empty)."""
+    if isinstance(label, list):
+        return ",".join(class_names[i] for i in label) or "(none)"
+    return class_names[label]
 
 
 def _conflicts_first(conflict: list[str], shared: list[str]) -> list[str]:
@@ -252,13 +282,32 @@ def _argmax(values: list[float]) -> int:
     return max(range(len(values)), key=values.__getitem__)
 
 
-def _read_splits(data_dir: Path, class_names: list[str]) -> dict[str, tuple[Any, str | None]]:
+def resolve_task(data_dir: Path, class_names: list[str], task: str, label_separator: str) -> str:
+    """``task`` itself, or for auto the task :func:`detect_task` reads from the train file
+    (the first split present when there is no train)."""
+    if task != "auto":
+        if task not in TASKS:
+            raise ValueError(f"task must be auto or one of {TASKS}, got {task!r}")
+        return task
+    present = [n for n in SPLITS if has_split(data_dir, n)]
+    if not present:
+        return "single_label"  # _read_splits says what is missing
+    path = find_split_file(data_dir, present[0])
+    task = detect_task(path, class_names, label_separator=label_separator)
+    logger.info("data-stats: task %s (detected from %s; --task to override)", task, path.name)
+    return task
+
+
+def _read_splits(data_dir: Path, class_names: list[str], task: str = "single_label",
+                 label_separator: str = ",") -> dict[str, tuple[Any, str | None]]:
     out = {}
+    rules = STATS_TEACHER_MULTILABEL if task == "multi_label" else STATS_TEACHER
     for name in SPLITS:
         if not has_split(data_dir, name):
             continue
         path = find_split_file(data_dir, name)
-        split = read_split(path, class_names, on_bad_line="skip", teacher_rules=STATS_TEACHER)
+        split = read_split(path, class_names, on_bad_line="skip", teacher_rules=rules,
+                           task=task, label_separator=label_separator)
         first_error = split.skip_reasons[split.skipped[0]] if split.skipped else None
         out[name] = (split, first_error)
     if not out:
@@ -338,5 +387,11 @@ def _write_plots(result: dict[str, Any], lengths: dict[str, dict[str, list[int]]
         label = unit if unit == "characters" else "tokens, without [CLS]/[SEP]"
         written.append(str(plot_length_histogram(per_split, path, unit=label, marks=marks)))
     counts = {n: info["classes"]["counts"] for n, info in result["splits"].items()}
+    if result.get("task") == "multi_label":
+        written.append(str(plot_class_counts(
+            counts, out_dir / "class_counts.png",
+            title="Share of label occurrences per split (multi-label)")))
+        written += multilabel_plots(result, out_dir)
+        return written
     written.append(str(plot_class_counts(counts, out_dir / "class_counts.png")))
     return written
