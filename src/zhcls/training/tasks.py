@@ -79,11 +79,13 @@ def eval_metrics(logits: np.ndarray, labels: np.ndarray, task: str,
     """Training's dev metrics for model selection, by the functions ``zhcls evaluate``
     uses: single-label accuracy and macro-F1 of the argmax; multi-label subset accuracy
     (``accuracy``), micro- and macro-F1 at the global ``decision.threshold``."""
-    from zhcls.evaluation.metrics import apply_thresholds, headline_metrics, multilabel_metrics
+    from zhcls.evaluation.metrics import apply_thresholds, headline_metrics
 
     logits = np.asarray(logits)  # (N, C)
     if task != "multi_label":
         return headline_metrics(np.asarray(labels), logits.argmax(-1), logits.shape[-1])
+    from zhcls.evaluation.metrics import multilabel_metrics
+
     pred = apply_thresholds(sigmoid(logits), threshold)  # (N, C) bool
     m = multilabel_metrics(np.asarray(labels) > 0.5, pred,
                            [str(i) for i in range(logits.shape[-1])])
