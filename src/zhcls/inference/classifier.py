@@ -227,6 +227,7 @@ class Classifier:
         import torch
 
         from zhcls.devices import resolve_device
+        from zhcls.inference.multilabel import decision_kwargs
         from zhcls.modeling.checkpoint import load_checkpoint
 
         if threads is not None:
@@ -240,7 +241,7 @@ class Classifier:
                     ckpt.config.model.head, len(ckpt.labels), backend.device, precision)
         clf = cls(backend, ckpt.tokenizer, ckpt.labels, length, batch_size=batch_size,
                    long_text=long_text, head=ckpt.config.model.head, source=str(path),
-                   **_decision_kwargs(path, ckpt.labels, ckpt.config.data.task))
+                   **decision_kwargs(path, ckpt.labels, ckpt.config.data.task))
         clf.checkpoint = ckpt
         return clf
 
@@ -282,6 +283,7 @@ class Classifier:
         from zhcls.utils import require_extra
 
         require_extra("export", "onnxruntime")
+        from zhcls.inference.multilabel import decision_kwargs
         from zhcls.inference.onnx_backend import OnnxBackend, read_export_info
         from zhcls.modeling.checkpoint import (
             check_labels_digest,
@@ -309,7 +311,7 @@ class Classifier:
                     config.model.head, backend.providers)
         return cls(backend, tokenizer, labels, length, batch_size=batch_size,
                    long_text=long_text, head=config.model.head, source=str(model_file),
-                   **_decision_kwargs(path, labels, config.data.task))
+                   **decision_kwargs(path, labels, config.data.task))
 
     @classmethod
     def _load_baseline(cls, path: Path, batch_size: int, long_text: str, quantized: bool
@@ -476,13 +478,10 @@ class Classifier:
     def to_predictions(self, probs: np.ndarray, top_k: int = 1,
                        warnings: Sequence[str | None] | None = None) -> list[Prediction]:
         """Rank each row of ``probs`` (N, C); ties keep label-id order. ``warnings``: one per
-        row (see :meth:`unknown_warnings`), None for none. Multi-label: the label sets of
-        :func:`zhcls.inference.multilabel.multilabel_predictions`."""
+        row (see :meth:`unknown_warnings`), None for none. Multi-label: label sets under
+        the thresholds (:mod:`zhcls.inference.multilabel`)."""
         if self.task == "multi_label":
-            from zhcls.inference.multilabel import multilabel_predictions
-
-            return multilabel_predictions(probs, self.labels, self.thresholds,
-                                          self.at_least_one, top_k, warnings)
+            return self._multilabel_predictions(probs, top_k, warnings)
         order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]  # (N, k)
         warnings = warnings if warnings is not None else [None] * len(probs)
         out = []
@@ -496,21 +495,29 @@ class Classifier:
                                   warning))
         return out
 
+    def _multilabel_predictions(self, probs: np.ndarray, top_k: int,
+                                warnings: Sequence[str | None] | None) -> list[Prediction]:
+        from zhcls.inference.multilabel import decide
+
+        decided, order = decide(probs, self.thresholds, self.at_least_one)  # (N, C) each
+        warnings = warnings if warnings is not None else [None] * len(probs)
+        out = []
+        for row, on, ranked, warning in zip(probs, decided, order, warnings, strict=True):
+            ranked_scores = [LabelScore(self.labels[int(j)], int(j), float(row[j]))
+                             for j in ranked]
+            chosen = tuple(x for x in ranked_scores if on[x.label_id])
+            best = (chosen[0].label, chosen[0].label_id, chosen[0].score) if chosen \
+                else (None, None, None)
+            out.append(Prediction(
+                *best,
+                tuple(ranked_scores[:top_k]) if top_k > 1 else None, warning, labels=chosen,
+                scores={name: float(p) for name, p in zip(self.labels, row, strict=True)}))
+        return out
+
     def __repr__(self) -> str:
         return (f"Classifier(source={self.source!r}, head={self.head!r}, "
                 f"backend={self.backend.name!r}, task={self.task!r}, labels={len(self.labels)}, "
                 f"max_length={self.max_length})")
-
-
-def _decision_kwargs(path: Path, labels: list[str], task: str) -> dict[str, Any]:
-    """``task`` / ``thresholds`` / ``at_least_one`` for the constructor, from the directory's
-    ``thresholds.json`` (:func:`zhcls.modeling.checkpoint.read_thresholds`)."""
-    from zhcls.modeling.checkpoint import read_thresholds
-
-    decision = read_thresholds(path, labels, task)
-    if decision is None:
-        return {}
-    return {"task": "multi_label", "thresholds": decision[0], "at_least_one": decision[1]}
 
 
 def _check_max_length(max_length: int, limit: int, path: Path) -> int:

@@ -3,7 +3,8 @@ under the checkpoint's decision (per-class thresholds from ``thresholds.json`` a
 ``at_least_one``), decided by :func:`zhcls.evaluation.metrics.apply_thresholds`, the one
 decision function that evaluation, the Classifier, the service and the ONNX path share.
 
-A multi-label :class:`~zhcls.inference.classifier.Prediction` has
+A multi-label :class:`~zhcls.inference.classifier.Prediction` (built by
+:meth:`Classifier.to_predictions <zhcls.inference.classifier.Classifier.to_predictions>`) has
 
 * ``labels``: the classes at or above their threshold, as :class:`LabelScore`, best score
   first (ties: label-id order); empty when none is (unless ``at_least_one``);
@@ -15,12 +16,12 @@ A multi-label :class:`~zhcls.inference.classifier.Prediction` has
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from zhcls.evaluation.metrics import apply_thresholds
-from zhcls.inference.classifier import LabelScore, Prediction
 
 TASKS = ("single_label", "multi_label")
 
@@ -41,25 +42,21 @@ def check_thresholds(thresholds, num_labels: int) -> np.ndarray:
     return th
 
 
-def multilabel_predictions(probs: np.ndarray, labels: Sequence[str], thresholds: np.ndarray,
-                           at_least_one: bool, top_k: int = 1,
-                           warnings: Sequence[str | None] | None = None) -> list[Prediction]:
-    """One multi-label :class:`Prediction` per row of the sigmoid scores ``probs`` (N, C)
-    (see the module docstring)."""
+def decide(probs: np.ndarray, thresholds: np.ndarray, at_least_one: bool
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The label sets of the sigmoid scores ``probs`` (N, C): (N, C) bool from
+    :func:`apply_thresholds`, and each row's class ids best first (ties: label-id order)."""
     decided = apply_thresholds(probs, thresholds, at_least_one)  # (N, C) bool
-    order = np.argsort(-probs, axis=1, kind="stable")  # (N, C) best first, ties by id
-    warnings = warnings if warnings is not None else [None] * len(probs)
-    out = []
-    for row, on, ranked, warning in zip(probs, decided, order, warnings, strict=True):
-        chosen = tuple(LabelScore(labels[int(j)], int(j), float(row[j]))
-                       for j in ranked if on[j])
-        ranked_k = None
-        if top_k > 1:
-            ranked_k = tuple(LabelScore(labels[int(j)], int(j), float(row[j]))
-                             for j in ranked[:top_k])
-        best = chosen[0] if chosen else None
-        out.append(Prediction(
-            best.label if best else None, best.label_id if best else None,
-            best.score if best else None, ranked_k, warning, labels=chosen,
-            scores={name: float(p) for name, p in zip(labels, row, strict=True)}))
-    return out
+    order = np.argsort(-np.asarray(probs), axis=1, kind="stable")  # (N, C)
+    return decided, order
+
+
+def decision_kwargs(path: str | Path, labels: list[str], task: str) -> dict[str, Any]:
+    """``task`` / ``thresholds`` / ``at_least_one`` for the Classifier constructor, from the
+    directory's ``thresholds.json`` (:func:`zhcls.modeling.checkpoint.read_thresholds`)."""
+    from zhcls.modeling.checkpoint import read_thresholds
+
+    decision = read_thresholds(path, labels, task)
+    if decision is None:
+        return {}
+    return {"task": "multi_label", "thresholds": decision[0], "at_least_one": decision[1]}
