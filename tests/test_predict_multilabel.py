@@ -313,6 +313,28 @@ def test_explain_each_predicted_label(clf):
     assert [e["label"] for e in one.to_dict()["explained"]] == ["科技"]
 
 
+def test_explain_with_an_empty_set_explains_the_best_class(ckpt):
+    from zhcls.inference.explain import explain_texts
+
+    strict = Classifier.load(ckpt, "cpu")
+    strict.thresholds = np.ones(3)
+    expl = explain_texts(strict, [SPORT], steps=4)[0]
+    assert expl.predicted == [] and expl.to_dict()["labels"] == []
+    assert expl.targets == [int(np.argmax(expl.probs))] == [0]
+
+
+def test_constructor_checks_the_decision(clf):
+    from zhcls.errors import ConfigError
+
+    with pytest.raises(ValueError, match="thresholds must be 3 numbers in"):
+        Classifier(clf.backend, clf.tokenizer, clf.labels, 32, task="multi_label",
+                   thresholds=[0.5, 0.5])
+    with pytest.raises(ConfigError, match="task must be one of"):
+        Classifier(clf.backend, clf.tokenizer, clf.labels, 32, task="multi")
+    default = Classifier(clf.backend, clf.tokenizer, clf.labels, 32, task="multi_label")
+    assert default.thresholds.tolist() == [0.5, 0.5, 0.5]
+
+
 def test_explain_cli_png_and_json(ckpt, tmp_path, capsys):
     png = tmp_path / "ml.png"
     assert main(["explain", str(ckpt), PAIR, "--device", "cpu", "--steps", "4",
