@@ -47,10 +47,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(expl, path) -> str:
+    if expl.task == "multi_label":
+        return _multilabel_summary(expl, path)
     lines = [f"{expl.text}", f"  predicted {expl.label} ({expl.probs[expl.label_id]:.1%})"]
     for method, scores in expl.scores.items():
         ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[:5]
         top = "  ".join(f"{expl.tokens[i]} {scores[i]:+.3f}" for i in ranked)
         lines.append(f"  {method:<9} top: {top}")
+    lines.append(f"  heatmap: {path}")
+    return "\n".join(lines)
+
+
+def _multilabel_summary(expl, path) -> str:
+    chosen = ", ".join(f"{expl.labels[j]} ({expl.probs[j]:.1%})" for j in expl.predicted)
+    lines = [f"{expl.text}", f"  predicted {chosen or '(no label above its threshold)'}"]
+    for t in expl.targets:
+        scores = expl.per_target.get(t, {}).get("ig")
+        if scores:
+            ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[:5]
+            top = "  ".join(f"{expl.tokens[i]} {scores[i]:+.3f}" for i in ranked)
+            lines.append(f"  ig {expl.labels[t]} top: {top}")
     lines.append(f"  heatmap: {path}")
     return "\n".join(lines)

@@ -17,12 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="table", choices=("table", "jsonl", "tsv", "csv"),
                    help="output format (default: a readable table)")
     p.add_argument("--out", help="write results to this file instead of stdout")
-    p.add_argument("--top-k", type=int, default=1, help="also list the K best labels")
+    p.add_argument("--top-k", type=int, default=1, help="also list the K best labels "
+                   "(multi-label: the K best-scoring classes, whatever their threshold)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
     p.add_argument("--chunk-size", type=int, default=2048,
                    help="texts read, predicted and written at a time (bounds memory)")
     p.add_argument("--probs", action="store_true",
-                   help="add every label's probability (label-id order; not in the table)")
+                   help="add every label's probability (label-id order; not in the table; "
+                   "multi-label csv/tsv/jsonl always have every class's score)")
     p.add_argument("--text-field", default="text", help="CSV column / JSONL field of the text")
     p.add_argument("--encoding", default="utf-8",
                    help="encoding of --file / stdin (default utf-8; gbk or gb18030 for GBK files)")

@@ -20,6 +20,10 @@ Text rules (the same for the Python API, ``zhcls predict`` and ``zhcls serve``):
 
 Probabilities are always in label-id order: column ``j`` of :meth:`Classifier.predict_proba`
 is ``Classifier.labels[j]``.
+
+A multi-label checkpoint (``data.task: multi_label``, with ``thresholds.json``) gives one
+sigmoid score per class and a label set per text (:mod:`zhcls.inference.multilabel`);
+:attr:`Classifier.task` says which kind is loaded.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, overload
 
@@ -65,18 +69,34 @@ class LabelScore:
 @dataclass(frozen=True)
 class Prediction:
     """The result for one text: the best label and its probability; ``top_k`` holds the
-    ``k`` best labels, best first, when ``top_k > 1`` was asked (else None)."""
+    ``k`` best labels, best first, when ``top_k > 1`` was asked (else None).
 
-    label: str
-    label_id: int
-    score: float
+    Multi-label (:mod:`zhcls.inference.multilabel`): ``labels`` is the label set (classes at
+    or above their threshold, best first), ``scores`` every class's sigmoid score by name;
+    ``label`` / ``label_id`` / ``score`` are the first of ``labels`` (None when it is empty).
+    Both are None for a single-label prediction."""
+
+    label: str | None
+    label_id: int | None
+    score: float | None
     top_k: tuple[LabelScore, ...] | None = None
     warning: str | None = None  # e.g. every token was [UNK]: the label is a guess
+    labels: tuple[LabelScore, ...] | None = None  # multi-label only
+    scores: dict[str, float] | None = field(default=None, hash=False)  # multi-label only
+
+    @property
+    def is_multi_label(self) -> bool:
+        return self.labels is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form used by ``zhcls predict --format jsonl`` and ``zhcls serve``."""
-        out: dict[str, Any] = {"label": self.label, "label_id": self.label_id,
-                               "score": self.score}
+        """JSON-ready form used by ``zhcls predict --format jsonl`` and ``zhcls serve``;
+        multi-label: ``{"labels": [{"label", "label_id", "score"}, ...], "scores": {name:
+        score}}`` (plus ``top_k`` / ``warning`` as for single-label)."""
+        if self.labels is not None:
+            out: dict[str, Any] = {"labels": [item.to_dict() for item in self.labels],
+                                   "scores": dict(self.scores or {})}
+        else:
+            out = {"label": self.label, "label_id": self.label_id, "score": self.score}
         if self.top_k is not None:
             out["top_k"] = [item.to_dict() for item in self.top_k]
         if self.warning is not None:
@@ -144,7 +164,8 @@ class Classifier:
 
     def __init__(self, backend: Backend, tokenizer, labels: Sequence[str], max_length: int,
                  *, batch_size: int = 64, long_text: str = "truncate", head: str = "",
-                 source: str = ""):
+                 source: str = "", task: str = "single_label", thresholds=None,
+                 at_least_one: bool = False):
         if long_text not in LONG_TEXT_RULES:
             raise ConfigError(f"long_text must be one of {LONG_TEXT_RULES}, got {long_text!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -158,6 +179,20 @@ class Classifier:
         self.head = head
         self.source = source
         self.checkpoint = None  # the zhcls Checkpoint for the PyTorch backend
+        self._set_task(task, thresholds, at_least_one)
+
+    def _set_task(self, task: str, thresholds, at_least_one: bool) -> None:
+        """``task``; multi-label: ``thresholds`` (C,) (None: 0.5 each) and ``at_least_one``."""
+        from zhcls.inference.multilabel import TASKS, check_thresholds
+
+        if task not in TASKS:
+            raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
+        if task == "single_label" and thresholds is not None:
+            raise ConfigError("thresholds are for task='multi_label'")
+        self.task = task
+        self.thresholds = (check_thresholds(thresholds, len(self.labels))
+                           if task == "multi_label" else None)  # (C,) float64
+        self.at_least_one = bool(at_least_one)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", *, batch_size: int = 64,
@@ -192,6 +227,7 @@ class Classifier:
         import torch
 
         from zhcls.devices import resolve_device
+        from zhcls.inference.multilabel import decision_kwargs
         from zhcls.modeling.checkpoint import load_checkpoint
 
         if threads is not None:
@@ -204,7 +240,8 @@ class Classifier:
         logger.info("loaded %s (head %s, %d labels) on %s, precision %s", path,
                     ckpt.config.model.head, len(ckpt.labels), backend.device, precision)
         clf = cls(backend, ckpt.tokenizer, ckpt.labels, length, batch_size=batch_size,
-                   long_text=long_text, head=ckpt.config.model.head, source=str(path))
+                   long_text=long_text, head=ckpt.config.model.head, source=str(path),
+                   **decision_kwargs(path, ckpt.labels, ckpt.config.data.task))
         clf.checkpoint = ckpt
         return clf
 
@@ -246,6 +283,7 @@ class Classifier:
         from zhcls.utils import require_extra
 
         require_extra("export", "onnxruntime")
+        from zhcls.inference.multilabel import decision_kwargs
         from zhcls.inference.onnx_backend import OnnxBackend, read_export_info
         from zhcls.modeling.checkpoint import (
             check_labels_digest,
@@ -272,7 +310,8 @@ class Classifier:
         logger.info("loaded ONNX export %s (%s, head %s) with %s", path, model_file.name,
                     config.model.head, backend.providers)
         return cls(backend, tokenizer, labels, length, batch_size=batch_size,
-                   long_text=long_text, head=config.model.head, source=str(model_file))
+                   long_text=long_text, head=config.model.head, source=str(model_file),
+                   **decision_kwargs(path, labels, config.data.task))
 
     @classmethod
     def _load_baseline(cls, path: Path, batch_size: int, long_text: str, quantized: bool
@@ -371,11 +410,20 @@ class Classifier:
 
     def predict_proba(self, texts, batch_size=None):
         """Probabilities (N, C) in label-id order (``labels`` names the columns); a single
-        string gives a 1-D array (C,)."""
+        string gives a 1-D array (C,). Multi-label: per-class sigmoid scores (rows need not
+        sum to 1)."""
+        probs = self.scores_of(self.predict_logits(texts, batch_size))  # (N, C)
+        return probs[0] if isinstance(texts, str) else probs
+
+    def scores_of(self, logits: np.ndarray) -> np.ndarray:
+        """Logits (N, C) → softmax probabilities, or sigmoid scores for multi-label."""
+        if self.task == "multi_label":
+            from zhcls.inference.multilabel import sigmoid
+
+            return sigmoid(logits)
         from zhcls.modeling.forward import softmax
 
-        probs = softmax(self.predict_logits(texts, batch_size))  # (N, C)
-        return probs[0] if isinstance(texts, str) else probs
+        return softmax(logits)
 
     @overload
     def predict(self, texts: str, top_k: int = 1, batch_size: int | None = None
@@ -413,13 +461,11 @@ class Classifier:
     def _predict_chunk(self, chunk: list[str], top_k: int, offset: int,
                        batch_size: int | None = None
                        ) -> Iterator[tuple[Prediction, np.ndarray]]:
-        from zhcls.modeling.forward import softmax
-
         if not chunk:
             return
         self.check_texts(chunk, offset)
         ids = self.encode(chunk, offset)
-        probs = softmax(self.backend.logits(ids, batch_size or self.batch_size))  # (N, C)
+        probs = self.scores_of(self.backend.logits(ids, batch_size or self.batch_size))  # (N, C)
         preds = self.to_predictions(probs, top_k, self.unknown_warnings(ids))
         yield from zip(preds, probs, strict=True)
 
@@ -432,7 +478,10 @@ class Classifier:
     def to_predictions(self, probs: np.ndarray, top_k: int = 1,
                        warnings: Sequence[str | None] | None = None) -> list[Prediction]:
         """Rank each row of ``probs`` (N, C); ties keep label-id order. ``warnings``: one per
-        row (see :meth:`unknown_warnings`), None for none."""
+        row (see :meth:`unknown_warnings`), None for none. Multi-label: label sets under
+        the thresholds (:mod:`zhcls.inference.multilabel`)."""
+        if self.task == "multi_label":
+            return self._multilabel_predictions(probs, top_k, warnings)
         order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]  # (N, k)
         warnings = warnings if warnings is not None else [None] * len(probs)
         out = []
@@ -446,9 +495,28 @@ class Classifier:
                                   warning))
         return out
 
+    def _multilabel_predictions(self, probs: np.ndarray, top_k: int,
+                                warnings: Sequence[str | None] | None) -> list[Prediction]:
+        from zhcls.inference.multilabel import decide
+
+        decided, order = decide(probs, self.thresholds, self.at_least_one)  # (N, C) each
+        warnings = warnings if warnings is not None else [None] * len(probs)
+        out = []
+        for row, on, ranked, warning in zip(probs, decided, order, warnings, strict=True):
+            ranked_scores = [LabelScore(self.labels[int(j)], int(j), float(row[j]))
+                             for j in ranked]
+            chosen = tuple(x for x in ranked_scores if on[x.label_id])
+            best = (chosen[0].label, chosen[0].label_id, chosen[0].score) if chosen \
+                else (None, None, None)
+            out.append(Prediction(
+                *best,
+                tuple(ranked_scores[:top_k]) if top_k > 1 else None, warning, labels=chosen,
+                scores={name: float(p) for name, p in zip(self.labels, row, strict=True)}))
+        return out
+
     def __repr__(self) -> str:
         return (f"Classifier(source={self.source!r}, head={self.head!r}, "
-                f"backend={self.backend.name!r}, labels={len(self.labels)}, "
+                f"backend={self.backend.name!r}, task={self.task!r}, labels={len(self.labels)}, "
                 f"max_length={self.max_length})")
 
 

@@ -8,6 +8,12 @@
 * ``attention`` (``bert_GRU_att`` only): the head's attention weights over the tokens (they
   add up to 1 over all tokens, [CLS]/[SEP] included; only the text's tokens are shown).
 
+Multi-label models explain every label of the predicted set (or ``target``; the best-scoring
+class when the set is empty), each with its own IG run on that class's LOGIT (its sigmoid
+score is monotone in it, and the logit of one class does not depend on the others), same
+baseline and normalisation; ``Explanation.targets`` lists them and ``per_target`` holds the
+scores of each (``scores`` / ``target_id`` / ``ig_delta`` are those of the first).
+
 Chinese text is one token per character; a Latin word or a number is one or a few WordPiece
 tokens and is shown as the span of the original text it covers.
 """
@@ -42,9 +48,16 @@ class Explanation:
     scores: dict[str, list[float]] = field(default_factory=dict)  # method → one per token
     truncated: bool = False
     ig_delta: float | None = None  # IG completeness error (sum of attributions vs Δp)
+    task: str = "single_label"  # multi_label: probs are per-class sigmoid scores
+    predicted: list[int] = field(default_factory=list)  # multi-label: the label set, best first
+    targets: list[int] = field(default_factory=list)  # multi-label: the explained labels
+    per_target: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    per_target_delta: dict[int, float] = field(default_factory=dict)
 
     @property
     def label_id(self) -> int:
+        if self.task == "multi_label" and self.predicted:
+            return self.predicted[0]
         return int(np.argmax(self.probs))
 
     @property
@@ -52,6 +65,8 @@ class Explanation:
         return self.labels[self.label_id]
 
     def to_dict(self) -> dict:
+        if self.task == "multi_label":
+            return self._multilabel_dict()
         tokens = []
         for i, (tok, (start, end)) in enumerate(zip(self.tokens, self.spans, strict=True)):
             row = {"token": tok, "start": start, "end": end}
@@ -62,6 +77,43 @@ class Explanation:
                 "probs": dict(zip(self.labels, self.probs, strict=True)),
                 "methods": list(self.scores), "tokens": tokens, "truncated": self.truncated,
                 "ig_convergence_delta": self.ig_delta}
+
+
+    def _multilabel_dict(self) -> dict:
+        """Tokens once (with attention when computed), then one entry per explained label
+        with its IG scores (one per token) and convergence delta."""
+        tokens = []
+        for i, (tok, (start, end)) in enumerate(zip(self.tokens, self.spans, strict=True)):
+            row = {"token": tok, "start": start, "end": end}
+            if "attention" in self.scores:
+                row["attention"] = self.scores["attention"][i]
+            tokens.append(row)
+        explained = []
+        for t in self.targets:
+            entry = {"label": self.labels[t], "label_id": t, "score": self.probs[t]}
+            entry.update(self.per_target.get(t, {}))
+            entry["ig_convergence_delta"] = self.per_target_delta.get(t)
+            explained.append(entry)
+        return {"text": self.text, "task": "multi_label",
+                "labels": [{"label": self.labels[j], "label_id": j, "score": self.probs[j]}
+                           for j in self.predicted],
+                "scores": dict(zip(self.labels, self.probs, strict=True)),
+                "methods": list(self.scores), "tokens": tokens, "explained": explained,
+                "truncated": self.truncated}
+
+    def panels(self) -> list[tuple[str, str, list[float]]]:
+        """(method, title, per-token scores) of each heatmap panel."""
+        if self.task != "multi_label":
+            return [(m, METHOD_TITLES.get(m, m), s) for m, s in self.scores.items()]
+        out = []
+        if "attention" in self.scores:
+            out.append(("attention", METHOD_TITLES["attention"], self.scores["attention"]))
+        for t in self.targets:
+            if "ig" in self.per_target.get(t, {}):
+                out.append(("ig", f"{self.labels[t]} ({self.probs[t]:.1%}): integrated "
+                            "gradients of its logit (red: towards, blue: against)",
+                            self.per_target[t]["ig"]))
+        return out
 
 
 def resolve_methods(method: str, head: str) -> list[str]:
@@ -105,7 +157,9 @@ def _explain_one(clf, model, text: str, methods: list[str], target: str | None,
     model.eval()
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask)
-    probs = torch.softmax(out.logits.float(), dim=-1)[0].cpu().numpy()  # (C,)
+    multi = getattr(clf, "task", "single_label") == "multi_label"
+    logits = out.logits.float()  # (1, C)
+    probs = (torch.sigmoid(logits) if multi else torch.softmax(logits, dim=-1))[0].cpu().numpy()
     target_id = clf.labels.index(target) if target is not None else int(probs.argmax())
     real = _real_token_positions(enc["input_ids"], clf.tokenizer)
     spans = [tuple(enc["offset_mapping"][i]) for i in real]
@@ -115,11 +169,40 @@ def _explain_one(clf, model, text: str, methods: list[str], target: str | None,
     if "attention" in methods:
         weights = out.attention[0].float().cpu().numpy()  # (T,)
         expl.scores["attention"] = [float(weights[i]) for i in real]
+    if multi:
+        _explain_labels(clf, model, expl, ids, mask, real, methods, target, steps)
+        return expl
     if "ig" in methods:
         attr, delta = integrated_gradients(model, ids, mask, target_id, clf.tokenizer, steps)
         expl.scores["ig"] = [float(attr[i]) for i in real]
         expl.ig_delta = delta
     return expl
+
+
+def _explain_labels(clf, model, expl: Explanation, ids: torch.Tensor, mask: torch.Tensor,
+                    real: list[int], methods: list[str], target: str | None,
+                    steps: int) -> None:
+    """Multi-label: IG of each predicted label's logit (or of ``target`` alone)."""
+    probs = np.asarray(expl.probs)[None, :]  # (1, C)
+    expl.task = "multi_label"
+    expl.predicted = clf.to_predictions(probs.astype(np.float32))[0].labels
+    expl.predicted = [x.label_id for x in expl.predicted]
+    if target is not None:
+        expl.targets = [clf.labels.index(target)]
+    else:  # nothing above threshold: explain why the best class came closest
+        expl.targets = list(expl.predicted) or [int(probs.argmax())]
+    expl.target_id = expl.targets[0]
+    for t in expl.targets:
+        expl.per_target[t] = {}
+        if "ig" in methods:
+            attr, delta = integrated_gradients(model, ids, mask, t, clf.tokenizer, steps,
+                                               output="logit")
+            expl.per_target[t]["ig"] = [float(attr[i]) for i in real]
+            expl.per_target_delta[t] = delta
+    first = expl.per_target[expl.target_id]
+    if "ig" in first:
+        expl.scores["ig"] = first["ig"]
+        expl.ig_delta = expl.per_target_delta[expl.target_id]
 
 
 def _real_token_positions(ids: list[int], tokenizer) -> list[int]:
@@ -128,9 +211,10 @@ def _real_token_positions(ids: list[int], tokenizer) -> list[int]:
 
 
 def integrated_gradients(model, ids: torch.Tensor, mask: torch.Tensor, target: int, tokenizer,
-                         steps: int = 50) -> tuple[np.ndarray, float]:
-    """Per-token IG scores (T,) for p(target), normalised to sum(|score|) = 1, and the
-    convergence delta. Baseline: [PAD] in place of every non-special token."""
+                         steps: int = 50, output: str = "softmax") -> tuple[np.ndarray, float]:
+    """Per-token IG scores (T,) for p(target) (``output="softmax"``) or for the target's
+    logit (``"logit"``, multi-label), normalised to sum(|score|) = 1, and the convergence
+    delta. Baseline: [PAD] in place of every non-special token."""
     from zhcls.utils import require_extra
 
     require_extra("explain")
@@ -138,6 +222,8 @@ def integrated_gradients(model, ids: torch.Tensor, mask: torch.Tensor, target: i
 
     def prob_of(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, C)
+        if output == "logit":
+            return logits.float()  # (B, C)
         return torch.softmax(logits.float(), dim=-1)  # (B, C)
 
     special = torch.tensor(sorted(set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}),
@@ -182,12 +268,12 @@ def _plot_explanation(expl: Explanation, path: Path, per_row: int) -> Path:
     n = max(1, len(expl.tokens))
     cols = min(per_row, n)
     rows = -(-n // cols)
-    methods = list(expl.scores)
-    fig = Figure(figsize=(max(6.0, 0.55 * cols + 1.8), 0.9 + len(methods) * (0.55 * rows + 0.7)))
+    panels = expl.panels()
+    fig = Figure(figsize=(max(6.0, 0.55 * cols + 1.8), 0.9 + len(panels) * (0.55 * rows + 0.7)))
     FigureCanvasAgg(fig)  # pyplot-free: no backend switch for the caller
-    axes = fig.subplots(len(methods), 1, squeeze=False)[:, 0]
-    for ax, method in zip(axes, methods, strict=True):
-        _heatmap(fig, ax, expl, method, rows, cols)
+    axes = fig.subplots(max(1, len(panels)), 1, squeeze=False)[:, 0]
+    for ax, panel in zip(axes, panels, strict=False):
+        _heatmap(fig, ax, expl.tokens, panel, rows, cols)
     fig.suptitle(_title(expl), fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +282,10 @@ def _plot_explanation(expl: Explanation, path: Path, per_row: int) -> Path:
 
 
 def _title(expl: Explanation) -> str:
+    if expl.task == "multi_label":
+        chosen = "  ".join(f"{expl.labels[j]} {expl.probs[j]:.1%}" for j in expl.predicted)
+        line = f"预测 predicted labels: {chosen or '(none above threshold)'}"
+        return line + ("\n(text truncated to the model's max_length)" if expl.truncated else "")
     order = np.argsort(-np.asarray(expl.probs), kind="stable")[:3]
     top = "  ".join(f"{expl.labels[i]} {expl.probs[i]:.1%}" for i in order)
     line = f"预测 predicted: {expl.label} ({expl.probs[expl.label_id]:.1%})    概率 top-3: {top}"
@@ -206,8 +296,10 @@ def _title(expl: Explanation) -> str:
     return line
 
 
-def _heatmap(fig, ax, expl: Explanation, method: str, rows: int, cols: int) -> None:
-    scores = np.asarray(expl.scores[method], dtype=float)
+def _heatmap(fig, ax, tokens: list[str], panel: tuple[str, str, list[float]], rows: int,
+             cols: int) -> None:
+    method, title, scores = panel
+    scores = np.asarray(scores, dtype=float)
     grid = np.full((rows, cols), np.nan)
     grid.flat[: len(scores)] = scores
     if method == "ig":
@@ -217,7 +309,7 @@ def _heatmap(fig, ax, expl: Explanation, method: str, rows: int, cols: int) -> N
         vmax = float(scores.max()) if len(scores) else 1.0
         cmap, vmin = "Reds", 0.0
     image = ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax or 1.0, aspect="equal")
-    for i, token in enumerate(expl.tokens):
+    for i, token in enumerate(tokens):
         r, c = divmod(i, cols)
         strong = abs(scores[i]) > 0.6 * max(abs(vmin), abs(vmax or 1.0))
         ax.text(c, r, token if len(token) <= 6 else token[:5] + "…", ha="center",
@@ -225,5 +317,5 @@ def _heatmap(fig, ax, expl: Explanation, method: str, rows: int, cols: int) -> N
                 color="white" if strong else "black")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(METHOD_TITLES.get(method, method), fontsize=10)
+    ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, shrink=0.9)

@@ -8,6 +8,11 @@ turns ``pack_padded_sequence`` into ONNX ``LSTM``/``GRU`` nodes with per-row seq
 The export is checked before it is declared done: on :data:`CHECK_TEXTS` (plus any texts the
 caller passes) onnxruntime's probabilities must match PyTorch's within ``tolerance``.
 
+A multi-label checkpoint exports the same graph (logits); the directory carries its
+``thresholds.json`` and ``export.json`` says ``"task": "multi_label"``, so the Classifier on
+the export applies the sigmoid and the same decision. The parity check compares the sigmoid
+scores then.
+
 ``quantize="int8"`` also writes ``model.int8.onnx`` (onnxruntime dynamic quantisation: int8
 weights, activations quantised on the fly) and records how far its probabilities move.
 """
@@ -33,7 +38,7 @@ QUANTIZE = ("none", "int8")
 DEFAULT_OPSET = 17
 COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                 "vocab.txt", "labels.json", "zhcls.yaml", "meta.json", "encoder_config.json",
-                "README.md")
+                "README.md", "thresholds.json")
 # Parity probes: short, long, mixed script, a single character.
 CHECK_TEXTS = (
     "好", "中超联赛第十轮主队逆转取胜", "央行宣布下调存款准备金率 银行理财产品收益率继续下滑",
@@ -99,7 +104,7 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEF
     _trace_to_onnx(ckpt, model_path, opset, min_len)
     _copy_side_files(Path(checkpoint), out)
     texts = list(CHECK_TEXTS) + list(check_texts or [])
-    torch_probs = _torch_probs(ckpt, texts)
+    torch_probs = _torch_probs(ckpt, texts)  # (N, C); multi-label: sigmoid scores
     diff = _max_diff(torch_probs, _onnx_probs(out, model_path, texts, min_len, ckpt))
     result = ExportResult(out_dir=out, model_path=model_path, head=ckpt.config.model.head,
                           opset=opset, check_texts=len(texts), max_abs_prob_diff=diff)
@@ -148,22 +153,38 @@ def _copy_side_files(src: Path, out: Path) -> None:
             shutil.copy2(src / name, out / name)
 
 
-def _torch_probs(ckpt, texts: list[str]) -> np.ndarray:
-    from zhcls.modeling.forward import forward_texts, softmax
+def checkpoint_task(ckpt) -> str:
+    """``multi_label`` when the checkpoint has a multi-label decision, else ``single_label``."""
+    from zhcls.modeling.checkpoint import read_thresholds
 
-    return softmax(forward_texts(ckpt.model, ckpt.tokenizer, texts,
-                                 ckpt.config.data.max_length, batch_size=4).logits)
+    multi = read_thresholds(ckpt.path, ckpt.labels, ckpt.config.data.task) is not None
+    return "multi_label" if multi else "single_label"
+
+
+def scores_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
+    """Softmax probabilities, or per-class sigmoid scores for ``multi_label`` (N, C)."""
+    from zhcls.inference.multilabel import sigmoid
+    from zhcls.modeling.forward import softmax
+
+    return sigmoid(logits) if task == "multi_label" else softmax(logits)
+
+
+def _torch_probs(ckpt, texts: list[str]) -> np.ndarray:
+    from zhcls.modeling.forward import forward_texts
+
+    logits = forward_texts(ckpt.model, ckpt.tokenizer, texts, ckpt.config.data.max_length,
+                           batch_size=4).logits  # (N, C)
+    return scores_from_logits(logits, checkpoint_task(ckpt))
 
 
 def _onnx_probs(out: Path, model_path: Path, texts: list[str], min_len: int, ckpt
                 ) -> np.ndarray:
     from zhcls.data.dataset import encode_texts
     from zhcls.inference.onnx_backend import OnnxBackend
-    from zhcls.modeling.forward import softmax
 
     backend = OnnxBackend(model_path, ckpt.tokenizer.pad_token_id, min_len, "cpu")
     ids = encode_texts(ckpt.tokenizer, texts, ckpt.config.data.max_length)
-    return softmax(backend.logits(ids, batch_size=4))
+    return scores_from_logits(backend.logits(ids, batch_size=4), checkpoint_task(ckpt))
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -190,6 +211,7 @@ def _write_info(out: Path, result: ExportResult, ckpt, min_len: int) -> None:
             "min_seq_len": min_len, "max_length": ckpt.config.data.max_length,
             "max_position_embeddings": ckpt.model.encoder.config.max_position_embeddings,
             "source": str(ckpt.path), "torch_version": torch.__version__,
+            "task": checkpoint_task(ckpt),
             **{k: v for k, v in result.to_dict().items() if k not in ("out_dir", "extra")}}
     info["model_path"] = result.model_path.name  # relative: the directory can be moved
     if result.int8_path is not None:

@@ -6,7 +6,10 @@ linear. Their weights are renamed (``encoder.*`` → ``bert.*`` / ``ernie.*``, `
 kept) into that class and saved with ``save_pretrained``, with ``id2label`` / ``label2id``,
 the tokenizer (``model_max_length`` = the checkpoint's ``data.max_length``) and a model card,
 so ``AutoModelForSequenceClassification.from_pretrained(DIR)`` and
-``pipeline("text-classification", model=DIR)`` load it without zhcls installed.
+``pipeline("text-classification", model=DIR)`` load it without zhcls installed. A
+multi-label checkpoint gets ``problem_type="multi_label_classification"``, so the pipeline
+applies a sigmoid per class (its per-class thresholds stay in zhcls' ``thresholds.json``,
+which is copied beside the weights; transformers itself has no threshold setting).
 
 The other heads (``bert_CNN``, ``bert_RNN``, ``bert_RCNN``, ``bert_DPCNN``, ``bert_GRU_att``)
 put their own layers (convolutions, RNNs, attention) between the encoder and the linear layer;
@@ -22,13 +25,21 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from zhcls.errors import ZhclsError
-from zhcls.inference.export import CHECK_TEXTS, ExportResult, _max_diff, _torch_probs
+from zhcls.inference.export import (
+    CHECK_TEXTS,
+    ExportResult,
+    _max_diff,
+    _torch_probs,
+    checkpoint_task,
+    scores_from_logits,
+)
 from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -61,6 +72,8 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *,
     tokenizer = copy.deepcopy(ckpt.tokenizer)
     tokenizer.model_max_length = ckpt.config.data.max_length  # truncation=True cuts here
     tokenizer.save_pretrained(str(out))
+    if checkpoint_task(ckpt) == "multi_label":
+        shutil.copy2(ckpt.path / "thresholds.json", out / "thresholds.json")
     texts = list(CHECK_TEXTS) + list(check_texts or [])
     diff = _max_diff(_torch_probs(ckpt, texts), hf_probs(out, texts))
     result = ExportResult(out_dir=out, model_path=out / HF_WEIGHTS, head=head, opset=0,
@@ -88,7 +101,8 @@ def to_hf_model(ckpt) -> torch.nn.Module:
     config.num_labels = len(ckpt.labels)
     config.id2label = dict(enumerate(ckpt.labels))
     config.label2id = {name: i for i, name in enumerate(ckpt.labels)}
-    config.problem_type = "single_label_classification"
+    config.problem_type = ("multi_label_classification" if checkpoint_task(ckpt) == "multi_label"
+                           else "single_label_classification")
     config.classifier_dropout = ckpt.config.model.dropout
     hf = AutoModelForSequenceClassification.from_config(config)
     prefix = hf.base_model_prefix
@@ -106,18 +120,21 @@ def to_hf_model(ckpt) -> torch.nn.Module:
 
 
 def hf_probs(directory: str | Path, texts: list[str], batch_size: int = 16) -> np.ndarray:
-    """Probabilities (N, C) from the exported directory, loaded by transformers alone."""
+    """Probabilities (N, C) from the exported directory, loaded by transformers alone
+    (per-class sigmoid scores for ``problem_type`` multi_label_classification)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(directory))
     model = AutoModelForSequenceClassification.from_pretrained(str(directory)).eval()
+    task = ("multi_label" if model.config.problem_type == "multi_label_classification"
+            else "single_label")
     rows = []
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
             enc = tok(texts[i:i + batch_size], truncation=True, padding=True,
                       return_tensors="pt")
             logits = model(**enc).logits  # (B, C)
-            rows.append(torch.softmax(logits.float(), dim=-1).numpy())
+            rows.append(scores_from_logits(logits.float().numpy(), task))
     return np.concatenate(rows)
 
 

@@ -77,8 +77,10 @@ def save_pretrained(clf, save_directory: str | Path) -> Path:
         from zhcls.modeling.model_card import write_model_card
 
         ckpt = clf.checkpoint
-        save_checkpoint(out, ckpt.model, ckpt.tokenizer, ckpt.config, ckpt.labels)
+        save_checkpoint(out, ckpt.model, ckpt.tokenizer, ckpt.config, ckpt.labels,
+                        thresholds=clf.thresholds)
         _keep_meta(source_dir / "meta.json", out / "meta.json")
+        _keep_decision(clf, source_dir / "thresholds.json", out / "thresholds.json")
         write_model_card(out)
     else:  # ONNX export: copy it
         from zhcls.inference.export import COPIED_FILES
@@ -89,6 +91,20 @@ def save_pretrained(clf, save_directory: str | Path) -> Path:
                 shutil.copy2(source_dir / name, out / name)
     logger.info("saved %s to %s", clf.source, out)
     return out
+
+
+def _keep_decision(clf, src: Path, dst: Path) -> None:
+    """Multi-label: the classifier's own at_least_one, and the split the thresholds were
+    tuned on (from the source's thresholds.json)."""
+    if clf.thresholds is None or not dst.is_file():
+        return
+    from zhcls.utils import atomic_write_json
+
+    new = json.loads(dst.read_text(encoding="utf-8"))
+    new["at_least_one"] = bool(clf.at_least_one)
+    if src.is_file():
+        new["tuned_on"] = json.loads(src.read_text(encoding="utf-8")).get("tuned_on")
+    atomic_write_json(dst, new)
 
 
 def _keep_meta(src: Path, dst: Path) -> None:

@@ -10,6 +10,11 @@ Input files, by suffix:
 * ``.csv``: a header row with a ``text`` column (``text_field`` to name another);
 * ``.jsonl``: one JSON object per line with a ``"text"`` field, or a bare JSON string.
 
+Multi-label models: JSONL rows carry ``labels`` (the label set, best first) and ``scores``
+(every class by name); CSV / TSV rows have a ``labels`` cell (names joined by ``,``, the
+training files' separator) and one ``p_NAME`` column per class; the table shows the label
+set with scores.
+
 An empty text inside a record (also one that is empty after normalisation: only control or
 zero-width characters) is a :class:`zhcls.errors.DataError` naming file and line, and so is
 a file that is not in ``encoding`` (UTF-8 unless told; the message suggests ``--encoding``).
@@ -204,20 +209,23 @@ def pad(text: str, width: int) -> str:
 
 
 class ResultWriter:
-    """Writes one row per prediction in ``fmt`` (see :data:`OUTPUT_FORMATS`)."""
+    """Writes one row per prediction in ``fmt`` (see :data:`OUTPUT_FORMATS`);
+    ``multi_label``: label sets (see the module docstring)."""
 
     def __init__(self, out: TextIO, fmt: str, labels: list[str], top_k: int = 1,
-                 with_probs: bool = False):
+                 with_probs: bool = False, multi_label: bool = False):
         if fmt not in OUTPUT_FORMATS:
             raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
         self.out, self.fmt, self.labels = out, fmt, labels
-        self.top_k, self.with_probs = top_k, with_probs
+        self.top_k, self.with_probs, self.multi_label = top_k, with_probs, multi_label
         self.label_width = max(5, *(display_width(n) for n in labels))
         self._csv = csv.writer(out, delimiter="\t" if fmt == "tsv" else ",",
                                lineterminator="\n")
         self.rows = 0
 
     def header(self) -> None:
+        if self.multi_label:
+            return self._multilabel_header()
         cols = ["line", "label", "score"] + (["top_k"] if self.top_k > 1 else [])
         if self.with_probs and self.fmt != "table":
             cols += [f"p_{name}" for name in self.labels]
@@ -231,6 +239,8 @@ class ResultWriter:
     def write(self, record: InputRecord, pred, probs) -> None:
         self.rows += 1
         line = record.line if record.line is not None else self.rows
+        if self.multi_label and self.fmt != "jsonl":
+            return self._multilabel_row(line, record, pred)
         if self.fmt == "jsonl":
             row = {"line": record.line} if record.line is not None else {}
             row.update({"text": record.text, **pred.to_dict()})
@@ -253,6 +263,30 @@ class ResultWriter:
             self._csv.writerow([*cols, " ".join(record.text.split())])
 
 
+    def _multilabel_header(self) -> None:
+        if self.fmt == "table":
+            self.out.write(f"{'#':>5}  {pad('text', TABLE_TEXT_WIDTH)}  labels (score)"
+                           + ("  | top-k" if self.top_k > 1 else "") + "\n")
+        elif self.fmt in ("tsv", "csv"):
+            cols = ["line", "labels"] + (["top_k"] if self.top_k > 1 else [])
+            self._csv.writerow([*cols, *(f"p_{name}" for name in self.labels), "text"])
+
+    def _multilabel_row(self, line: int, record: InputRecord, pred) -> None:
+        if self.fmt == "table":
+            chosen = ", ".join(f"{x.label} {x.score:.3f}" for x in pred.labels) or "(none)"
+            ranked = ""
+            if pred.top_k is not None:
+                ranked = "  | " + ", ".join(f"{x.label} {x.score:.3f}" for x in pred.top_k)
+            text = pad(clip(record.text, TABLE_TEXT_WIDTH), TABLE_TEXT_WIDTH)
+            self.out.write(f"{line:>5}  {text}  {chosen}{ranked}\n")
+            return
+        cols = [line, ",".join(x.label for x in pred.labels)]
+        if pred.top_k is not None:
+            cols.append(";".join(f"{x.label}:{x.score!r}" for x in pred.top_k))
+        cols += [repr(pred.scores[name]) for name in self.labels]
+        self._csv.writerow([*cols, " ".join(record.text.split())])
+
+
 def predict_records(clf, records: Iterable[InputRecord], out: TextIO, *, fmt: str = "jsonl",
                     top_k: int = 1, chunk_size: int = 2048, with_probs: bool = False,
                     total: int | None = None, progress: bool | None = None,
@@ -265,7 +299,8 @@ def predict_records(clf, records: Iterable[InputRecord], out: TextIO, *, fmt: st
     """
     from tqdm import tqdm
 
-    writer = ResultWriter(out, fmt, clf.labels, top_k, with_probs)
+    writer = ResultWriter(out, fmt, clf.labels, top_k, with_probs,
+                          multi_label=getattr(clf, "task", "single_label") == "multi_label")
     writer.header()
     start = time.perf_counter()
     held: deque[InputRecord] = deque()  # records read but not yet written (≤ one chunk)

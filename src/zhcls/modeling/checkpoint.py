@@ -7,8 +7,9 @@ Layout::
     tokenizer.json, tokenizer_config.json
     zhcls.yaml            the resolved run config (model / data / train / objective)
     labels.json           {"labels": [name of id 0, name of id 1, ...]}
-    meta.json             format version, zhcls version, head, the command line, headline
-                          metrics when known
+    meta.json             format version, zhcls version, head, task, the command line,
+                          headline metrics when known
+    thresholds.json       multi-label only: the decision (:func:`read_thresholds`)
     README.md             model card (:mod:`zhcls.modeling.model_card`)
 
 The directory is written into a temporary sibling (``.NAME.tmp``) and renamed into place when
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_model
@@ -42,6 +44,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 LABELS_DIGEST_KEY = "zhcls_labels_sha256"
 REQUIRED_FILES = ("model.safetensors", "encoder_config.json", "zhcls.yaml", "labels.json")
+THRESHOLDS_FILE = "thresholds.json"
 
 
 @dataclass
@@ -56,9 +59,17 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | Path, model, tokenizer, config: Config, labels: list[str],
-                    metrics: dict | None = None) -> Path:
+                    metrics: dict | None = None, thresholds=None,
+                    tuned_on: str | None = "dev") -> Path:
     """Write a self-describing checkpoint directory (see module docstring), atomically: an
-    existing checkpoint at ``path`` is replaced only once the new one is complete."""
+    existing checkpoint at ``path`` is replaced only once the new one is complete.
+
+    ``thresholds`` (``data.task: multi_label`` only): one decision threshold per class, as a
+    (C,) array / sequence in label-id order or ``{class name: threshold}``; None gives every
+    class ``decision.threshold``. They are written to ``thresholds.json`` with
+    ``decision.at_least_one`` and ``tuned_on`` (the split they were tuned on; None when not
+    tuned)."""
+    decision = _decision_json(config, labels, thresholds, tuned_on)
     final = Path(path)
     path = final.with_name(f".{final.name}.tmp")
     if path.exists():
@@ -66,6 +77,8 @@ def save_checkpoint(path: str | Path, model, tokenizer, config: Config, labels: 
     path.mkdir(parents=True)
     try:
         _write_checkpoint_files(path, model, tokenizer, config, labels, metrics)
+        if decision is not None:
+            atomic_write_json(path / THRESHOLDS_FILE, decision)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
@@ -86,10 +99,87 @@ def _write_checkpoint_files(path: Path, model, tokenizer, config: Config, labels
     meta = {"format": FORMAT_VERSION, "zhcls_version": __version__, "head": config.model.head,
             "num_labels": len(labels), "max_length": config.data.max_length,
             "command": command_line(sys.argv), "labels_sha256": labels_digest(labels)}
+    if config.data.task == "multi_label":
+        meta["task"] = "multi_label"
     if metrics:
         meta["metrics"] = {split: card_metrics(m) for split, m in metrics.items()}
     atomic_write_json(path / "meta.json", meta)
     write_model_card(path)
+
+
+def _decision_json(config: Config, labels: list[str], thresholds, tuned_on: str | None
+                   ) -> dict | None:
+    """The content of ``thresholds.json`` (None for a single-label checkpoint)."""
+    if config.data.task != "multi_label":
+        if thresholds is not None:
+            raise ValueError("save_checkpoint: thresholds are for data.task multi_label, but "
+                             f"the config's data.task is {config.data.task!r}")
+        return None
+    default = float(config.decision.threshold)
+    if thresholds is None:
+        values, tuned_on = [default] * len(labels), None
+    elif isinstance(thresholds, dict):
+        if set(thresholds) != set(labels):
+            raise ValueError(f"save_checkpoint: thresholds name {sorted(thresholds)[:6]}, "
+                             f"expected exactly the labels {list(labels)[:6]}")
+        values = [float(thresholds[name]) for name in labels]
+    else:
+        values = [float(x) for x in np.asarray(thresholds, dtype=np.float64).reshape(-1)]
+        if len(values) != len(labels):
+            raise ValueError(f"save_checkpoint: {len(values)} thresholds for {len(labels)} "
+                             "labels")
+    if not all(0.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"save_checkpoint: thresholds must lie in [0, 1], got {values}")
+    return {"task": "multi_label", "thresholds": dict(zip(labels, values, strict=True)),
+            "default": default, "at_least_one": bool(config.decision.at_least_one),
+            "tuned_on": tuned_on}
+
+
+def read_thresholds(path: str | Path, labels: list[str], task: str | None = None
+                    ) -> tuple[np.ndarray, bool] | None:
+    """The multi-label decision of the checkpoint (or ONNX export) directory ``path``:
+    per-class thresholds (C,) float64 in the order of ``labels`` (labels.json) and
+    ``at_least_one``; None for a single-label model.
+
+    ``task``: the checkpoint's ``data.task`` (None reads zhcls.yaml). ``multi_label`` needs
+    ``thresholds.json``; ``single_label`` must not have one; ``auto`` (a config saved before
+    the task was resolved) follows the file's presence."""
+    path = Path(path)
+    file = path / THRESHOLDS_FILE
+    task = task if task is not None else read_config(path).data.task
+    if not file.is_file():
+        if task == "multi_label":
+            raise CheckpointError(f"{file}: not found, but zhcls.yaml says data.task "
+                                  "multi_label; a multi-label checkpoint keeps its per-class "
+                                  "thresholds there: restore it from the run")
+        return None
+    if task == "single_label":
+        raise CheckpointError(f"{file}: a multi-label decision file, but zhcls.yaml says "
+                              "data.task single_label; delete the file or restore the "
+                              "zhcls.yaml written with it")
+    fix = "restore it from the run (it is written with the weights)"
+    data = _read_json(file, fix)
+    values = data.get("thresholds") if isinstance(data, dict) else None
+    if not isinstance(values, dict) or data.get("task", "multi_label") != "multi_label":
+        raise CheckpointError(f'{file}: expected {{"task": "multi_label", "thresholds": '
+                              f"{{class name: number}}, ...}}, found {str(data)[:80]}; {fix}")
+    if set(values) != set(labels):
+        missing = [n for n in labels if n not in values]
+        extra = [n for n in values if n not in labels]
+        raise CheckpointError(f"{file}: thresholds must name exactly the classes of "
+                              f"labels.json; missing {missing[:6]}, unknown {extra[:6]}; {fix}")
+    out = np.array([_unit_float(values[n], f"{file}: threshold of {n!r}", fix) for n in labels])
+    at_least_one = data.get("at_least_one", False)
+    if not isinstance(at_least_one, bool):
+        raise CheckpointError(f'{file}: "at_least_one" must be true or false, found '
+                              f"{at_least_one!r}; {fix}")
+    return out, at_least_one
+
+
+def _unit_float(value: Any, where: str, fix: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise CheckpointError(f"{where} must be a number in [0, 1], found {value!r}; {fix}")
+    return float(value)
 
 
 def _fsync_tree(root: Path) -> None:

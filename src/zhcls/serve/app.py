@@ -7,6 +7,10 @@ long text, a bad ``top_k`` → 422; a body over the size limit → 413 (counted 
 chunked bodies too); a missing or wrong API key (``--api-key-env``) → 401; a full queue → 503
 with ``Retry-After``. Anything unexpected is a 500 with the same shape; the process keeps
 serving. ``/docs`` serves Swagger UI from the installed ``fastapi-offline`` package (no CDN).
+
+A multi-label model answers each text with its label set and every class's score
+(:class:`MultiLabelPredictionOut`, the schema of ``/predict`` in that service's OpenAPI
+document); ``/labels`` adds the per-class thresholds.
 """
 
 from __future__ import annotations
@@ -78,6 +82,23 @@ class PredictResponse(BaseModel):
     labels: list[str] | None = Field(None, description="names of the probs columns")
 
 
+class MultiLabelPredictionOut(BaseModel):
+    labels: list[LabelScoreOut] = Field(
+        description="the label set: every class whose sigmoid score is at or above its "
+        "threshold (GET /labels lists them), best score first; may be empty")
+    scores: dict[str, float] = Field(description="every class's sigmoid score by name "
+                                     "(label-id order; they need not sum to 1)")
+    top_k: list[LabelScoreOut] | None = Field(
+        None, description="top_k > 1: the k best-scoring classes, whatever their threshold")
+    probs: list[float] | None = Field(None, description="probs: true: the scores as a list "
+                                      "in label-id order")
+
+
+class MultiLabelPredictResponse(BaseModel):
+    predictions: list[MultiLabelPredictionOut]
+    labels: list[str] | None = Field(None, description="names of the probs columns")
+
+
 class ErrorResponse(BaseModel):
     error: str
     detail: list | None = None
@@ -125,9 +146,13 @@ def create_app(clf: Classifier, settings: ServeSettings | None = None) -> FastAP
 
 def _add_routes(app: FastAPI, clf: Classifier, settings: ServeSettings, batcher: MicroBatcher,
                 metrics: ServiceMetrics) -> None:
-    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
+    multi = clf.task == "multi_label"
+    response = MultiLabelPredictResponse if multi else PredictResponse
+
+    @app.post("/predict", response_model=response, response_model_exclude_none=True)
     async def predict(req: PredictRequest):
-        """Classify ``texts``; one prediction per text, in order."""
+        """Classify ``texts``; one prediction per text, in order (multi-label: the label set
+        and every class's score)."""
         problem = check_request(req, clf, settings)
         if problem is not None:
             return problem
@@ -154,7 +179,7 @@ def _add_routes(app: FastAPI, clf: Classifier, settings: ServeSettings, batcher:
         """Liveness and what is loaded; 503 with the reason when the batching worker is down
         (requests cannot be answered)."""
         body = {"status": "ok", "backend": clf.backend.name, "head": clf.head,
-                "num_labels": clf.num_labels, "max_length": clf.max_length,
+                "task": clf.task, "num_labels": clf.num_labels, "max_length": clf.max_length,
                 "queued": batcher.waiting, "uptime_s": round(time.time() - app.state.started, 1)}
         if not batcher.alive:
             body.update(status="unhealthy", reason=batcher.death or "the batcher is stopped")
@@ -163,7 +188,11 @@ def _add_routes(app: FastAPI, clf: Classifier, settings: ServeSettings, batcher:
 
     @app.get("/labels")
     async def labels():
-        """Label names in label-id order (the order of ``probs``)."""
+        """Label names in label-id order (the order of ``probs``); multi-label: also the
+        task and each class's decision threshold."""
+        if multi:
+            return {"labels": clf.labels, "task": clf.task, "at_least_one": clf.at_least_one,
+                    "thresholds": dict(zip(clf.labels, clf.thresholds.tolist(), strict=True))}
         return {"labels": clf.labels}
 
     @app.get("/metrics")
