@@ -109,14 +109,6 @@ class Decision:
             f"threshold {self.default:g} for every class"
         return how + (", at least one label" if self.at_least_one else "")
 
-    def to_dict(self) -> dict:
-        """The ``thresholds.json`` of the checkpoint (names in label-id order)."""
-        return {"task": "multi_label",
-                "thresholds": {n: round(float(t), 6) for n, t in
-                               zip(self.labels, self.thresholds, strict=True)},
-                "default": self.default, "at_least_one": self.at_least_one,
-                "tuned_on": self.tuned_on}
-
 
 def decide_thresholds(model, tokenizer, config: Config, data, precision: str) -> Decision:
     """The decision saved with a multi-label checkpoint: with ``decision.tune_thresholds``

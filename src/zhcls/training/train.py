@@ -370,7 +370,8 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
         dev, test = _final_evaluation(trainer, model, tokenizer, config, data, out, decision)
         save_checkpoint(best, trainer.model, tokenizer, config, data.class_names,
                         metrics={"dev": dev, "test": test},
-                        **({"thresholds": decision.to_dict()} if decision else {}))
+                        thresholds=decision.thresholds if decision else None,
+                        tuned_on=decision.tuned_on if decision else None)
         _write_history(out, trainer.state.log_history, history.epoch_steps)
         atomic_write_json(out / "metrics.json", {"dev": dev, "test": test,
                                            "best_checkpoint": trainer.state.best_model_checkpoint,
