@@ -149,3 +149,18 @@ def test_teacher_baseline_writes_per_class_probabilities(tmp_path):
     want = BaselineBackend(load_baseline(base.checkpoint)).probs([t for t, _ in ROWS])
     np.testing.assert_allclose(probs, want, atol=1e-5)
     assert probs[1, 1] > 0.5 and probs[1, 2] > 0.5  # two classes at once
+
+
+def test_cli_dry_run_shows_the_multi_label_prompt(tmp_path, capsys):
+    from zhcls.cli import main
+
+    data = make_data(tmp_path / "data")
+    with MultiLabelServer(NAMES, {t: ls for t, ls in ROWS}) as server:
+        code = main(["label", "--llm", "m", "--base-url", server.base_url, "--data", str(data),
+                     "--out", str(tmp_path / "out"), "--api-key-env", KEY_ENV, "--dry-run",
+                     "--task", "multi_label"])
+        assert code == 0 and server.total_hits == 0
+        assert main(["label", "--llm", "m", "--base-url", server.base_url, "--data", str(data),
+                     "--out", str(tmp_path / "out"), "--use-logprobs", "--dry-run"]) == 2
+    printed = capsys.readouterr().out
+    assert "不必为 1" in printed and ROWS[0][0] in printed
