@@ -255,8 +255,10 @@ def _int(value: Any) -> int:
 class Labeller:
     """Asks for one text until ``samples`` usable answers arrive or the retries run out."""
 
-    def __init__(self, client: ChatClient, class_names: list[str], prompt_hash: str):
+    def __init__(self, client: ChatClient, class_names: list[str], prompt_hash: str, *,
+                 multi_label: bool = False):
         self.client, self.class_names, self.prompt_hash = client, class_names, prompt_hash
+        self.multi_label = multi_label  # answers are independent per-class probabilities
         self.opts = client.opts
         self.codes = choice_labels(len(class_names)) if self.opts.use_logprobs else []
 
@@ -265,7 +267,7 @@ class Labeller:
             if top is None:
                 return ParsedAnswer(None, "no_logprobs")
             return parse_top_logprobs(top, self.codes)
-        return parse_answer(content or "", self.class_names)
+        return parse_answer(content or "", self.class_names, multi_label=self.multi_label)
 
     async def label(self, key: str, text: str, prompt: str) -> Answer:
         opts = self.opts

@@ -30,7 +30,7 @@ from zhcls.label.prompt import Prompt, build_prompt, pick_few_shot, read_descrip
 from zhcls.label.ratelimit import RateLimiter, estimate_tokens
 from zhcls.label.writer import (
     LabelReport,
-    read_label_split,
+    read_label_data,
     teacher_quality,
     write_json_atomic,
     write_labelled_dataset,
@@ -59,8 +59,9 @@ def label_with_llm(data_dir: str | Path, split: str, out_dir: str | Path,
     if Path(out_dir).resolve() == Path(data_dir).resolve():
         raise ZhclsError(f"--out {out_dir} is the input dataset directory; pass a new "
                          "directory so the original data is not overwritten")
-    class_names, split_path, examples = read_label_split(data_dir, split)
-    prompt_obj = _make_prompt(data_dir, class_names, opts)
+    data = read_label_data(data_dir, split, opts.task)
+    class_names, split_path, examples = data.class_names, data.path, data.examples
+    prompt_obj = _make_prompt(data_dir, class_names, opts, data.task)
     prompt_hash = _settings_hash(prompt_obj.hash, opts)
     keys = [cache_key(opts.model, prompt_hash, opts.samples, opts.temperature, e.text)
             for e in examples]
@@ -78,14 +79,15 @@ def label_with_llm(data_dir: str | Path, split: str, out_dir: str | Path,
         stats = RunStats()
         try:
             _run(todo, _Job(prompt_obj, opts, class_names, prompt_hash, store, stats,
-                            _read_api_key(opts.api_key_env)))
+                            _read_api_key(opts.api_key_env), data.task))
         except KeyboardInterrupt:
             logger.warning("interrupted; %d answers are safe in %s — run the same command "
                            "again to resume", store.count("ok"), cache_path)
             raise
         after = store.get_many(keys)
         rows = [after[k].probs if k in after and after[k].ok else None for k in keys]
-        report.output = str(write_labelled_dataset(data_dir, split, out_dir, rows))
+        report.output = str(write_labelled_dataset(data_dir, split, out_dir, rows,
+                                                   task=data.task))
         _fill_report(report, examples, keys, before, after, rows, stats, {k for k, _ in todo})
         _finish_report(report, opts, started, Path(out_dir) / REPORT_NAME)
     return report
@@ -111,14 +113,17 @@ def _finish_report(report: LabelReport, opts: LLMOptions, started: float, path: 
         logger.info("%s", line)
 
 
-def _make_prompt(data_dir: str | Path, class_names: list[str], opts: LLMOptions) -> Prompt:
+def _make_prompt(data_dir: str | Path, class_names: list[str], opts: LLMOptions,
+                 task: str = "single_label") -> Prompt:
     descs = read_descriptions(opts.descriptions, class_names) if opts.descriptions else None
-    shots: list[tuple[str, int]] = []
+    multi = task == "multi_label"
+    shots: list = []
     if opts.few_shot > 0:
-        _, _, train = read_label_split(data_dir, "train")
-        shots = pick_few_shot([(e.text, e.label) for e in train], opts.few_shot)
+        train = read_label_data(data_dir, "train", task).examples
+        shots = pick_few_shot([(e.text, tuple(e.label) if multi else e.label) for e in train],
+                              opts.few_shot)
     return build_prompt(class_names, template_path=opts.prompt, descriptions=descs,
-                        few_shot=shots, logprobs=opts.use_logprobs)
+                        few_shot=shots, logprobs=opts.use_logprobs, multi_label=multi)
 
 
 def _settings_hash(template_hash: str, opts: LLMOptions) -> str:
@@ -163,6 +168,7 @@ class _Job:
     store: AnswerCache
     stats: RunStats
     api_key: str | None = field(default=None, repr=False)
+    task: str = "single_label"
 
 
 def _run(todo: list[tuple[str, str]], job: _Job) -> None:
@@ -188,7 +194,8 @@ async def _run_async(todo: list[tuple[str, str]], job: _Job, bar: Any) -> None:
                                      trust_env=False) as http:
             client = ChatClient(opts, http, RateLimiter(opts.rpm, opts.tpm), job.stats,
                                 num_classes=len(job.class_names), api_key=job.api_key)
-            labeller = Labeller(client, job.class_names, job.prompt_hash)
+            labeller = Labeller(client, job.class_names, job.prompt_hash,
+                                multi_label=job.task == "multi_label")
             await _work(todo, job.prompt, labeller, writer, bar, opts.concurrency,
                         opts.abort_after_failures)
     finally:

@@ -1,9 +1,13 @@
 """``zhcls label --teacher CKPT``: soft labels from a local teacher model.
 
 The teacher is a zhcls checkpoint directory, a ``zhcls baseline`` directory (its calibrated
-probabilities; ``--emit logits`` writes their logarithms) or a Hugging Face sequence-classification model
+probabilities; ``--emit logits`` writes their logarithms, or log-odds for a multi-label
+one) or a Hugging Face sequence-classification model
 (directory or hub name) whose labels match the dataset's ``class.txt``. It runs batched and
 sorted by length over a split and writes a ready KD dataset (see :mod:`zhcls.label.writer`).
+A multi-label teacher (a multi-label baseline, or a checkpoint whose ``thresholds.json`` or
+``data.task`` says multi_label) writes per-class sigmoid scores, not a softmax; it must
+label multi-label data.
 """
 
 from __future__ import annotations
@@ -90,32 +94,40 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
     """Run ``teacher`` over ``DATA/split`` and write ``OUT`` as a ready KD dataset
     (``max_length``: see :func:`load_teacher`)."""
     from zhcls.devices import resolve_device
-    from zhcls.label.writer import read_label_split, write_labelled_dataset
+    from zhcls.label.writer import read_label_data, teacher_quality, write_labelled_dataset
     from zhcls.modeling.forward import forward_texts, softmax
     from zhcls.modeling.ngram import is_baseline_dir
 
     if emit not in ("probs", "logits"):
         raise ValueError(f"emit must be 'probs' or 'logits', got {emit!r}")
     start = time.perf_counter()
-    class_names, split_path, examples = read_label_split(data_dir, split)
+    data = read_label_data(data_dir, split)
+    class_names, split_path, examples = data.class_names, data.path, data.examples
     texts = [e.text for e in examples]
     if is_baseline_dir(teacher):
-        logits = _baseline_logits(teacher, class_names, texts)  # (N, C)
+        teacher_task, logits = _baseline_logits(teacher, class_names, texts)  # (N, C)
     else:
         model, tokenizer, max_length = load_teacher(teacher, class_names,
                                                     resolve_device(device or "auto"),
                                                     max_length)
+        teacher_task = _checkpoint_task(teacher)
         logger.info("labelling %d examples of %s with %s", len(examples), split_path, teacher)
         logits = forward_texts(model, tokenizer, texts, max_length, batch_size,
                                progress=True).logits  # (N, C)
-    probs = softmax(logits)
+    multi = _check_tasks(teacher, teacher_task, data.task, split_path)
+    probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64))) if multi \
+        else softmax(logits)  # (N, C): per-class sigmoid scores, or a distribution
     rows = (probs if emit == "probs" else logits).tolist()
-    out_file = write_labelled_dataset(data_dir, split, out_dir, rows)
-    gold = np.array([e.label for e in examples])
+    out_file = write_labelled_dataset(data_dir, split, out_dir, rows, task=data.task)
+    if multi:
+        agreement, confidence = teacher_quality([e.label for e in examples], probs.tolist())
+    else:
+        gold = np.array([e.label for e in examples])
+        agreement = float((probs.argmax(1) == gold).mean())
+        confidence = float(probs.max(1).mean())
     report = LocalLabelReport(
         split_file=str(split_path), output_file=str(out_file), examples=len(examples), emit=emit,
-        agreement=round(float((probs.argmax(1) == gold).mean()), 4),
-        mean_confidence=round(float(probs.max(1).mean()), 4),
+        agreement=round(agreement, 4), mean_confidence=round(confidence, 4),
         seconds=round(time.perf_counter() - start, 2))
     atomic_write_json(Path(out_dir) / "label_report.json", asdict(report))
     logger.info("teacher agrees with gold on %.2f%% (mean confidence %.3f); wrote %s",
@@ -123,13 +135,45 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
     return report
 
 
+def _checkpoint_task(teacher: str | Path) -> str:
+    """multi_label for a zhcls checkpoint with a multi-label ``thresholds.json`` or
+    ``data.task: multi_label`` in its ``zhcls.yaml``; single_label otherwise (HF models)."""
+    import json
+
+    import yaml
+
+    path = Path(teacher)
+    try:
+        if (path / "thresholds.json").is_file():
+            record = json.loads((path / "thresholds.json").read_text(encoding="utf-8"))
+            if isinstance(record, dict) and record.get("task") == "multi_label":
+                return "multi_label"
+        if (path / "zhcls.yaml").is_file():
+            config = yaml.safe_load((path / "zhcls.yaml").read_text(encoding="utf-8")) or {}
+            if (config.get("data") or {}).get("task") == "multi_label":
+                return "multi_label"
+    except (OSError, ValueError, AttributeError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"teacher {path}: cannot read its task ({exc})") from None
+    return "single_label"
+
+
+def _check_tasks(teacher: str | Path, teacher_task: str, data_task: str, split: Path) -> bool:
+    """True for multi-label; a single-label teacher cannot label multi-label data (nor the
+    other way round)."""
+    if teacher_task != data_task:
+        raise CheckpointError(f"teacher {teacher} is {teacher_task} but {split} holds "
+                              f"{data_task} data; use a teacher trained for the same task")
+    return data_task == "multi_label"
+
+
 def _baseline_logits(teacher: str | Path, class_names: list[str], texts: list[str]
-                     ) -> np.ndarray:
-    """Log of a baseline's calibrated probabilities (N, C): softmax gives them back."""
+                     ) -> tuple[str, np.ndarray]:
+    """(task, logits (N, C)) of a baseline: single-label the log of its calibrated
+    probabilities (softmax gives them back), multi-label their log-odds (sigmoid does)."""
     from zhcls.modeling.checkpoint import check_labels_match
     from zhcls.modeling.ngram import BaselineBackend, load_baseline
 
     ckpt = load_baseline(teacher)
     check_labels_match(ckpt.labels, class_names, f"teacher {teacher}")
     logger.info("labelling %d examples with the baseline %s", len(texts), teacher)
-    return BaselineBackend(ckpt).logits(texts, len(texts))
+    return ckpt.task, BaselineBackend(ckpt).logits(texts, len(texts))

@@ -112,6 +112,11 @@ class LLMOptions:
                                                  "name<TAB>desc lines", metavar="FILE")
     few_shot: int = _opt(0, "K labelled training examples in the prompt (deterministic)",
                          metavar="K", check=_at_least(0))
+    task: str = _opt("auto", "single_label (one class a text: probabilities summing to 1), "
+                             "multi_label (every applicable class: an independent probability "
+                             "each) or auto (detected from the train file)",
+                     check=(lambda v: v in ("auto", "single_label", "multi_label"),
+                            "auto, single_label or multi_label"))
     use_logprobs: bool = _opt(False, "ask for a class code and read the token top_logprobs")
     json_mode: bool = _opt(False, 'send response_format={"type": "json_object"}')
     extra_body: dict[str, Any] | None = _opt(None, "JSON object merged into every request "

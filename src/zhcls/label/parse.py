@@ -16,6 +16,12 @@ with two or more close classes, or none, the name is *unknown*. An unknown name 
 probability above 0 makes the whole answer unusable (``kind="unknown_class"``: the caller
 asks again), because its mass may belong to any class — typically the true one. Unknown
 names with probability 0 or a non-numeric value (``"理由": "..."``) are ignored and counted.
+
+Multi-label (``parse_answer(..., multi_label=True)``): the values are C independent
+per-class probabilities, never renormalised. Each must lie in [0, 1] (``"85%"`` reads as
+0.85; when any bare value exceeds 1 and none exceeds 100, all are read as percentages); a
+class the answer leaves out gets 0; an answer with every class at 0 is valid (no class
+applies). Anything outside that range is an unusable answer naming the class and value.
 """
 
 from __future__ import annotations
@@ -96,8 +102,10 @@ def match_class(name: str, lookup: dict[str, int]) -> tuple[int | None, bool]:
     return (close.pop(), True) if len(close) == 1 else (None, False)
 
 
-def parse_answer(raw: str, class_names: list[str]) -> ParsedAnswer:
-    """Parse one answer that should contain a JSON object ``{class name: probability}``.
+def parse_answer(raw: str, class_names: list[str], *, multi_label: bool = False
+                 ) -> ParsedAnswer:
+    """Parse one answer that should contain a JSON object ``{class name: probability}``
+    (``multi_label``: independent per-class probabilities, see the module docstring).
 
     ``<think>...</think>`` reasoning blocks are dropped first. Then tries, in order: fenced
     blocks, the whole text, then every balanced ``{...}`` in the text (prose around it is
@@ -114,7 +122,7 @@ def parse_answer(raw: str, class_names: list[str]) -> ParsedAnswer:
         obj = _loads_lenient(candidate)
         if obj is None:
             continue
-        result = _from_object(obj, lookup, len(class_names))
+        result = _from_object(obj, lookup, len(class_names), multi_label)
         if result.ok:
             return result
         first_error = first_error or result
@@ -124,7 +132,7 @@ def parse_answer(raw: str, class_names: list[str]) -> ParsedAnswer:
         pairs = [(k, v) for k, v in _KV_LINE.findall(text)  # prose lines are no classes
                  if match_class(k, lookup)[0] is not None]
         if pairs:
-            return _from_pairs(pairs, lookup, len(class_names))
+            return _from_pairs(pairs, lookup, len(class_names), multi_label)
         return ParsedAnswer(None, "no JSON object and no 'class: probability' lines found")
     return ParsedAnswer(None, "no complete JSON object found (truncated or malformed answer)")
 
@@ -189,21 +197,22 @@ def _loads_lenient(candidate: str) -> Any:
     return None
 
 
-def _from_object(obj: Any, lookup: dict[str, int], k: int) -> ParsedAnswer:
+def _from_object(obj: Any, lookup: dict[str, int], k: int, multi: bool = False
+                 ) -> ParsedAnswer:
     if isinstance(obj, list):
         pairs = _pairs_from_list(obj)
         if pairs:
-            return _from_pairs(pairs, lookup, k)
+            return _from_pairs(pairs, lookup, k, multi)
         return ParsedAnswer(None, "JSON list without label/probability records")
     if not isinstance(obj, dict):
         return ParsedAnswer(None, f"expected a JSON object, found {type(obj).__name__}")
     if not any(match_class(key, lookup)[0] is not None for key in obj):
         for value in obj.values():  # {"probabilities": {...}} and similar wrappers
             if isinstance(value, (dict, list)):
-                nested = _from_object(value, lookup, k)
+                nested = _from_object(value, lookup, k, multi)
                 if nested.ok:
                     return nested
-    return _from_pairs(list(obj.items()), lookup, k)
+    return _from_pairs(list(obj.items()), lookup, k, multi)
 
 
 def _pairs_from_list(items: list) -> list[tuple[str, Any]]:
@@ -219,7 +228,8 @@ def _pairs_from_list(items: list) -> list[tuple[str, Any]]:
     return pairs
 
 
-def _from_pairs(pairs: list[tuple[Any, Any]], lookup: dict[str, int], k: int) -> ParsedAnswer:
+def _from_pairs(pairs: list[tuple[Any, Any]], lookup: dict[str, int], k: int,
+                multi: bool = False) -> ParsedAnswer:
     values: list[float | None] = [None] * k
     unknown: list[str] = []
     renamed: list[str] = []
@@ -253,9 +263,28 @@ def _from_pairs(pairs: list[tuple[Any, Any]], lookup: dict[str, int], k: int) ->
         return ParsedAnswer(None, "no known class name in the answer", unknown=unknown,
                             missing=missing)
     probs = [0.0 if v is None else v for v in values]
-    result = _normalise(probs, unknown, missing, explicit_percent)
+    if multi:
+        names = {i: key for key, i in lookup.items()}
+        result = _independent(probs, [names[i] for i in range(k)], unknown, missing,
+                              explicit_percent)
+    else:
+        result = _normalise(probs, unknown, missing, explicit_percent)
     result.renamed = renamed
     return result
+
+
+def _independent(probs: list[float], names: list[str], unknown: list[str], missing: int,
+                 explicit_percent: bool) -> ParsedAnswer:
+    """Multi-label: per-class probabilities in [0, 1], kept as they are (no sum rule)."""
+    percent = explicit_percent
+    if not explicit_percent and 1.0 < max(probs) <= 100.0:
+        probs, percent = [p / 100.0 for p in probs], True  # {"价格": 90, "动力": 10}
+    for name, p in zip(names, probs, strict=True):
+        if not 0.0 <= p <= 1.0:
+            return ParsedAnswer(None, f"probability {p:g} for class {name!r} is outside [0, 1];"
+                                      " expected an independent probability per class",
+                                unknown=unknown, missing=missing)
+    return ParsedAnswer(probs, unknown=unknown, missing=missing, percent=percent)
 
 
 def _normalise(probs: list[float], unknown: list[str], missing: int,

@@ -12,6 +12,10 @@ without ``--few-shot``); ``{choices}`` / ``{codes}`` numbered classes and their 
 
 The hash of the template rendered with everything but the text is part of the cache key,
 so editing the template, the descriptions or the few-shot examples re-labels everything.
+
+Multi-label data (``multi_label=True``) uses ``label_zh_multilabel.txt`` by default: it asks
+for every class an independent probability that the text is about it (the values need not
+sum to 1), and few-shot examples show all their classes (``类别：A、B``, or ``类别：无``).
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ from importlib import resources
 from pathlib import Path
 
 from zhcls.data.formats import split_lines
-from zhcls.errors import DataError
+from zhcls.errors import ConfigError, DataError
 from zhcls.label.parse import choice_labels
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "label_zh.txt"
 DEFAULT_LOGPROBS_TEMPLATE = "label_zh_logprobs.txt"
+DEFAULT_MULTILABEL_TEMPLATE = "label_zh_multilabel.txt"
 PLACEHOLDERS = ("text", "classes", "class_names", "json_example", "num_classes", "examples",
                 "choices", "codes")
 FEW_SHOT_MAX_CHARS = 200
@@ -62,12 +67,18 @@ def build_prompt(
     *,
     template_path: str | Path | None = None,
     descriptions: dict[str, str] | None = None,
-    few_shot: Sequence[tuple[str, int]] = (),
+    few_shot: Sequence[tuple[str, int | Sequence[int]]] = (),
     logprobs: bool = False,
+    multi_label: bool = False,
 ) -> Prompt:
     """Load the template (the shipped Chinese default unless ``template_path``) and fill in
-    the class list, descriptions and few-shot examples."""
-    template, source = load_template(template_path, logprobs=logprobs)
+    the class list, descriptions and few-shot examples (label: a class id, or with
+    ``multi_label`` a sequence of ids)."""
+    if logprobs and multi_label:
+        raise ConfigError("--use-logprobs reads the one class the answer token names; "
+                          "multi-label data needs a probability per class: drop "
+                          "--use-logprobs")
+    template, source = load_template(template_path, logprobs=logprobs, multi_label=multi_label)
     check_template(template, source)
     descriptions = descriptions or {}
     codes = choice_labels(len(class_names)) if logprobs else [str(i) for i in
@@ -89,10 +100,12 @@ def build_prompt(
     return Prompt(template=template, values=values, source=source)
 
 
-def load_template(path: str | Path | None, *, logprobs: bool = False) -> tuple[str, str]:
+def load_template(path: str | Path | None, *, logprobs: bool = False,
+                  multi_label: bool = False) -> tuple[str, str]:
     """Return (template text, where it came from)."""
     if path is None:
-        name = DEFAULT_LOGPROBS_TEMPLATE if logprobs else DEFAULT_TEMPLATE
+        name = (DEFAULT_LOGPROBS_TEMPLATE if logprobs else
+                DEFAULT_MULTILABEL_TEMPLATE if multi_label else DEFAULT_TEMPLATE)
         res = resources.files("zhcls").joinpath("resources").joinpath("prompts").joinpath(name)
         return res.read_text(encoding="utf-8"), f"zhcls/resources/prompts/{name}"
     path = Path(path)
@@ -168,14 +181,17 @@ def pick_few_shot(examples: Sequence[tuple[str, int]], k: int) -> list[tuple[str
     return chosen
 
 
-def _render_examples(few_shot: Sequence[tuple[str, int]], class_names: list[str],
-                     codes: list[str] | None) -> str:
+def _render_examples(few_shot: Sequence[tuple[str, int | Sequence[int]]],
+                     class_names: list[str], codes: list[str] | None) -> str:
     if not few_shot:
         return ""
     parts = ["\n示例："]
     for text, label in few_shot:
         shown = text if len(text) <= FEW_SHOT_MAX_CHARS else text[:FEW_SHOT_MAX_CHARS] + "…"
-        answer = f"答案：{codes[label]}" if codes else f"类别：{class_names[label]}"
+        if isinstance(label, int):
+            answer = f"答案：{codes[label]}" if codes else f"类别：{class_names[label]}"
+        else:  # multi-label: every class of the example, or none
+            answer = "类别：" + ("、".join(class_names[i] for i in label) or "无")
         parts.append(f"文本：{shown}\n{answer}\n")
     return "\n".join(parts)
 

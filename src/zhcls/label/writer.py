@@ -5,6 +5,12 @@ with 6 decimals in label-id order: probabilities, or logits from ``--teacher --e
 logits``); rows whose teacher is missing are written with the two columns
 ``text<TAB>label_id`` — train such a dataset with ``data.teacher_missing: hard_label_only``. ``class.txt`` and the other split files are copied unchanged, so OUT can
 be passed to ``zhcls train`` directly. Shared by ``zhcls label --llm`` and ``--teacher``.
+
+Multi-label data (``task="multi_label"``, or detected from the train file): ``OUT/{split}.jsonl``
+with one object a line, ``{"text": ..., "labels": [names], "teacher_probs": [p0, ...]}``:
+the gold label set kept as read, and C independent per-class probabilities (6 decimals,
+class.txt order, no sum rule; logits with ``--emit logits``). A row without a teacher has
+no ``teacher_probs`` field.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ def write_labelled_dataset(
     split: str,
     out_dir: str | Path,
     teacher_rows: Sequence[list[float] | None],
+    *,
+    task: str = "auto",
 ) -> Path:
     """Write ``OUT/{split}.txt`` with one teacher row per example of ``DATA/{split}`` (same
     order, every line kept), copy ``class.txt`` and the other splits; return the new file.
@@ -49,11 +57,14 @@ def write_labelled_dataset(
     if out_dir.resolve() == data_dir.resolve():
         raise DataError("the output directory is the input dataset directory; pass a new "
                         "--out directory so the original data is not overwritten", out_dir)
-    class_names, split_path, examples = read_label_split(data_dir, split)
+    data = read_label_data(data_dir, split, task)
+    class_names, split_path, examples = data.class_names, data.path, data.examples
     if len(teacher_rows) != len(examples):
         raise ValueError(f"{split_path}: {len(examples)} examples but {len(teacher_rows)} "
                          "teacher rows; pass exactly one row (or None) per example")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if data.task == "multi_label":
+        return _write_multilabel(data, data_dir, split, out_dir, teacher_rows)
     lines, sanitised = [], 0
     for example, row in zip(examples, teacher_rows, strict=True):
         text = example.text
@@ -79,11 +90,62 @@ def write_labelled_dataset(
 def read_label_split(data_dir: str | Path, split: str) -> tuple[list[str], Path, list[Example]]:
     """(class names, split file, examples) exactly as both labelling modes read them: the
     first ``DATA/{split}.{txt,tsv,csv,jsonl}``; an existing teacher column is ignored."""
+    data = read_label_data(data_dir, split)
+    return data.class_names, data.path, data.examples
+
+
+@dataclass
+class LabelData:
+    """A split as the labelling modes read it; ``task`` single_label or multi_label (then
+    ``Example.label`` is a sorted list of class ids)."""
+
+    class_names: list[str]
+    path: Path
+    examples: list[Example]
+    task: str
+
+
+def read_label_data(data_dir: str | Path, split: str, task: str = "auto") -> LabelData:
+    """Read ``DATA/{split}`` for labelling. ``task="auto"``: multi_label when the train file
+    (or, without one, the split itself) holds multi-label rows (logged)."""
+    from zhcls.data.formats import has_split
+    from zhcls.data.multilabel_compat import detect_task, read_multilabel_split
+
     data_dir = Path(data_dir)
     class_names = read_class_names(data_dir / "class.txt")
     split_path = find_split_file(data_dir, split)
-    examples = read_split(split_path, class_names, ignore_teacher=True).examples
-    return class_names, split_path, examples
+    if task == "auto":
+        probe = find_split_file(data_dir, "train") if has_split(data_dir, "train") else split_path
+        task = detect_task(probe, class_names)
+        if task == "multi_label":
+            logger.info("task auto: %s holds multi-label rows; labelling %s as multi-label",
+                        probe, split_path)
+    if task == "multi_label":
+        examples = read_multilabel_split(split_path, class_names, ignore_teacher=True).examples
+    else:
+        examples = read_split(split_path, class_names, ignore_teacher=True).examples
+    return LabelData(class_names, split_path, examples, task)
+
+
+def _write_multilabel(data: LabelData, data_dir: Path, split: str, out_dir: Path,
+                      teacher_rows: Sequence[list[float] | None]) -> Path:
+    lines = []
+    for example, row in zip(data.examples, teacher_rows, strict=True):
+        obj: dict = {"text": example.text, "labels": [data.class_names[i] for i in example.label]}
+        if row is not None:
+            _check_row(row, len(data.class_names), data.path, example.line)
+            obj["teacher_probs"] = [round(float(p), 6) for p in row]
+        lines.append(json.dumps(obj, ensure_ascii=False))
+    _copy_other_files(data_dir, out_dir, split)  # first: it removes a stale OUT/{split}.jsonl
+    target = out_dir / f"{split}.jsonl"
+    atomic_write_text(target, "\n".join(lines) + "\n")
+    for suffix in SPLIT_SUFFIXES:  # the reader takes the first split file it finds
+        stale = out_dir / f"{split}{suffix}"
+        if suffix != ".jsonl" and stale.exists():
+            stale.unlink()
+    logger.info("wrote %s (%d multi-label rows, %d without teacher)", target, len(lines),
+                sum(r is None for r in teacher_rows))
+    return target
 
 
 def format_probs(row: Sequence[float]) -> str:
@@ -133,7 +195,7 @@ class LabelReport:
     rows have a teacher, ``from_cache`` of them were answered by an earlier run, ``failed``
     rows have none (``failure_kinds`` counts why, ``failed_lines`` lists the first ones).
     ``agreement`` is the share of labelled rows whose teacher argmax equals the gold label,
-    ``mean_confidence`` their mean max probability. Token counts and cost cover this run's
+    ``mean_confidence`` their mean max probability (multi-label: see :func:`teacher_quality`). Token counts and cost cover this run's
     responses (``usage`` fields); ``transient_errors`` counts retried HTTP errors/timeouts.
     """
 
@@ -198,12 +260,19 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def teacher_quality(labels: Sequence[int],
+def teacher_quality(labels: Sequence[int | Sequence[int]],
                     rows: Sequence[list[float] | None]) -> tuple[float | None, float | None]:
     """(agreement of argmax with the gold labels, mean max probability) over rows with a
-    teacher; (None, None) when there are none."""
+    teacher; (None, None) when there are none. Multi-label (label lists): agreement is the
+    share of rows whose classes at probability >= 0.5 are exactly the gold set, confidence
+    the mean over rows and classes of max(p, 1 - p)."""
     pairs = [(label, row) for label, row in zip(labels, rows, strict=True) if row]
     if not pairs:
         return None, None
+    if not isinstance(pairs[0][0], int):
+        agree = sum({i for i, p in enumerate(row) if p >= 0.5} == set(label)
+                    for label, row in pairs)
+        confidence = sum(sum(max(p, 1 - p) for p in row) / len(row) for _, row in pairs)
+        return agree / len(pairs), confidence / len(pairs)
     agree = sum(max(range(len(row)), key=row.__getitem__) == label for label, row in pairs)
     return agree / len(pairs), sum(max(row) for _, row in pairs) / len(pairs)

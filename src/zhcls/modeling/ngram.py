@@ -5,8 +5,17 @@ A baseline checkpoint directory::
 
     model.skops    the fitted sklearn Pipeline (skops: loading runs no pickled code)
     labels.json    {"labels": [name of id 0, ...]}
-    meta.json      {"kind": "baseline", "classifier": ..., "ngram_range": ..., "metrics": ...}
+    meta.json      {"kind": "baseline", "task": ..., "classifier": ..., "metrics": ...}
+    thresholds.json  multi-label only: {"task": "multi_label", "thresholds": {name: float},
+                   "default": 0.5, "at_least_one": bool, "tuned_on": ...} (the same file as
+                   a neural multi-label checkpoint's)
     README.md      model card
+
+Single-label: one calibrated multi-class model, probabilities sum to 1 over the classes.
+Multi-label (``task="multi_label"``): one-vs-rest, one calibrated binary model per class
+(sklearn ``OneVsRestClassifier``); the scores are C independent probabilities (N, C) in
+[0, 1], and the decision is ``zhcls.evaluation.metrics.apply_thresholds(scores,
+ckpt.thresholds, ckpt.at_least_one)``.
 
 ``zhcls evaluate``, ``zhcls predict``, ``zhcls label --teacher`` and
 ``zhcls.Classifier.load`` accept it like a neural checkpoint.
@@ -31,6 +40,9 @@ logger = logging.getLogger(__name__)
 KIND = "baseline"
 MODEL_FILE = "model.skops"
 CLASSIFIERS = ("svm", "logreg")
+TASKS = ("single_label", "multi_label")
+THRESHOLDS_FILE = "thresholds.json"
+MIN_PER_CLASS = 3  # the calibrated SVM's 3-fold sigmoid calibration
 # The only types a baseline model.skops may contain (anything else is refused on load).
 TRUSTED_TYPES = [
     "sklearn.pipeline.Pipeline",
@@ -42,6 +54,9 @@ TRUSTED_TYPES = [
     "sklearn.svm._classes.LinearSVC",
     "sklearn.linear_model._logistic.LogisticRegression",
     "sklearn.preprocessing._label.LabelEncoder",
+    "sklearn.multiclass.OneVsRestClassifier",
+    "sklearn.multiclass._ConstantPredictor",
+    "sklearn.preprocessing._label.LabelBinarizer",
     "numpy.float64", "numpy.float32", "numpy.int64", "numpy.dtype",
     "builtins.slice",
 ]
@@ -55,24 +70,35 @@ class BaselineCheckpoint:
     pipeline: Any  # sklearn.pipeline.Pipeline
     labels: list[str]
     meta: dict
+    thresholds: np.ndarray | None = None  # (C,) multi-label decision thresholds
+    at_least_one: bool = False
+
+    @property
+    def task(self) -> str:
+        return self.meta.get("task", "single_label")
 
 
 def build_pipeline(classifier: str = "svm", *, c: float = 1.0, ngram_max: int = 3,
-                   min_df: int = 1, seed: int = 0):
+                   min_df: int = 1, seed: int = 0, task: str = "single_label"):
     """TF-IDF over character 1..``ngram_max``-grams (sublinear tf) + a linear classifier.
 
     ``svm``: LinearSVC fitted on all of train, calibrated by sigmoid scaling of
     3-fold cross-validated scores (CalibratedClassifierCV, ensemble=False);
-    ``logreg``: multinomial LogisticRegression, probabilistic by itself."""
+    ``logreg``: multinomial LogisticRegression, probabilistic by itself.
+    ``task="multi_label"`` wraps that model in a ``OneVsRestClassifier``: one binary model
+    (calibrated SVM or logistic) per class, fitted on an (N, C) 0/1 matrix."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.svm import LinearSVC
 
     if classifier not in CLASSIFIERS:
         raise ConfigError(f"baseline classifier: expected one of {', '.join(CLASSIFIERS)}, "
                           f"got {classifier!r}")
+    if task not in TASKS:
+        raise ConfigError(f"baseline task: expected one of {', '.join(TASKS)}, got {task!r}")
     if ngram_max < 1 or c <= 0 or min_df < 1:
         raise ConfigError(f"baseline: need ngram_max >= 1, C > 0, min_df >= 1; got "
                           f"ngram_max={ngram_max}, C={c}, min_df={min_df}")
@@ -83,6 +109,8 @@ def build_pipeline(classifier: str = "svm", *, c: float = 1.0, ngram_max: int = 
                                        cv=3, ensemble=False)
     else:
         model = LogisticRegression(C=10 * c, max_iter=1000, random_state=seed)
+    if task == "multi_label":
+        model = OneVsRestClassifier(model)
     return Pipeline([("tfidf", vectorizer), ("clf", model)])
 
 
@@ -98,8 +126,40 @@ def fit_pipeline(pipeline, texts: list[str], labels: list[int]):
     return pipeline.fit(texts, labels)
 
 
+def fit_multilabel(pipeline, texts: list[str], gold: np.ndarray,
+                   class_names: list[str] | None = None):
+    """Fit a ``task="multi_label"`` pipeline on texts and their (N, C) 0/1 label matrix.
+    The calibrated SVM needs every class to be present in at least 3 rows and absent from
+    at least 3 (logistic: any class that occurs at all)."""
+    gold = np.asarray(gold)
+    if gold.ndim != 2 or len(gold) != len(texts):
+        raise ValueError(f"fit_multilabel: expected gold of shape ({len(texts)}, C), got "
+                         f"{gold.shape}")
+    gold = (gold > 0).astype(np.int64)  # (N, C)
+    names = class_names or [str(i) for i in range(gold.shape[1])]
+    positives = gold.sum(axis=0)  # (C,)
+    need = MIN_PER_CLASS if _is_svm(pipeline) else 1
+    for c, (name, pos) in enumerate(zip(names, positives, strict=True)):
+        if min(pos, len(gold) - pos) < need:
+            raise CheckpointError(
+                f"baseline: class {name!r} (id {c}) is in {pos} of {len(gold)} training rows; "
+                f"the one-vs-rest {'calibrated SVM' if need > 1 else 'logistic model'} needs "
+                f"it in >= {need} and absent from >= {need}"
+                + (" (or use --classifier logreg)" if need > 1 else ""))
+    return pipeline.fit(texts, gold)
+
+
+def _is_svm(pipeline) -> bool:
+    from sklearn.calibration import CalibratedClassifierCV
+
+    clf = pipeline.named_steps["clf"]
+    return isinstance(getattr(clf, "estimator", clf), CalibratedClassifierCV)
+
+
 def predict_proba(pipeline, texts: list[str], num_labels: int) -> np.ndarray:
-    """Probabilities (N, C) float32 in label-id order; classes absent from training get 0."""
+    """Probabilities (N, C) float32 in label-id order; classes absent from training get 0.
+    Single-label: a distribution per row. Multi-label (one-vs-rest pipeline): C independent
+    per-class probabilities per row, each in [0, 1]."""
     probs = np.zeros((len(texts), num_labels), dtype=np.float32)
     if texts:
         probs[:, pipeline.classes_] = pipeline.predict_proba(texts)  # (N, C_seen)
@@ -107,22 +167,34 @@ def predict_proba(pipeline, texts: list[str], num_labels: int) -> np.ndarray:
 
 
 class BaselineBackend:
-    """:class:`zhcls.inference.classifier.Backend` for a baseline: takes the texts themselves
-    and returns log-probabilities as logits (softmax gives back the calibrated probabilities)."""
+    """:class:`zhcls.inference.classifier.Backend` for a baseline: takes the texts themselves.
+
+    :meth:`probs` gives the calibrated scores (N, C). :meth:`logits` gives them back as
+    logits: single-label log-probabilities (softmax returns the probabilities), multi-label
+    log-odds ``log p - log(1 - p)`` (sigmoid returns the per-class probabilities)."""
 
     name = "sklearn"
     takes_text = True
 
     def __init__(self, ckpt: BaselineCheckpoint):
         self.ckpt = ckpt
+        self.task = ckpt.task
+
+    def probs(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        return predict_proba(self.ckpt.pipeline, texts, len(self.ckpt.labels))  # (N, C)
 
     def logits(self, texts: list[str], batch_size: int) -> np.ndarray:
-        probs = predict_proba(self.ckpt.pipeline, texts, len(self.ckpt.labels))  # (N, C)
+        probs = self.probs(texts).astype(np.float64)  # (N, C)
+        if self.task == "multi_label":
+            p = np.clip(probs, 1e-7, 1 - 1e-7)
+            return (np.log(p) - np.log1p(-p)).astype(np.float32)
         return np.log(np.clip(probs, 1e-30, 1.0)).astype(np.float32)
 
 
-def save_baseline(path: str | Path, pipeline, labels: list[str], info: dict) -> Path:
-    """Write a baseline checkpoint directory (see module docstring)."""
+def save_baseline(path: str | Path, pipeline, labels: list[str], info: dict,
+                  thresholds: dict | None = None) -> Path:
+    """Write a baseline checkpoint directory (see module docstring); ``thresholds`` (from
+    :func:`thresholds_record`) becomes ``thresholds.json``."""
     import skops.io as sio
 
     path = Path(path)
@@ -132,8 +204,41 @@ def save_baseline(path: str | Path, pipeline, labels: list[str], info: dict) -> 
     meta = {"kind": KIND, "format": 1, "zhcls_version": __version__,
             "num_labels": len(labels), **info}
     atomic_write_json(path / "meta.json", meta)
+    if thresholds is not None:
+        atomic_write_json(path / THRESHOLDS_FILE, thresholds)
     atomic_write_text(path / "README.md", _model_card(meta, labels))
     return path
+
+
+def thresholds_record(labels: list[str], thresholds: np.ndarray, *, default: float = 0.5,
+                      at_least_one: bool = False, tuned_on: str | None = None) -> dict:
+    """The ``thresholds.json`` object of a multi-label checkpoint (see module docstring)."""
+    if len(thresholds) != len(labels):
+        raise ValueError(f"{len(thresholds)} thresholds for {len(labels)} classes")
+    return {"task": "multi_label",
+            "thresholds": {n: round(float(t), 6) for n, t in zip(labels, thresholds, strict=True)},
+            "default": float(default), "at_least_one": bool(at_least_one), "tuned_on": tuned_on}
+
+
+def read_thresholds(path: str | Path, labels: list[str]) -> tuple[np.ndarray, bool] | None:
+    """(thresholds (C,) in label-id order, at_least_one) from ``path/thresholds.json``, or
+    None when the file is absent. A class the file does not name gets its ``default``."""
+    file = Path(path) / THRESHOLDS_FILE
+    if not file.is_file():
+        return None
+    try:
+        obj = json.loads(file.read_text(encoding="utf-8"))
+        default = float(obj.get("default", 0.5))
+        given = {str(k): float(v) for k, v in obj.get("thresholds", {}).items()}
+        at_least_one = bool(obj.get("at_least_one", False))
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        raise CheckpointError(f"{file}: expected {{\"thresholds\": {{class name: number}}, "
+                              "\"default\": number, ...}; the checkpoint is damaged") from None
+    unknown = sorted(set(given) - set(labels))
+    if unknown:
+        raise CheckpointError(f"{file}: thresholds for classes not in labels.json: "
+                              f"{', '.join(unknown[:5])}")
+    return np.array([given.get(n, default) for n in labels], dtype=np.float64), at_least_one
 
 
 def read_kind(path: str | Path) -> str:
@@ -171,7 +276,12 @@ def load_baseline(path: str | Path) -> BaselineCheckpoint:
     pipeline = sio.load(path / MODEL_FILE, trusted=TRUSTED_TYPES)
     labels = json.loads((path / "labels.json").read_text(encoding="utf-8"))["labels"]
     meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    return BaselineCheckpoint(path, pipeline, list(labels), meta)
+    ckpt = BaselineCheckpoint(path, pipeline, list(labels), meta)
+    if ckpt.task == "multi_label":
+        read = read_thresholds(path, ckpt.labels)
+        default = np.full(len(ckpt.labels), 0.5)
+        ckpt.thresholds, ckpt.at_least_one = read if read is not None else (default, False)
+    return ckpt
 
 
 def _model_card(meta: dict, labels: list[str]) -> str:
@@ -185,7 +295,17 @@ def _model_card(meta: dict, labels: list[str]) -> str:
              f"- labels ({len(labels)}): {', '.join(labels)}",
              "- probabilities: " + ("sigmoid-calibrated (3-fold CalibratedClassifierCV)"
                                     if meta.get("classifier") == "svm" else "logistic"), ""]
+    multi = meta.get("task") == "multi_label"
+    if multi:
+        lines[-1:] = [f"- task: multi-label, one-vs-rest; decision thresholds in "
+                      f"{THRESHOLDS_FILE} (tuned on: {meta.get('thresholds_tuned_on')})", ""]
     for split, m in (meta.get("metrics") or {}).items():
-        lines.append(f"- {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
-                     f"({m['num_examples']} examples)")
+        if multi:
+            lines.append(f"- {split}: micro-F1 {m['micro_f1']:.4f}, macro-F1 {m['macro_f1']:.4f} "
+                         f"at the checkpoint's thresholds; micro-F1 {m['micro_f1_at_default']:.4f}"
+                         f", macro-F1 {m['macro_f1_at_default']:.4f} at "
+                         f"{meta.get('threshold_default', 0.5)} ({m['num_examples']} examples)")
+        else:
+            lines.append(f"- {split}: accuracy {m['accuracy']:.4f}, macro-F1 "
+                         f"{m['macro_f1']:.4f} ({m['num_examples']} examples)")
     return "\n".join(lines) + "\n"

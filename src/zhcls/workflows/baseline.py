@@ -1,6 +1,13 @@
 """``zhcls baseline --data DIR --out OUT``: fit the linear baseline
 (:mod:`zhcls.modeling.ngram`) on the train split, evaluate it on dev and test like any
-checkpoint (``OUT/eval_dev``, ``OUT/eval_test``) and save it as a checkpoint directory."""
+checkpoint (``OUT/eval_dev``, ``OUT/eval_test``) and save it as a checkpoint directory.
+
+Multi-label data (``task="multi_label"``, or detected from train): one-vs-rest calibrated
+models; the decision thresholds are ``threshold`` for every class (``thresholds="fixed"``),
+tuned per class on out-of-fold predictions of train (``"cv"``, the default: dev stays an
+honest estimate) or tuned on dev (``"dev"``: dev scores are then optimistic). Dev and test
+are evaluated at the stored thresholds and at ``threshold``; see
+:mod:`zhcls.workflows.baseline_multilabel`."""
 
 from __future__ import annotations
 
@@ -21,16 +28,20 @@ class BaselineResult:
     fit_seconds: float
     dev_metrics: dict | None
     test_metrics: dict | None
+    task: str = "single_label"
 
 
 def train_baseline(data_dir: str | Path, out_dir: str | Path, *, classifier: str = "svm",
                    c: float = 1.0, ngram_max: int = 3, min_df: int = 1, seed: int = 0,
-                   encoding: str = "utf-8") -> BaselineResult:
-    """Fit, evaluate on dev and test (when present) and save; returns the result."""
-    from zhcls.data.formats import find_split_file, read_class_names, read_split
+                   encoding: str = "utf-8", task: str = "auto", thresholds: str = "cv",
+                   threshold: float = 0.5, at_least_one: bool = False,
+                   cv_folds: int = 3) -> BaselineResult:
+    """Fit, evaluate on dev and test (when present) and save; returns the result.
+    ``task``: auto (detected from train) | single_label | multi_label; ``thresholds``,
+    ``threshold``, ``at_least_one`` and ``cv_folds`` apply to multi-label only."""
+    from zhcls.data.formats import find_split_file, read_class_names
     from zhcls.errors import DataError
-    from zhcls.evaluation.evaluate import write_evaluation
-    from zhcls.modeling.ngram import build_pipeline, fit_pipeline, predict_proba, save_baseline
+    from zhcls.workflows import baseline_multilabel as ml
 
     data_dir, out = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
@@ -38,6 +49,26 @@ def train_baseline(data_dir: str | Path, out_dir: str | Path, *, classifier: str
                         "train/dev/test files", data_dir)
     class_names = read_class_names(data_dir / "class.txt", encoding)
     train_file = find_split_file(data_dir, "train")
+    task = ml.resolve_task(task, train_file, class_names, encoding)
+    model = dict(classifier=classifier, c=c, ngram_max=ngram_max, min_df=min_df, seed=seed)
+    if task == "multi_label":
+        res = ml.train_multilabel(data_dir, out, class_names, train_file, model,
+                                  ml.Decision(thresholds, threshold, at_least_one, cv_folds),
+                                  encoding=encoding)
+        return BaselineResult(out, res.fit_seconds, res.metrics.get("dev"),
+                              res.metrics.get("test"), task)
+    return _train_single_label(data_dir, out, class_names, train_file, model, encoding)
+
+
+def _train_single_label(data_dir: Path, out: Path, class_names: list[str], train_file: Path,
+                        model: dict, encoding: str) -> BaselineResult:
+    from zhcls.data.formats import find_split_file, read_split
+    from zhcls.errors import DataError
+    from zhcls.evaluation.evaluate import write_evaluation
+    from zhcls.modeling.ngram import build_pipeline, fit_pipeline, predict_proba, save_baseline
+
+    classifier, c, ngram_max = model["classifier"], model["c"], model["ngram_max"]
+    min_df, seed = model["min_df"], model["seed"]
     train = read_split(train_file, class_names, teacher_policy="skip", encoding=encoding)
     pipeline = build_pipeline(classifier, c=c, ngram_max=ngram_max, min_df=min_df, seed=seed)
     start = time.perf_counter()
@@ -58,8 +89,8 @@ def train_baseline(data_dir: str | Path, out_dir: str | Path, *, classifier: str
         logger.info("baseline %s accuracy %.4f, macro-F1 %.4f (%d examples)", split,
                     metrics[split]["accuracy"], metrics[split]["macro_f1"],
                     metrics[split]["num_examples"])
-    info = {"classifier": classifier, "C": c, "ngram_max": ngram_max, "min_df": min_df,
-            "seed": seed, "train_file": str(train_file), "train_examples": len(train.examples),
+    info = {"task": "single_label", "classifier": classifier, "C": c, "ngram_max": ngram_max,
+            "min_df": min_df, "seed": seed, "train_file": str(train_file), "train_examples": len(train.examples),
             "fit_seconds": seconds,
             "metrics": {k: {f: v[f] for f in ("accuracy", "macro_f1", "num_examples")}
                         for k, v in metrics.items()}}
