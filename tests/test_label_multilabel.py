@@ -98,7 +98,7 @@ def test_prompt_asks_for_every_applicable_class():
 
 # ------------------------------------------------------------------------- end to end
 def test_llm_labels_multi_label_data_into_readable_jsonl(tmp_path):
-    from zhcls.data.multilabel_compat import read_multilabel_split
+    from zhcls.data.formats import read_split
 
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
     with MultiLabelServer(NAMES, {t: ls for t, ls in ROWS}) as server:
@@ -111,7 +111,7 @@ def test_llm_labels_multi_label_data_into_readable_jsonl(tmp_path):
     assert [r["labels"] for r in lines] == [[NAMES[i] for i in ls] for _, ls in ROWS]
     assert lines[1]["teacher_probs"] == [P_OUT, P_IN, P_IN]  # not renormalised
     assert not (out / "train.txt").exists() and (out / "dev.jsonl").is_file()
-    split = read_multilabel_split(out / "train.jsonl", NAMES)
+    split = read_split(out / "train.jsonl", NAMES, task="multi_label")
     assert [e.label for e in split.examples] == [ls for _, ls in ROWS]
 
 

@@ -108,8 +108,7 @@ class LabelData:
 def read_label_data(data_dir: str | Path, split: str, task: str = "auto") -> LabelData:
     """Read ``DATA/{split}`` for labelling. ``task="auto"``: multi_label when the train file
     (or, without one, the split itself) holds multi-label rows (logged)."""
-    from zhcls.data.formats import has_split
-    from zhcls.data.multilabel_compat import detect_task, read_multilabel_split
+    from zhcls.data.formats import detect_task, has_split
 
     data_dir = Path(data_dir)
     class_names = read_class_names(data_dir / "class.txt")
@@ -121,7 +120,8 @@ def read_label_data(data_dir: str | Path, split: str, task: str = "auto") -> Lab
             logger.info("task auto: %s holds multi-label rows; labelling %s as multi-label",
                         probe, split_path)
     if task == "multi_label":
-        examples = read_multilabel_split(split_path, class_names, ignore_teacher=True).examples
+        examples = read_split(split_path, class_names, task="multi_label", teacher_policy="skip",
+                              ignore_teacher=True).examples
     else:
         examples = read_split(split_path, class_names, ignore_teacher=True).examples
     return LabelData(class_names, split_path, examples, task)

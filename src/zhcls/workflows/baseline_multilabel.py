@@ -56,7 +56,7 @@ def resolve_task(task: str, train_file: Path, class_names: list[str], encoding: 
         raise ConfigError(f"--task: expected one of {', '.join(TASK_CHOICES)}, got {task!r}")
     if task != "auto":
         return task
-    from zhcls.data.multilabel_compat import detect_task
+    from zhcls.data.formats import detect_task
 
     found = detect_task(train_file, class_names, encoding=encoding)
     logger.info("task auto: %s looks %s", train_file, found)
@@ -67,10 +67,11 @@ def read_multilabel(path: Path, class_names: list[str], encoding: str = "utf-8"
                     ) -> tuple[list[str], np.ndarray]:
     """(texts, (N, C) float32 0/1 label matrix) of a multi-label split file: the one call
     site of the data reader."""
-    from zhcls.data.multilabel_compat import label_matrix, read_multilabel_split
+    from zhcls.data.formats import read_split
 
-    split = read_multilabel_split(path, class_names, encoding=encoding)
-    return split.texts, label_matrix(split, len(class_names))
+    split = read_split(path, class_names, task="multi_label", encoding=encoding,
+                       teacher_policy="skip", ignore_teacher=True)
+    return split.texts, split.label_matrix(len(class_names))
 
 
 def train_multilabel(data_dir: Path, out: Path, class_names: list[str], train_file: Path,
