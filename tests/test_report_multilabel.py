@@ -194,3 +194,21 @@ def test_multilabel_run_report(ml_run, monkeypatch, no_glyph_warnings):
     monkeypatch.setattr(run_report, "_evaluate", fail)
     again = run_report.build_run_report(ml_run, out, method="pca", reuse=True)
     assert again.task == "multi_label" and again.label_errors == errors and again.pairs == []
+
+
+def test_multilabel_comparison_page(ml_run, tmp_path, no_glyph_warnings):
+    import shutil
+
+    from zhcls.errors import ZhclsError
+
+    other = tmp_path / "run2"
+    shutil.copytree(ml_run / "best", other / "best")
+    page = run_report.build_report([ml_run, other], tmp_path / "cmp", method="pca")
+    html = page.read_text(encoding="utf-8")
+    assert "<th>dev micro-F1</th>" in html and "Missed and extra labels per class" in html
+    assert html.count("label co-occurrence of") == 2 and "Confusion matrices" not in html
+    reports = [run_report.build_run_report(r, r / "report", method="pca", reuse=True)
+               for r in (ml_run, other)]
+    reports[1].task = "single_label"
+    with pytest.raises(ZhclsError, match="compare runs of one task"):
+        run_report.build_comparison(reports, tmp_path / "mixed", method="pca")

@@ -80,6 +80,7 @@ def render_comparison_page(reports: list[RunReport], scores: list[float], out: P
         map_image=href(out / "representation_maps.png", out),
         differences=config_differences([r.config for r in reports]),
         headline=_headline(reports, scores), classes=classes, f1=f1,
+        multi_label=reports[0].task == "multi_label",
     )
 
 
@@ -110,6 +111,7 @@ def _headline(reports: list[RunReport], scores: list[float]) -> list[dict[str, A
         test = run.get("test") or {}
         out.append({"name": r.name, "objective": r.objective, "silhouette": score,
                     "split_accuracy": r.split_metrics.get("accuracy"),
+                    "split_micro_f1": r.split_metrics.get("micro_f1"),
                     "split_macro_f1": r.split_metrics.get("macro_f1"),
                     "split_loss": r.split_metrics.get("loss"),
                     "test_accuracy": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),

@@ -212,6 +212,9 @@ def build_comparison(reports: list[RunReport], out: str | Path, *, method: str =
     for other in reports[1:]:
         check_labels_match(first.class_names, other.class_names,
                            f"{other.run_dir} (compared with {first.run_dir})")
+        if other.task != first.task:
+            raise ZhclsError(f"cannot compare {other.run_dir} ({other.task}) with "
+                             f"{first.run_dir} ({first.task}); compare runs of one task")
     out.mkdir(parents=True, exist_ok=True)
     runs = [(f"{r.name} ({r.objective})", r.representations, r.labels) for r in reports]
     scores = plot_embedding_maps(runs, first.class_names, out / "representation_maps.png",
