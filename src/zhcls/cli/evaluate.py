@@ -20,15 +20,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from zhcls.evaluation.evaluate import evaluate_checkpoint, format_report
+    from zhcls.evaluation.evaluate import evaluate_checkpoint, format_evaluation
     from zhcls.modeling.checkpoint import read_labels
     from zhcls.report.plots import plot_evaluation
 
     metrics = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, out_dir=args.out,
                                   batch_size=args.batch_size, device=args.device)
     labels = read_labels(args.checkpoint)
-    print(format_report(metrics, labels))
+    print(format_evaluation(metrics, labels))
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.split}"
     plot_evaluation(metrics, labels, out)
-    print(f"\nwritten: {out}/metrics.json, confusion_matrix.png, wrong_samples.jsonl")
+    picture = ("label_cooccurrence.png" if metrics.get("task") == "multi_label"
+               else "confusion_matrix.png")
+    print(f"\nwritten: {out}/metrics.json, {picture}, wrong_samples.jsonl")
     return 0

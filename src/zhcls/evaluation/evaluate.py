@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from zhcls.data.formats import SplitData
-from zhcls.evaluation.metrics import compute_report, format_report
+from zhcls.evaluation.metrics import compute_report, format_multilabel_report, format_report
+from zhcls.evaluation.multilabel import split_task, write_multilabel_evaluation
 from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -20,13 +21,18 @@ logger = logging.getLogger(__name__)
 def evaluate_model(model, tokenizer, split: SplitData, class_names: list[str],
                    out_dir: str | Path, *, config=None, batch_size: int = 256,
                    max_length: int | None = None, precision: str | None = None,
-                   input_ids: list[list[int]] | None = None) -> dict:
+                   input_ids: list[list[int]] | None = None,
+                   thresholds: np.ndarray | float | None = None,
+                   at_least_one: bool | None = None) -> dict:
     """Evaluate on ``split``; write metrics.json, report.txt, wrong samples and predictions.
     ``input_ids``: the split already tokenised (by :func:`zhcls.data.dataset.encode_texts`,
     as training does), so it is not tokenised again.
     ``precision`` (``fp32`` | ``bf16`` | ``fp16``; None = bf16/fp16 autocast on CUDA) sets the
-    autocast of the forward passes on GPU (see ``zhcls.modeling.forward.autocast_dtype``)."""
-    from zhcls.modeling.forward import forward_ids, forward_texts, softmax
+    autocast of the forward passes on GPU (see ``zhcls.modeling.forward.autocast_dtype``).
+    Multi-label splits (``split.task == "multi_label"``) are scored with per-class sigmoids
+    decided by ``thresholds`` ((C,) or one float) and ``at_least_one``; None takes
+    ``config.decision`` (threshold 0.5, no forced label without a config)."""
+    from zhcls.modeling.forward import forward_ids, forward_texts, sigmoid, softmax
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -37,16 +43,34 @@ def evaluate_model(model, tokenizer, split: SplitData, class_names: list[str],
     else:
         result = forward_ids(model, input_ids, tokenizer.pad_token_id, batch_size,
                              with_representations=True, precision=precision)
+    if split_task(split) == "multi_label":
+        decision = getattr(config, "decision", None)
+        if thresholds is None:
+            thresholds = decision.threshold if decision is not None else 0.5
+        if at_least_one is None:
+            at_least_one = bool(decision.at_least_one) if decision is not None else False
+        return write_evaluation(sigmoid(result.logits), result.representations, split,
+                                class_names, out, thresholds=thresholds,
+                                at_least_one=at_least_one)
     return write_evaluation(softmax(result.logits), result.representations, split,
                             class_names, out)
 
 
 def write_evaluation(probs: np.ndarray, representations: np.ndarray, split: SplitData,
-                     class_names: list[str], out_dir: str | Path) -> dict:
+                     class_names: list[str], out_dir: str | Path, *,
+                     thresholds: np.ndarray | float | None = None,
+                     at_least_one: bool = False) -> dict:
     """Metrics of ``probs`` (N, C) against ``split``'s gold labels; writes metrics.json,
-    report.txt, wrong_samples.jsonl and predictions.npz into ``out_dir``."""
+    report.txt, wrong_samples.jsonl and predictions.npz into ``out_dir``. For a multi-label
+    split ``probs`` are per-class sigmoid scores, decided by
+    :func:`~zhcls.evaluation.metrics.apply_thresholds` with ``thresholds`` (None: 0.5) and
+    ``at_least_one`` (see :func:`write_multilabel_evaluation`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if split_task(split) == "multi_label":
+        return write_multilabel_evaluation(probs, representations, split, class_names, out,
+                                           thresholds=0.5 if thresholds is None else thresholds,
+                                           at_least_one=at_least_one)
     gold = np.asarray(split.labels)
     pred = probs.argmax(axis=1)
     metrics = compute_report(gold, pred, class_names)
@@ -100,14 +124,45 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
     class_names = read_class_names(Path(data_dir) / "class.txt", ckpt.config.data.encoding)
     check_labels_match(ckpt.labels, class_names, str(Path(data_dir) / "class.txt"))
     kind = "logits" if ckpt.config.objective.teacher_input == "logits" else "probs"
+    decision = checkpoint_decision(checkpoint, ckpt.config, class_names)
+    task = {"task": "multi_label", "label_separator": ckpt.config.data.label_separator} \
+        if decision is not None else {}  # single-label: read exactly as before
     data = read_split(find_split_file(data_dir, split), class_names, teacher_kind=kind,
                       teacher_policy="skip", encoding=ckpt.config.data.encoding,
-                      label_format=ckpt.config.data.label_format)
+                      label_format=ckpt.config.data.label_format, **task)
     out = Path(out_dir) if out_dir else Path(checkpoint) / f"eval_{split}"
+    thresholds, at_least_one = decision if decision is not None else (None, None)
     return evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
                           config=ckpt.config,
                           batch_size=batch_size or ckpt.config.train.eval_batch_size,
-                          precision=ckpt.config.train.precision)  # as training evaluated it
+                          precision=ckpt.config.train.precision,  # as training evaluated it
+                          thresholds=thresholds, at_least_one=at_least_one)
+
+
+def checkpoint_decision(checkpoint: str | Path, config, class_names: list[str]
+                        ) -> tuple[np.ndarray, bool] | None:
+    """The multi-label decision of a checkpoint: ``CKPT/thresholds.json``
+    (:func:`zhcls.modeling.checkpoint.read_thresholds`), else ``config.decision`` for every
+    class; None for a single-label checkpoint (``data.task`` not multi_label and no
+    thresholds.json)."""
+    from zhcls.modeling.checkpoint import read_thresholds
+
+    found = read_thresholds(checkpoint, class_names)
+    if found is not None:
+        return found
+    if config.data.task != "multi_label":
+        return None
+    logger.warning("%s: multi-label checkpoint without thresholds.json; every class is decided "
+                   "at decision.threshold %.2f", checkpoint, config.decision.threshold)
+    return (np.full(len(class_names), float(config.decision.threshold)),
+            bool(config.decision.at_least_one))
+
+
+def format_evaluation(metrics: dict, class_names: list[str]) -> str:
+    """The text report of :func:`write_evaluation`'s metrics (single- or multi-label)."""
+    if metrics.get("task") == "multi_label":
+        return format_multilabel_report(metrics, class_names)
+    return format_report(metrics, class_names)
 
 
 

@@ -120,3 +120,83 @@ def _best_threshold(scores: np.ndarray, positive: np.ndarray, default: float) ->
     candidates, f1 = np.append(candidates, default), np.append(f1, default_f1)
     best = np.flatnonzero(np.isclose(f1, f1.max(), rtol=0, atol=1e-12))
     return float(candidates[best[np.argmin(np.abs(candidates[best] - default))]])
+
+
+def multilabel_metrics(gold: np.ndarray, pred: np.ndarray, class_names: list[str]) -> dict:
+    """Multi-label scores of ``pred`` against ``gold``, both (N, C) 0/1: micro-, macro- and
+    samples-averaged F1 (scikit-learn, ``zero_division=0``: a class never gold nor predicted
+    scores 0, a text with empty gold and empty prediction scores samples-F1 0), subset
+    accuracy (the whole label set right; also under ``"accuracy"`` so training's model
+    selection keys work), Hamming loss (share of wrong (text, class) cells) and per-class
+    precision / recall / F1 / support, all rounded to 4 digits."""
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        hamming_loss,
+        precision_recall_fscore_support,
+    )
+
+    gold = np.asarray(gold).astype(np.int64)  # (N, C)
+    pred = np.asarray(pred).astype(np.int64)  # (N, C)
+    if gold.shape != pred.shape or gold.ndim != 2 or gold.shape[1] != len(class_names):
+        raise ValueError(f"multilabel_metrics: gold {gold.shape} and pred {pred.shape} must "
+                         f"both be (N, {len(class_names)}) for {len(class_names)} class names")
+    if not len(gold):
+        nan = float("nan")
+        head = dict.fromkeys(("micro_f1", "macro_f1", "samples_f1", "subset_accuracy",
+                              "hamming_loss"), nan)
+        p = r = f = np.zeros(len(class_names))
+        s = np.zeros(len(class_names), dtype=np.int64)
+    else:
+        head = {f"{avg}_f1": float(f1_score(gold, pred, average=avg, zero_division=0))
+                for avg in ("micro", "macro", "samples")}
+        head["subset_accuracy"] = float(accuracy_score(gold, pred))
+        head["hamming_loss"] = float(hamming_loss(gold, pred))
+        p, r, f, s = precision_recall_fscore_support(gold, pred, average=None, zero_division=0)
+    out = {k: round(v, 4) for k, v in head.items()}
+    out["accuracy"] = out["subset_accuracy"]
+    out["num_examples"] = int(len(gold))
+    out["per_class"] = {name: {"precision": round(float(p[i]), 4),
+                               "recall": round(float(r[i]), 4),
+                               "f1": round(float(f[i]), 4), "support": int(s[i])}
+                        for i, name in enumerate(class_names)}
+    return out
+
+
+def label_cooccurrence(matrix: np.ndarray) -> np.ndarray:
+    """``M[a, b]`` = number of rows of the (N, C) 0/1 ``matrix`` holding both ``a`` and
+    ``b``; the diagonal is each class's count. Returns (C, C) int."""
+    m = np.asarray(matrix).astype(np.int64)  # (N, C)
+    return m.T @ m  # (C, C)
+
+
+def format_multilabel_report(metrics: dict, class_names: list[str],
+                             thresholds: np.ndarray | list[float] | dict | None = None) -> str:
+    """A per-class table (precision, recall, F1, support and, when given, the decision
+    threshold of the class) and the multi-label headline numbers, aligned by display width
+    so Chinese class names line up. ``thresholds``: (C,) in class order, or {name: value}
+    (default: ``metrics["thresholds"]`` when present)."""
+    if thresholds is None:
+        thresholds = metrics.get("thresholds")
+    if isinstance(thresholds, dict):
+        thresholds = [thresholds.get(n) for n in class_names]
+    width = max(12, *(display_width(n) for n in class_names)) + 1
+    head = f"{pad('class', width)} precision    recall        f1   support"
+    lines = [head + (" threshold" if thresholds is not None else "")]
+    for i, name in enumerate(class_names):
+        m = metrics["per_class"][name]
+        row = (f"{pad(name, width)} {m['precision']:9.4f} {m['recall']:9.4f} "
+               f"{m['f1']:9.4f} {m['support']:9d}")
+        if thresholds is not None:
+            t = thresholds[i]
+            row += f" {'–':>9}" if t is None else f" {float(t):9.4f}"
+        lines.append(row)
+    lines.append(f"\nmicro-F1 {metrics['micro_f1']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
+                 f"samples-F1 {metrics['samples_f1']:.4f}")
+    lines.append(f"subset accuracy {metrics['subset_accuracy']:.4f}   Hamming loss "
+                 f"{metrics['hamming_loss']:.4f}   examples {metrics['num_examples']}")
+    if "at_least_one" in metrics:
+        lines.append("decision: score >= the class's threshold"
+                     + ("; a text with none gets its best class" if metrics["at_least_one"]
+                        else ""))
+    return "\n".join(lines)

@@ -97,3 +97,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function (multi-label scores), overflow-free for any logit."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype=np.float64))).astype(
+        np.float32)

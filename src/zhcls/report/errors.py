@@ -154,3 +154,69 @@ def write_confused_pairs(pairs: list[ConfusedPair], out_dir: str | Path) -> tupl
     atomic_write_json(json_path, [p.to_dict() for p in pairs])
     atomic_write_text(md_path, format_confused_pairs_md(pairs))
     return json_path, md_path
+
+
+# --------------------------------------------------------------------------- multi-label
+def label_error_counts(wrong: list[dict], class_names: list[str]) -> list[dict]:
+    """Per class, how many texts of a multi-label ``wrong_samples.jsonl`` missed it (gold,
+    not predicted) and got it extra (predicted, not gold); classes without errors are left
+    out, the most errors first (ties: class order)."""
+    missed = dict.fromkeys(class_names, 0)
+    extra = dict.fromkeys(class_names, 0)
+    for row in wrong:
+        for name in row.get("missed", []):
+            missed[name] += 1
+        for name in row.get("extra", []):
+            extra[name] += 1
+    rows = [{"class": n, "missed": missed[n], "extra": extra[n], "total": missed[n] + extra[n]}
+            for n in class_names if missed[n] + extra[n]]
+    rows.sort(key=lambda r: -r["total"])  # stable: class order breaks ties
+    return rows
+
+
+def label_error_severity(row: dict) -> float:
+    """How confident a multi-label mistake is: the highest score of an extra label or
+    1 - the score of a missed label, whichever is larger."""
+    scores = row.get("scores") or {}
+    worst = [float(scores.get(n, 0.0)) for n in row.get("extra", [])]
+    worst += [1.0 - float(scores.get(n, 0.0)) for n in row.get("missed", [])]
+    return max(worst, default=0.0)
+
+
+def write_label_errors(wrong: list[dict], class_names: list[str], out_dir: str | Path,
+                       top: int = 20) -> dict:
+    """``label_errors.json`` / ``.md``: the per-class missed / extra counts and the ``top``
+    most confident wrong label sets (:func:`label_error_severity`); returns the JSON."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    examples = sorted(wrong, key=lambda r: -label_error_severity(r))[:top]
+    result = {"wrong_texts": len(wrong), "classes": label_error_counts(wrong, class_names),
+              "examples": examples}
+    atomic_write_json(out / "label_errors.json", result)
+    atomic_write_text(out / "label_errors.md", format_label_errors_md(result))
+    return result
+
+
+def format_label_errors_md(errors: dict, title: str = "Multi-label errors") -> str:
+    """A Markdown table of the missed / extra counts per class and of the examples."""
+    lines = [f"# {title}", ""]
+    if not errors["wrong_texts"]:
+        return "\n".join(lines + ["No errors: every text got exactly its gold labels.", ""])
+    lines += [f"{errors['wrong_texts']} texts with a wrong label set.", "",
+              "| class | missed | extra | total |", "|---|---|---|---|"]
+    lines += [f"| {_md(r['class'])} | {r['missed']} | {r['extra']} | {r['total']} |"
+              for r in errors["classes"]]
+    lines += ["", "## Most confident mistakes", "",
+              "| line | text | gold | predicted | missed | extra |", "|---|---|---|---|---|---|"]
+    for r in errors["examples"]:
+        lines.append(f"| {r.get('line', '')} | {_md(r['text'])} | {_labels_md(r, 'gold')} | "
+                     f"{_labels_md(r, 'predicted')} | {_labels_md(r, 'missed')} | "
+                     f"{_labels_md(r, 'extra')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _labels_md(row: dict, key: str) -> str:
+    """``name (score)`` per label of ``row[key]``, or – for none."""
+    scores = row.get("scores") or {}
+    names = row.get(key) or []
+    return ", ".join(f"{_md(n)} ({float(scores.get(n, 0.0)):.2f})" for n in names) or "–"

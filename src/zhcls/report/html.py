@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from zhcls.report.run_report import RunReport
 
 METRIC_KEYS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("loss", "loss"))
+MULTILABEL_METRIC_KEYS = (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"),
+                          ("samples_f1", "samples-F1"), ("subset_accuracy", "subset accuracy"),
+                          ("hamming_loss", "Hamming loss"), ("loss", "loss (BCE)"))
 
 
 def environment():
@@ -40,9 +43,11 @@ def render_run_page(report: RunReport) -> str:
 
     base = report.report_dir
     test_dir = report.run_dir / "eval_test"
+    multi = report.task == "multi_label"
+    first = ("cooccurrence", "label_cooccurrence.png") if multi else \
+        ("confusion_normalized", "confusion_matrix_normalized.png")
     test_images = {k: href(test_dir / f, base) for k, f in
-                   (("confusion_normalized", "confusion_matrix_normalized.png"),
-                    ("per_class", "per_class.png")) if (test_dir / f).is_file()}
+                   (first, ("per_class", "per_class.png")) if (test_dir / f).is_file()}
     wrong = base / "wrong_samples.jsonl"
     return environment().get_template("report_run.html").render(
         r=report, version=__version__, generated=_now(),
@@ -51,6 +56,10 @@ def render_run_page(report: RunReport) -> str:
         config_yaml=_yaml(report.config), test_images=test_images,
         wrong_count=_count_lines(wrong), teacher_shown=_has_teacher(report),
         baseline_per_class=(report.baseline_metrics or {}).get("per_class"),
+        multi_label=multi, metric_keys=MULTILABEL_METRIC_KEYS if multi else METRIC_KEYS,
+        thresholds=(report.split_metrics.get("thresholds") or {}) if multi else {},
+        at_least_one=bool(report.split_metrics.get("at_least_one")),
+        label_errors=report.label_errors,
     )
 
 
@@ -71,24 +80,27 @@ def render_comparison_page(reports: list[RunReport], scores: list[float], out: P
         map_image=href(out / "representation_maps.png", out),
         differences=config_differences([r.config for r in reports]),
         headline=_headline(reports, scores), classes=classes, f1=f1,
+        multi_label=reports[0].task == "multi_label",
     )
 
 
 def metric_rows(report: RunReport) -> list[dict[str, Any]]:
-    """Rows of the metrics table: the report's split, dev at the end of training, test."""
+    """Rows of the metrics table: the report's split, dev at the end of training, test
+    (multi-label: the keys of ``MULTILABEL_METRIC_KEYS``)."""
+    keys = MULTILABEL_METRIC_KEYS if report.task == "multi_label" else METRIC_KEYS
     rows = [{"set": f"{report.split} (this report)", "examples":
              report.split_metrics.get("num_examples"),
-             **{k: report.split_metrics.get(k) for k, _ in METRIC_KEYS}}]
+             **{k: report.split_metrics.get(k) for k, _ in keys}}]
     if report.baseline_metrics:
         rows.append({"set": f"{report.split}: linear baseline", "examples":
                      report.baseline_metrics.get("num_examples"),
-                     **{k: report.baseline_metrics.get(k) for k, _ in METRIC_KEYS}})
+                     **{k: report.baseline_metrics.get(k) for k, _ in keys}})
     run = report.run_metrics or {}
     for key, label in (("dev", "dev (end of training)"), ("test", "test")):
         values = run.get(key)
         if values:
             rows.append({"set": label, "examples": values.get("num_examples"),
-                         **{k: values.get(k) for k, _ in METRIC_KEYS}})
+                         **{k: values.get(k) for k, _ in keys}})
     return rows
 
 
@@ -99,6 +111,7 @@ def _headline(reports: list[RunReport], scores: list[float]) -> list[dict[str, A
         test = run.get("test") or {}
         out.append({"name": r.name, "objective": r.objective, "silhouette": score,
                     "split_accuracy": r.split_metrics.get("accuracy"),
+                    "split_micro_f1": r.split_metrics.get("micro_f1"),
                     "split_macro_f1": r.split_metrics.get("macro_f1"),
                     "split_loss": r.split_metrics.get("loss"),
                     "test_accuracy": test.get("accuracy"), "test_macro_f1": test.get("macro_f1"),

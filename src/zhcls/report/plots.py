@@ -14,39 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zhcls.report.figure import new_figure, rotate_ticks, save_figure  # noqa: F401
 from zhcls.report.fonts import with_cjk_font
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
-DPI = 120
 METRICS = ("precision", "recall", "f1")
 EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_macro_f1")
-
-
-def new_figure(width: float, height: float) -> Figure:
-    """A pyplot-free Agg figure. Create and save it inside
-    :func:`zhcls.report.fonts.cjk_font_context` (the public plot functions here are decorated
-    with :func:`~zhcls.report.fonts.with_cjk_font`) so Chinese text has a font."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` to ``path`` (parents created), release it and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    fig.clear()
-    logger.debug("wrote %s", path)
-    return path
 
 
 def no_data(ax: Axes, message: str) -> None:
@@ -55,15 +32,6 @@ def no_data(ax: Axes, message: str) -> None:
             fontsize=10, color="0.4", wrap=True)
     ax.set_xticks([])
     ax.set_yticks([])
-
-
-def rotate_ticks(ax: Axes, labels: Sequence[str]) -> None:
-    """Category tick labels on x: rotated 45° and right-anchored when many or long."""
-    longest = max((len(s) for s in labels), default=0)
-    if len(labels) > 6 or longest > 6:
-        ax.set_xticklabels(labels, rotation=45, ha="right", rotation_mode="anchor")
-    else:
-        ax.set_xticklabels(labels)
 
 
 # --------------------------------------------------------------------------- confusion matrix
@@ -368,8 +336,15 @@ def plot_length_histogram(
 
 def plot_evaluation(metrics: dict, class_names: list[str], out: Path) -> None:
     """The pictures of an evaluation directory: confusion matrices (counts, normalised) and
-    per-class bars."""
+    per-class bars; for multi-label metrics per-class bars and the label co-occurrence heat
+    map (:func:`zhcls.report.multilabel.plot_label_cooccurrence`)."""
     out = Path(out)
+    if metrics.get("task") == "multi_label":
+        from zhcls.report.multilabel import plot_cooccurrence_of
+
+        plot_per_class_bars(metrics["per_class"], out / "per_class.png")
+        plot_cooccurrence_of(metrics, class_names, out)
+        return
     cm = np.asarray(metrics["confusion_matrix"])
     plot_confusion_matrix(cm, class_names, out / "confusion_matrix.png")
     plot_confusion_matrix(cm, class_names, out / "confusion_matrix_normalized.png", normalize=True)

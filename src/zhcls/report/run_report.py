@@ -11,6 +11,10 @@ For one run, :func:`build_report` writes into ``RUN_DIR/report/``:
 * ``representation_map.png`` — t-SNE of the dev representations coloured by class, with the
   cosine silhouette score;
 * ``confused_pairs.json`` / ``.md`` — the most confused class pairs with examples;
+* multi-label runs (``data.task: multi_label``) instead: ``per_class.png``,
+  ``label_cooccurrence.png`` (gold and predicted label sets), the per-class threshold table
+  on the page, ``label_errors.json`` / ``.md`` (missed and extra labels per class, the most
+  confident wrong label sets) and a map of the texts with exactly one gold label;
 * ``report.json`` (what was computed, for reuse) and ``report.html`` (all of it on a page).
 
 For several runs, each run's own report is built (or reused when it is up to date) and a
@@ -43,6 +47,7 @@ IMAGES = {
     "confusion_normalized": "confusion_matrix_normalized.png",
     "per_class": "per_class.png",
     "map": "representation_map.png",
+    "cooccurrence": "label_cooccurrence.png",
 }
 
 
@@ -69,6 +74,8 @@ class RunReport:
     representations: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0)))
     labels: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=int))
     baseline_metrics: dict | None = None  # a ``zhcls baseline`` on the same split
+    task: str = "single_label"
+    label_errors: dict | None = None  # multi-label: :func:`zhcls.report.errors.write_label_errors`
 
     @property
     def html(self) -> Path:
@@ -152,16 +159,20 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
             return cached
     report_dir.mkdir(parents=True, exist_ok=True)
     split_metrics = _evaluate(best, split_path, class_names, report_dir, device)
+    task = split_metrics.get("task", "single_label")
     has_history = _plot_curves(run, report_dir)
     reps, labels = _sample(report_dir / "predictions.npz", max_points)
     title = f"{name} ({config.objective.label}): {split} representations, n={len(labels)}"
+    if task == "multi_label":
+        title += " (texts with one gold label)"
     score = _plot_map(reps, labels, class_names, report_dir / IMAGES["map"], title, method)
-    pairs = _write_pairs(split_metrics, class_names, report_dir)
+    pairs, label_errors = _write_errors(task, split_metrics, class_names, report_dir)
     images = {k: f for k, f in IMAGES.items() if (report_dir / f).is_file()}
     report = RunReport(run, report_dir, name, split, str(split_path), class_names,
                        config.to_dict(), split_metrics, _read_json(run / "metrics.json"), score,
                        len(labels), max_points, method, images, pairs, has_history, reps, labels,
-                       _baseline_metrics(run, baseline, split_path, split, report_dir))
+                       _baseline_metrics(run, baseline, split_path, split, report_dir),
+                       task, label_errors)
     atomic_write_json(report_dir / "report.json", _summary(report, stamp))
     from zhcls.report.html import render_run_page
 
@@ -201,6 +212,9 @@ def build_comparison(reports: list[RunReport], out: str | Path, *, method: str =
     for other in reports[1:]:
         check_labels_match(first.class_names, other.class_names,
                            f"{other.run_dir} (compared with {first.run_dir})")
+        if other.task != first.task:
+            raise ZhclsError(f"cannot compare {other.run_dir} ({other.task}) with "
+                             f"{first.run_dir} ({first.task}); compare runs of one task")
     out.mkdir(parents=True, exist_ok=True)
     runs = [(f"{r.name} ({r.objective})", r.representations, r.labels) for r in reports]
     scores = plot_embedding_maps(runs, first.class_names, out / "representation_maps.png",
@@ -238,7 +252,7 @@ def _evaluate(best: Path, split_path: Path, class_names: list[str], out: Path,
               device: str) -> dict:
     from zhcls.data.formats import read_class_names, read_split
     from zhcls.devices import resolve_device
-    from zhcls.evaluation.evaluate import evaluate_model
+    from zhcls.evaluation.evaluate import checkpoint_decision, evaluate_model
     from zhcls.modeling.checkpoint import check_labels_match, load_checkpoint
     from zhcls.report.plots import plot_evaluation
 
@@ -247,11 +261,16 @@ def _evaluate(best: Path, split_path: Path, class_names: list[str], out: Path,
     check_labels_match(class_names, read_class_names(split_path.parent / "class.txt", enc),
                        str(split_path.parent / "class.txt"))
     kind = "logits" if ckpt.config.objective.teacher_input == "logits" else "probs"
+    decision = checkpoint_decision(best, ckpt.config, class_names)
+    task = {"task": "multi_label", "label_separator": ckpt.config.data.label_separator} \
+        if decision is not None else {}  # single-label: read exactly as before
     data = read_split(split_path, class_names, teacher_kind=kind, teacher_policy="skip",
                       encoding=enc, on_bad_line=ckpt.config.data.on_bad_line,
-                      label_format=ckpt.config.data.label_format)
+                      label_format=ckpt.config.data.label_format, **task)
+    thresholds, at_least_one = decision if decision is not None else (None, None)
     metrics = evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
-                             config=ckpt.config, batch_size=ckpt.config.train.eval_batch_size)
+                             config=ckpt.config, batch_size=ckpt.config.train.eval_batch_size,
+                             thresholds=thresholds, at_least_one=at_least_one)
     plot_evaluation(metrics, class_names, Path(out))
     return metrics
 
@@ -299,11 +318,15 @@ def epoch_boundaries(history: dict) -> list[int] | None:
 
 
 def _sample(predictions: Path, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """The deterministic subsample of (representations (M, R), gold (M,)) drawn in maps."""
+    """The deterministic subsample of (representations (M, R), gold (M,)) drawn in maps.
+    Multi-label gold (N, C): the texts with exactly one gold label, coloured by it."""
     from zhcls.report.embedding import subsample_indices
 
     with np.load(predictions) as npz:
         reps, gold = npz["representations"], npz["gold"].astype(np.int64)
+    if gold.ndim == 2:
+        single = gold.sum(axis=1) == 1  # (N,)
+        reps, gold = reps[single], gold[single].argmax(axis=1)
     idx = subsample_indices(len(gold), max_points, seed=0)
     return reps[idx], gold[idx]
 
@@ -322,13 +345,25 @@ def _write_pairs(metrics: dict, class_names: list[str], out: Path) -> list[Confu
     return pairs
 
 
+def _write_errors(task: str, metrics: dict, class_names: list[str], out: Path
+                  ) -> tuple[list[ConfusedPair], dict | None]:
+    """Single-label: the confused pairs; multi-label: the missed / extra label errors."""
+    if task != "multi_label":
+        return _write_pairs(metrics, class_names, out), None
+    from zhcls.report.errors import read_wrong_samples, write_label_errors
+
+    wrong = read_wrong_samples(out / "wrong_samples.jsonl")
+    return [], write_label_errors(wrong, class_names, out)
+
+
 def _checkpoint_stamp(best: Path) -> list[int]:
     stat = (best / "model.safetensors").stat()
     return [stat.st_mtime_ns, stat.st_size]
 
 
 def _summary(report: RunReport, stamp: list[int]) -> dict:
-    return {"format": REPORT_FORMAT, "run_dir": str(report.run_dir.resolve()),
+    task = {"task": report.task} if report.task != "single_label" else {}
+    return {**task, "format": REPORT_FORMAT, "run_dir": str(report.run_dir.resolve()),
             "split": report.split, "split_path": report.split_path,
             "max_points": report.max_points, "method": report.method, "checkpoint_stamp": stamp,
             "silhouette": report.silhouette, "n_points": report.n_points,
@@ -345,20 +380,23 @@ def _load_cached(run: Path, report_dir: Path, split_path: Path, max_points: int,
               "method": method, "checkpoint_stamp": stamp}
     if summary is None or any(summary.get(k) != v for k, v in wanted.items()):
         return None
-    needed = ["metrics.json", "predictions.npz", "confused_pairs.json", "report.html",
+    task = summary.get("task", "single_label")
+    errors_file = "label_errors.json" if task == "multi_label" else "confused_pairs.json"
+    needed = ["metrics.json", "predictions.npz", errors_file, "report.html",
               *summary["images"].values()]
     if not all((report_dir / f).is_file() for f in needed):
         return None
     reps, labels = _sample(report_dir / "predictions.npz", max_points)
     pair_keys = ("a", "b", "a_as_b", "b_as_a", "support_a", "support_b", "examples")
-    pairs = [ConfusedPair(**{k: p[k] for k in pair_keys})
-             for p in _read_json(report_dir / "confused_pairs.json")]
+    label_errors = _read_json(report_dir / errors_file) if task == "multi_label" else None
+    pairs = [] if task == "multi_label" else [ConfusedPair(**{k: p[k] for k in pair_keys})
+                                              for p in _read_json(report_dir / errors_file)]
     return RunReport(run, report_dir, name, summary["split"], summary["split_path"],
                      summary["class_names"], read_config(run / "best").to_dict(),
                      _read_json(report_dir / "metrics.json"), _read_json(run / "metrics.json"),
                      summary["silhouette"], int(summary["n_points"]), max_points, method,
                      summary["images"], pairs, bool(summary["has_history"]), reps, labels,
-                     _read_json(report_dir / "baseline" / "metrics.json"))
+                     _read_json(report_dir / "baseline" / "metrics.json"), task, label_errors)
 
 
 def _read_json(path: Path):
