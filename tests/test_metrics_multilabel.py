@@ -203,8 +203,8 @@ def write_thresholds(directory: Path, payload) -> Path:
 
 def test_read_thresholds_reads_the_contract_format(tmp_path):
     assert read_thresholds(tmp_path, NAMES) is None  # no file: single-label checkpoint
-    file = write_thresholds(tmp_path, {"task": "multi_label", "thresholds": {"价格": 0.3,
-                                                                          "操控": 0.75},
+    file = write_thresholds(tmp_path, {"task": "multi_label",
+                                       "thresholds": {"价格": 0.3, NAMES[1]: 0.4, "操控": 0.75},
                                        "default": 0.4, "at_least_one": True, "tuned_on": "dev"})
     for where in (tmp_path, file):
         th, at_least_one = read_thresholds(where, NAMES)
@@ -216,10 +216,10 @@ def test_read_thresholds_reads_the_contract_format(tmp_path):
     ([0.5, 0.5], "expected"),
     ({"task": "single_label", "thresholds": {}}, "multi_label"),
     ({"thresholds": {"油耗": 0.5}}, "油耗"),
-    ({"thresholds": {"价格": 1.5}}, r"thresholds\['价格'\] must be a number in \[0, 1\]"),
-    ({"thresholds": {"价格": True}}, "must be a number"),
-    ({"thresholds": {}, "default": "half"}, "default must be a number"),
-    ({"thresholds": {}, "at_least_one": "yes"}, "at_least_one"),
+    ({"thresholds": dict.fromkeys(NAMES, 0.5) | {"价格": 1.5}},
+     r"threshold of '价格' must be a number in \[0, 1\]"),
+    ({"thresholds": dict.fromkeys(NAMES, 0.5) | {"价格": True}}, "must be a number"),
+    ({"thresholds": dict.fromkeys(NAMES, 0.5), "at_least_one": "yes"}, "at_least_one"),
 ])
 def test_read_thresholds_rejects_bad_files(tmp_path, payload, match):
     write_thresholds(tmp_path, payload)

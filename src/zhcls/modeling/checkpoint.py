@@ -141,12 +141,15 @@ def read_thresholds(path: str | Path, labels: list[str], task: str | None = None
     per-class thresholds (C,) float64 in the order of ``labels`` (labels.json) and
     ``at_least_one``; None for a single-label model.
 
-    ``task``: the checkpoint's ``data.task`` (None reads zhcls.yaml). ``multi_label`` needs
+    ``path`` is the directory or the file itself. ``task``: the checkpoint's ``data.task``
+    (None reads zhcls.yaml when there is one, else ``auto``). ``multi_label`` needs
     ``thresholds.json``; ``single_label`` must not have one; ``auto`` (a config saved before
     the task was resolved) follows the file's presence."""
     path = Path(path)
-    file = path / THRESHOLDS_FILE
-    task = task if task is not None else read_config(path).data.task
+    file = path / THRESHOLDS_FILE if path.is_dir() else path
+    if task is None:  # the checkpoint's own task; a lone file follows its presence
+        task = read_config(file.parent).data.task if (file.parent / "zhcls.yaml").is_file() \
+            else "auto"
     if not file.is_file():
         if task == "multi_label":
             raise CheckpointError(f"{file}: not found, but zhcls.yaml says data.task "
@@ -413,52 +416,3 @@ def check_labels_match(ckpt_labels: list[str], class_names: list[str], where: st
             f"checkpoint was trained on {len(ckpt_labels)} classes {list(ckpt_labels)[:6]}; "
             "evaluate on the dataset the model was trained on (same class.txt, same order)"
         )
-
-
-THRESHOLDS_FILE = "thresholds.json"
-
-
-def read_thresholds(path: str | Path, labels: list[str]) -> tuple[Any, bool] | None:
-    """The multi-label decision saved with a checkpoint: ``thresholds.json`` in the
-    checkpoint directory ``path`` (or ``path`` itself when it is the file), written as
-    ``{"task": "multi_label", "thresholds": {class name: float}, "default": 0.5,
-    "at_least_one": bool, "tuned_on": "dev"}``. Returns ((C,) float64 thresholds in
-    ``labels`` order, classes not named getting ``default``; ``at_least_one``), or None when
-    there is no such file (single-label checkpoints)."""
-    import numpy as np
-
-    path = Path(path)
-    file = path / THRESHOLDS_FILE if path.is_dir() else path
-    if not file.is_file():
-        return None
-    fix = ("restore the thresholds.json written with the checkpoint, or delete it to decide "
-           "every class at decision.threshold")
-    data = _read_json(file, fix)
-    if not isinstance(data, dict) or not isinstance(data.get("thresholds"), dict):
-        raise CheckpointError(f'{file}: expected {{"task": "multi_label", "thresholds": '
-                              f'{{class name: float}}, "default": 0.5, "at_least_one": false}}, '
-                              f"found {str(data)[:80]}; {fix}")
-    if data.get("task", "multi_label") != "multi_label":
-        raise CheckpointError(f'{file}: "task" is {data["task"]!r}; per-class thresholds '
-                              f'belong to a "multi_label" checkpoint; {fix}')
-    default = _threshold_value(file, "default", data.get("default", 0.5), fix)
-    at_least_one = data.get("at_least_one", False)
-    if not isinstance(at_least_one, bool):
-        raise CheckpointError(f'{file}: "at_least_one" must be true or false, found '
-                              f"{at_least_one!r}; {fix}")
-    unknown = [name for name in data["thresholds"] if name not in labels]
-    if unknown:
-        raise CheckpointError(f"{file}: thresholds for {unknown[:6]}, which labels.json does not "
-                              f"name (its classes: {list(labels)[:6]}...); {fix}")
-    out = np.full(len(labels), default, dtype=np.float64)  # (C,)
-    for i, name in enumerate(labels):
-        if name in data["thresholds"]:
-            out[i] = _threshold_value(file, f"thresholds[{name!r}]", data["thresholds"][name],
-                                      fix)
-    return out, at_least_one
-
-
-def _threshold_value(file: Path, key: str, value: Any, fix: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise CheckpointError(f"{file}: {key} must be a number in [0, 1], found {value!r}; {fix}")
-    return float(value)

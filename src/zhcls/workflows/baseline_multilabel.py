@@ -190,35 +190,6 @@ def evaluate_multilabel(probs: np.ndarray, gold: np.ndarray, class_names: list[s
 
 
 def _metrics(gold: np.ndarray, pred: np.ndarray, class_names: list[str]) -> dict:
-    from zhcls.evaluation import metrics as metrics_module
+    from zhcls.evaluation.metrics import multilabel_metrics
 
-    shared = getattr(metrics_module, "multilabel_metrics", None)
-    if shared is not None:
-        return dict(shared(gold, pred, class_names))
-    return _multilabel_metrics_fallback(gold, pred, class_names)
-
-
-# ---- stand-in until the evaluation branch of issue 13 is merged ------------------------
-# LEAD: delete at merge (_metrics then always calls metrics.multilabel_metrics).
-
-def _multilabel_metrics_fallback(gold: np.ndarray, pred: np.ndarray,
-                                 class_names: list[str]) -> dict:
-    from sklearn.metrics import (
-        accuracy_score,
-        f1_score,
-        hamming_loss,
-        precision_recall_fscore_support,
-    )
-
-    gold, pred = np.asarray(gold).astype(int), np.asarray(pred).astype(int)  # (N, C)
-    p, r, f, support = precision_recall_fscore_support(gold, pred, average=None,
-                                                       zero_division=0)
-    subset = float(accuracy_score(gold, pred))
-    return {"micro_f1": float(f1_score(gold, pred, average="micro", zero_division=0)),
-            "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0)),
-            "samples_f1": float(f1_score(gold, pred, average="samples", zero_division=0)),
-            "subset_accuracy": subset, "accuracy": subset,
-            "hamming_loss": float(hamming_loss(gold, pred)),
-            "per_class": {n: {"precision": float(p[i]), "recall": float(r[i]),
-                              "f1": float(f[i]), "support": int(support[i])}
-                          for i, n in enumerate(class_names)}}
+    return dict(multilabel_metrics(gold, pred, class_names))
