@@ -228,14 +228,19 @@ def test_read_thresholds_rejects_bad_files(tmp_path, payload, match):
     assert "thresholds.json" in str(err.value)
 
 
-def test_checkpoint_decision(tmp_path):
+def test_checkpoint_decision_follows_the_loading_rule(tmp_path):
+    """evaluate decides as Classifier.load does: a multi-label checkpoint without its
+    thresholds.json is an error, not a silent 0.5 for every class."""
     from zhcls.config import config_from_dict
 
-    single = config_from_dict({})
+    single = config_from_dict({"data": {"task": "single_label"}})
     multi = config_from_dict({"data": {"task": "multi_label"}, "decision": {"threshold": 0.3}})
     assert checkpoint_decision(tmp_path, single, NAMES) is None
-    th, at_least_one = checkpoint_decision(tmp_path, multi, NAMES)
-    assert th.tolist() == [0.3, 0.3, 0.3] and at_least_one is False
-    write_thresholds(tmp_path, {"task": "multi_label", "thresholds": {"配置": 0.6}})
-    th, _ = checkpoint_decision(tmp_path, single, NAMES)  # the file says multi-label
+    with pytest.raises(CheckpointError, match="not found, but zhcls.yaml says data.task"):
+        checkpoint_decision(tmp_path, multi, NAMES)
+    write_thresholds(tmp_path, {"task": "multi_label",
+                                "thresholds": {"价格": 0.5, "配置": 0.6, "操控": 0.5}})
+    th, _ = checkpoint_decision(tmp_path, multi, NAMES)
     assert th.tolist() == [0.5, 0.6, 0.5]
+    with pytest.raises(CheckpointError, match="says data.task single_label"):
+        checkpoint_decision(tmp_path, single, NAMES)

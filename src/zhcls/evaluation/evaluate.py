@@ -141,21 +141,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
 
 def checkpoint_decision(checkpoint: str | Path, config, class_names: list[str]
                         ) -> tuple[np.ndarray, bool] | None:
-    """The multi-label decision of a checkpoint: ``CKPT/thresholds.json``
-    (:func:`zhcls.modeling.checkpoint.read_thresholds`), else ``config.decision`` for every
-    class; None for a single-label checkpoint (``data.task`` not multi_label and no
-    thresholds.json)."""
+    """The multi-label decision of a checkpoint, by the rule the Classifier loads it with
+    (:func:`zhcls.modeling.checkpoint.read_thresholds` for the checkpoint's ``data.task``):
+    a multi-label checkpoint without ``thresholds.json`` is damaged, not silently decided at
+    0.5; None for a single-label checkpoint."""
     from zhcls.modeling.checkpoint import read_thresholds
 
-    found = read_thresholds(checkpoint, class_names)
-    if found is not None:
-        return found
-    if config.data.task != "multi_label":
-        return None
-    logger.warning("%s: multi-label checkpoint without thresholds.json; every class is decided "
-                   "at decision.threshold %.2f", checkpoint, config.decision.threshold)
-    return (np.full(len(class_names), float(config.decision.threshold)),
-            bool(config.decision.at_least_one))
+    return read_thresholds(checkpoint, class_names, config.data.task)
 
 
 def format_evaluation(metrics: dict, class_names: list[str]) -> str:
