@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zhcls.errors import ZhclsError
+from zhcls.errors import ConfigError, ZhclsError
 from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,12 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEF
     if quantize not in QUANTIZE:
         raise ZhclsError(f"--quantize must be one of {QUANTIZE}, got {quantize!r}")
     ckpt = load_checkpoint(checkpoint, "cpu")
+    if ckpt.config.data.long_text == "chunks":
+        raise ConfigError(f"{checkpoint}: trained with data.long_text chunks (windows pooled "
+                          "per text), which the ONNX graph (input_ids, attention_mask) -> logits "
+                          "cannot express yet; serve the PyTorch checkpoint itself (`zhcls "
+                          "predict` / `zhcls serve` / Classifier.load on it), or export a model "
+                          "trained with --data.long_text truncate or head_tail")
     out = Path(out_dir)
     if out.resolve() == Path(checkpoint).resolve():
         raise ZhclsError(f"--out {out} is the checkpoint itself; pick a new directory")
@@ -157,12 +163,13 @@ def _torch_probs(ckpt, texts: list[str]) -> np.ndarray:
 
 def _onnx_probs(out: Path, model_path: Path, texts: list[str], min_len: int, ckpt
                 ) -> np.ndarray:
-    from zhcls.data.dataset import encode_texts
+    from zhcls.data.dataset import encode_with
     from zhcls.inference.onnx_backend import OnnxBackend
     from zhcls.modeling.forward import softmax
 
     backend = OnnxBackend(model_path, ckpt.tokenizer.pad_token_id, min_len, "cpu")
-    ids = encode_texts(ckpt.tokenizer, texts, ckpt.config.data.max_length)
+    ids = encode_with(ckpt.tokenizer, texts, ckpt.config.data.max_length,
+                      ckpt.model.long_text)  # truncate or head_tail: one id list per text
     return softmax(backend.logits(ids, batch_size=4))
 
 
