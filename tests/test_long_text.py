@@ -293,3 +293,22 @@ def test_chunks_training_run_end_to_end(tmp_path, tiny_model, tiny_data):
     clf = Classifier.load(best, "cpu")
     assert clf.windows.mode == "chunks" and len(clf.encode([LONG])[0]) > 50
     assert clf.predict(LONG).label in clf.labels
+
+
+def test_data_stats_reports_what_each_setting_drops(tiny_data, tiny_model, capsys, caplog):
+    import json
+
+    from zhcls.cli import main
+
+    argv = ["data-stats", str(tiny_data), "--tokenizer", str(tiny_model), "--no-plots",
+            "--max-length", "8", "--chunk-stride", "3", "--max-chunks", "2"]
+    assert main([*argv, "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)["long_text"]["train"]
+    assert info["texts_over_max_length"] == info["texts"]  # every tiny sentence is > 6 tokens
+    drops = {k: v["dropped_tokens"] for k, v in info["settings"].items()}
+    assert drops["truncate"] == drops["head_tail"] == info["tokens"] - 6 * info["texts"]
+    assert 0 < drops["chunks"] < drops["truncate"]
+    assert main(argv) == 0
+    assert "chunks    drops" in capsys.readouterr().out
+    assert main([*argv, "--chunk-stride", "7"]) == 2  # more than max_length - 2
+    assert "--chunk-stride 1 to 6" in caplog.text

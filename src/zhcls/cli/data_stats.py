@@ -62,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from zhcls.report.stats import data_stats
 
     out_dir = None if args.no_plots else Path(args.out)
+    spec = long_text_spec(args) if args.tokenizer else None  # bad flags fail before the work
     stats = data_stats(args.data_dir, tokenizer=args.tokenizer, out_dir=out_dir)
-    if args.tokenizer:
-        stats["long_text"] = long_text_stats(args)
+    if spec is not None:
+        stats["long_text"] = long_text_stats(args, spec)
     text = format_report(stats)
     as_json = json.dumps(stats, ensure_ascii=False, indent=2)
     if out_dir is not None:
@@ -166,14 +167,10 @@ def _cross_lines(cross: dict[str, Any]) -> list[str]:
     return out
 
 
-def long_text_stats(args: argparse.Namespace) -> dict[str, Any]:
-    """Per split: what truncate, head_tail and chunks (at most ``--max-chunks`` windows) drop
-    at ``--max-length`` (:func:`zhcls.data.long_text.drop_stats`)."""
+def long_text_spec(args: argparse.Namespace):
+    """The head_tail / chunks settings the long-text section measures (flags checked)."""
     from zhcls.data.dataset import LongTextSpec
-    from zhcls.data.formats import find_split_file, has_split, read_class_names, read_split
-    from zhcls.data.long_text import drop_stats
     from zhcls.errors import ConfigError
-    from zhcls.report.stats import SPLITS, load_tokenizer
 
     if args.max_length < 3 or args.max_chunks < 1:
         raise ConfigError(f"--max-length must be >= 3 and --max-chunks >= 1, got "
@@ -185,6 +182,16 @@ def long_text_stats(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--head-tokens must be 0 to {content} and --chunk-stride 1 to "
                           f"{content} (the text tokens of a window at --max-length "
                           f"{args.max_length}), got {spec.head_tokens} and {spec.stride}")
+    return spec
+
+
+def long_text_stats(args: argparse.Namespace, spec) -> dict[str, Any]:
+    """Per split: what truncate, head_tail and chunks (at most ``--max-chunks`` windows) drop
+    at ``--max-length`` (:func:`zhcls.data.long_text.drop_stats`)."""
+    from zhcls.data.formats import find_split_file, has_split, read_class_names, read_split
+    from zhcls.data.long_text import drop_stats
+    from zhcls.report.stats import SPLITS, load_tokenizer
+
     tok = load_tokenizer(args.tokenizer)
     data_dir = Path(args.data_dir)
     class_names = read_class_names(data_dir / "class.txt")
