@@ -267,14 +267,24 @@ def test_head_tail_checkpoint_predicts_and_exports_with_parity(head_tail_ckpt, t
                                rtol=0)
 
 
-def test_export_refuses_a_chunks_checkpoint_clearly(chunks_ckpt, tmp_path):
+def test_chunks_checkpoint_exports_to_onnx_with_parity(chunks_ckpt, tok, tmp_path):
     pytest.importorskip("onnxruntime")
     from zhcls.errors import ZhclsError
+    from zhcls.inference.classifier import Classifier
     from zhcls.inference.export import export_onnx
     from zhcls.inference.export_hf import export_hf
 
-    with pytest.raises(ZhclsError, match="data.long_text chunks"):
-        export_onnx(chunks_ckpt, tmp_path / "onnx")
+    result = export_onnx(chunks_ckpt, tmp_path / "onnx", check_texts=[LONG, LONG[:30]],
+                         quantize="int8")
+    assert result.max_abs_prob_diff < 1e-4 and (tmp_path / "onnx" / "pool.onnx").is_file()
+    onnx = Classifier.load(tmp_path / "onnx", "cpu", batch_size=3)
+    torch_clf = Classifier.load(chunks_ckpt, "cpu", batch_size=64)
+    texts = [LONG, "好", LONG[:25], "央行宣布下调存款准备金率"]
+    assert onnx.encode(texts) == torch_clf.encode(texts)  # windows, from the config
+    torch.testing.assert_close(torch.from_numpy(onnx.predict_proba(texts)),
+                               torch.from_numpy(torch_clf.predict_proba(texts)), atol=1e-4,
+                               rtol=0)
+    assert Classifier.load(tmp_path / "onnx", "cpu", quantized=True).predict(LONG).label
     with pytest.raises(ZhclsError, match="data.long_text chunks"):
         export_hf(chunks_ckpt, tmp_path / "hf")
 

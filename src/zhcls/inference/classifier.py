@@ -275,8 +275,9 @@ class Classifier:
         config = read_config(path)
         length = _check_max_length(max_length or config.data.max_length,
                                    info["max_position_embeddings"], path)
+        pool = path / info["pool_path"] if info.get("pool_path") else None  # chunks export
         backend = OnnxBackend(model_file, tokenizer.pad_token_id, info["min_seq_len"], device,
-                              threads)
+                              threads, pool_path=pool)
         logger.info("loaded ONNX export %s (%s, head %s) with %s", path, model_file.name,
                     config.model.head, backend.providers)
         clf = cls(backend, tokenizer, labels, length, batch_size=batch_size,

@@ -44,7 +44,8 @@ class ChunkPooler(nn.Module):
             return w / w.sum(1, keepdim=True).clamp(min=1)  # (B, W)
         scores = self.v(torch.tanh(self.proj(reps))).squeeze(-1).float()  # (W,)
         scores = scores.unsqueeze(0).masked_fill(~mask, float("-inf"))  # (B, W)
-        return torch.softmax(scores, dim=1).nan_to_num(0.0).to(reps.dtype)  # (B, W)
+        weights = torch.softmax(scores, dim=1).masked_fill(~mask, 0.0)  # a windowless row: 0
+        return weights.to(reps.dtype)  # (B, W)
 
     def forward(self, reps: torch.Tensor, chunk_mask: torch.Tensor) -> torch.Tensor:
         if self.kind == "max":
