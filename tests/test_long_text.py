@@ -322,3 +322,18 @@ def test_data_stats_reports_what_each_setting_drops(tiny_data, tiny_model, capsy
     assert "chunks    drops" in capsys.readouterr().out
     assert main([*argv, "--chunk-stride", "7"]) == 2  # more than max_length - 2
     assert "--chunk-stride 1 to 6" in caplog.text
+
+
+def test_service_reads_every_window_of_a_chunks_checkpoint(chunks_ckpt):
+    from fastapi.testclient import TestClient
+
+    from zhcls.inference.classifier import Classifier
+    from zhcls.serve.app import ServeSettings, create_app
+
+    clf = Classifier.load(chunks_ckpt, "cpu", batch_size=4)
+    texts = [LONG * 3, "好"]
+    with TestClient(create_app(clf, ServeSettings())) as client:
+        body = client.post("/predict", json={"texts": texts, "probs": True}).json()
+    got = torch.tensor([p["probs"] for p in body["predictions"]])
+    torch.testing.assert_close(got, torch.from_numpy(clf.predict_proba(texts)).float(),
+                               atol=1e-5, rtol=0)
