@@ -1,8 +1,9 @@
 """Tokenise once (cached on disk), then batch with dynamic padding.
 
 The cache key covers what determines the tokens and nothing else: the validated texts, the
-tokenizer (class, vocabulary, normalisation; not its mutable truncation state) and
-``max_length``. A second run on the same data skips tokenisation; any change re-tokenises.
+tokenizer (class, vocabulary, normalisation; not its mutable truncation state),
+``max_length`` and the long-text settings (``data.long_text`` with its head, stride and
+window cap; truncate keeps the key it always had). A second run on the same data skips tokenisation; any change re-tokenises.
 """
 
 from __future__ import annotations
