@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="stdout format (default text)")
     _add_task_arguments(parser)
+    _add_long_text_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -53,12 +54,31 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
                         help="separator of the labels in a multi-label field (default ',')")
 
 
+def _add_long_text_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "long text (with --tokenizer): how many tokens/characters each data.long_text setting "
+        "drops at --max-length")
+    group.add_argument("--max-length", type=int, default=512, metavar="N",
+                       help="data.max_length to measure against, [CLS]/[SEP] included "
+                            "(default 512)")
+    group.add_argument("--head-tokens", type=int, default=None, metavar="N",
+                       help="head_tail: tokens kept from the start (default a quarter of N - 2)")
+    group.add_argument("--chunk-stride", type=int, default=None, metavar="N",
+                       help="chunks: tokens between window starts (default half of N - 2)")
+    group.add_argument("--max-chunks", type=int, default=8, metavar="K",
+                       help="chunks: windows kept per text, as data.max_chunks in training "
+                            "(default 8)")
+
+
 def run(args: argparse.Namespace) -> int:
     from zhcls.report.stats import data_stats
 
     out_dir = None if args.no_plots else Path(args.out)
+    spec = long_text_spec(args) if args.tokenizer else None  # bad flags fail before the work
     stats = data_stats(args.data_dir, tokenizer=args.tokenizer, out_dir=out_dir,
                        task=args.task, label_separator=args.label_separator)
+    if spec is not None:
+        stats["long_text"] = long_text_stats(args, spec)
     text = format_report(stats)
     as_json = json.dumps(stats, ensure_ascii=False, indent=2)
     if out_dir is not None:
@@ -84,6 +104,8 @@ def format_report(stats: dict[str, Any]) -> str:
         if multi:
             lines += multilabel_split_lines(info)
     lines += ["", "== across splits", *_cross_lines(stats["cross_split"])]
+    if stats.get("long_text"):
+        lines += ["", *_long_text_lines(stats["long_text"])]
     if stats["warnings"]:
         lines += ["", "== warnings", *(f"  ! {w}" for w in stats["warnings"])]
     if stats.get("plots"):
@@ -162,3 +184,58 @@ def _cross_lines(cross: dict[str, Any]) -> list[str]:
     for split, n in cross["eval_rows_in_train"].items():
         out.append(f"  {split} rows whose text is also in train: {n}")
     return out
+
+
+def long_text_spec(args: argparse.Namespace):
+    """The head_tail / chunks settings the long-text section measures (flags checked)."""
+    from zhcls.data.dataset import LongTextSpec
+    from zhcls.errors import ConfigError
+
+    if args.max_length < 3 or args.max_chunks < 1:
+        raise ConfigError(f"--max-length must be >= 3 and --max-chunks >= 1, got "
+                          f"{args.max_length} and {args.max_chunks}")
+    content = args.max_length - 2
+    spec = LongTextSpec.of("chunks", args.max_length, args.head_tokens, args.chunk_stride,
+                           args.max_chunks)
+    if not 0 <= spec.head_tokens <= content or not 1 <= spec.stride <= content:
+        raise ConfigError(f"--head-tokens must be 0 to {content} and --chunk-stride 1 to "
+                          f"{content} (the text tokens of a window at --max-length "
+                          f"{args.max_length}), got {spec.head_tokens} and {spec.stride}")
+    return spec
+
+
+def long_text_stats(args: argparse.Namespace, spec) -> dict[str, Any]:
+    """Per split: what truncate, head_tail and chunks (at most ``--max-chunks`` windows) drop
+    at ``--max-length`` (:func:`zhcls.data.long_text.drop_stats`)."""
+    from zhcls.data.formats import find_split_file, has_split, read_class_names, read_split
+    from zhcls.data.long_text import drop_stats
+    from zhcls.report.stats import SPLITS, load_tokenizer
+
+    tok = load_tokenizer(args.tokenizer)
+    data_dir = Path(args.data_dir)
+    class_names = read_class_names(data_dir / "class.txt")
+    out = {}
+    for name in SPLITS:
+        if has_split(data_dir, name):
+            split = read_split(find_split_file(data_dir, name), class_names, on_bad_line="skip")
+            out[name] = drop_stats(tok, split.texts, args.max_length,
+                                   head_tokens=spec.head_tokens, stride=spec.stride,
+                                   max_chunks=spec.max_chunks)
+    return out
+
+
+def _long_text_lines(info: dict[str, Any]) -> list[str]:
+    first = next(iter(info.values()))
+    lines = [f"== long text at max_length {first['max_length']} (head_tail head "
+             f"{first['head_tokens']}, chunks stride {first['stride']}, max_chunks "
+             f"{first['max_chunks']}, the training cap; evaluation and prediction read every window): "
+             "text dropped per setting"]
+    for name, s in info.items():
+        lines.append(f"  {name}: {s['texts_over_max_length']:,} of {s['texts']:,} texts over "
+                     f"max_length; windows per text mean {s['windows_mean']}, max "
+                     f"{s['windows_max']}")
+        for mode, d in s["settings"].items():
+            lines.append(f"    {mode:<9} drops {d['dropped_tokens']:,} tokens "
+                         f"({d['dropped_token_share']:.1%} of {s['tokens']:,}), ~"
+                         f"{d['dropped_chars']:,} characters, in {d['texts_losing_text']:,} texts")
+    return lines

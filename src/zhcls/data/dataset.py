@@ -1,8 +1,9 @@
 """Tokenise once (cached on disk), then batch with dynamic padding.
 
 The cache key covers what determines the tokens and nothing else: the validated texts, the
-tokenizer (class, vocabulary, normalisation; not its mutable truncation state) and
-``max_length``. A second run on the same data skips tokenisation; any change re-tokenises.
+tokenizer (class, vocabulary, normalisation; not its mutable truncation state),
+``max_length`` and the long-text settings (``data.long_text`` with its head, stride and
+window cap; truncate keeps the key it always had). A second run on the same data skips tokenisation; any change re-tokenises.
 """
 
 from __future__ import annotations
@@ -101,9 +102,17 @@ def encode_split(
     max_length: int,
     num_labels: int,
     cache_dir: str | Path | None = None,
+    *,
+    long_text: str = "truncate",
+    head_tokens: int | None = None,
+    stride: int | None = None,
+    max_chunks: int | None = None,
 ) -> EncodedDataset:
-    """Tokenise a split, reusing the on-disk cache when the key matches."""
-    key = _cache_key(split, tokenizer, max_length)
+    """Tokenise a split, reusing the on-disk cache when the key matches. ``long_text`` (with
+    ``head_tokens``, ``stride``, ``max_chunks``; see :mod:`zhcls.data.long_text`): truncate and
+    head_tail give one id list per text, chunks a list of windows per text."""
+    spec = LongTextSpec.of(long_text, max_length, head_tokens, stride, max_chunks)
+    key = _cache_key(split, tokenizer, max_length, spec)
     cache_file = Path(cache_dir or default_cache_dir()) / f"{key}.pt"
     input_ids = None
     if cache_file.is_file():
@@ -113,7 +122,7 @@ def encode_split(
         except (OSError, RuntimeError, KeyError) as exc:
             logger.warning("ignoring unreadable tokenisation cache %s (%s)", cache_file, exc)
     if input_ids is None:
-        input_ids = encode_texts(tokenizer, split.texts, max_length)
+        input_ids = encode_with(tokenizer, split.texts, max_length, spec)
         _atomic_save({"input_ids": input_ids}, cache_file)
     teacher = mask = None
     if split.has_teacher:
@@ -127,10 +136,52 @@ def encode_split(
                           task=split.task)
 
 
-def _cache_key(split: SplitData, tokenizer: PreTrainedTokenizerBase, max_length: int) -> str:
+@dataclass(frozen=True)
+class LongTextSpec:
+    """``data.long_text`` with its resolved settings (``max_chunks`` None = every window)."""
+
+    mode: str = "truncate"
+    head_tokens: int = 0
+    stride: int = 1
+    max_chunks: int | None = None
+
+    @classmethod
+    def of(cls, mode: str, max_length: int, head_tokens: int | None = None,
+           stride: int | None = None, max_chunks: int | None = None) -> LongTextSpec:
+        content = max_length - 2  # defaults as DataConfig.resolved_head_tokens / _stride
+        return cls(mode, content // 4 if head_tokens is None else head_tokens,
+                   max(1, content // 2) if stride is None else stride, max_chunks)
+
+    @classmethod
+    def from_config(cls, data, max_chunks: int | None = None) -> LongTextSpec:
+        """From a :class:`zhcls.config.DataConfig` (``max_chunks``: the training cap or None)."""
+        return cls(data.long_text, data.resolved_head_tokens(), data.resolved_stride(),
+                   max_chunks)
+
+    def key(self) -> str:
+        return "" if self.mode == "truncate" else (
+            f"{self.mode}|{self.head_tokens}|{self.stride}|{self.max_chunks}|")
+
+
+def encode_with(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int,
+                spec: LongTextSpec | None) -> list:
+    """Token ids per text under ``spec``: an id list (truncate, head_tail) or a list of
+    windows (chunks)."""
+    if spec is None or spec.mode == "truncate":
+        return encode_texts(tokenizer, texts, max_length)
+    from zhcls.data.long_text import encode_long
+
+    windows = encode_long(tokenizer, texts, max_length, spec.mode, head_tokens=spec.head_tokens,
+                          stride=spec.stride, max_chunks=spec.max_chunks)
+    return windows if spec.mode == "chunks" else [w[0] for w in windows]
+
+
+def _cache_key(split: SplitData, tokenizer: PreTrainedTokenizerBase, max_length: int,
+               spec: LongTextSpec | None = None) -> str:
     h = hashlib.sha256()
     h.update(tokenizer_fingerprint(tokenizer).encode())
     h.update(f"|{max_length}|{len(split.examples)}|".encode())
+    h.update(spec.key().encode() if spec is not None else b"")  # truncate: the old key
     for ex in split.examples:  # the validated texts, so skip/encoding options are covered
         h.update(ex.text.encode("utf-8"))
         h.update(b"\x00")
@@ -168,12 +219,15 @@ class Collator:
     pad_token_id: int
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        ids, mask = pad_ids([list(it["input_ids"]) for it in items], self.pad_token_id)
+        ids, mask, chunk_mask = collate_windows([it["input_ids"] for it in items],
+                                                self.pad_token_id)
         batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
                  "labels": _stack_labels([it["labels"] for it in items])}
         if "teacher" in items[0]:
             batch["teacher"] = torch.stack([it["teacher"] for it in items])  # (B, C)
             batch["teacher_mask"] = torch.stack([it["teacher_mask"] for it in items])  # (B,)
+        if chunk_mask is not None:
+            batch["chunk_mask"] = torch.from_numpy(chunk_mask)  # (B, W)
         return batch
 
 
@@ -182,3 +236,25 @@ def _stack_labels(labels: list) -> torch.Tensor:
     if isinstance(labels[0], torch.Tensor) and labels[0].dim() == 1:
         return torch.stack(labels).to(torch.float32)  # (B, C)
     return torch.tensor(labels, dtype=torch.long)  # (B,)
+
+
+def is_windowed(ids: list) -> bool:
+    """True when ``ids`` holds window lists per text (chunks), not one id list per text."""
+    return bool(ids) and bool(ids[0]) and isinstance(ids[0][0], list | tuple)
+
+
+def collate_windows(ids: list, pad_id: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Pad one id list per text (ids, mask (B, T); chunk mask None) or, for window lists, all
+    windows of the batch in text order: ids, mask (W, T) and chunk mask (B, W) bool, row b
+    True on text b's windows."""
+    if not is_windowed(ids):
+        return (*pad_ids([list(x) for x in ids], pad_id), None)
+    flat = [list(w) for windows in ids for w in windows]
+    ids_arr, mask = pad_ids(flat, pad_id)  # (W, T)
+    chunk_mask = np.zeros((len(ids), len(flat)), dtype=bool)  # (B, W)
+    start = 0
+    for row, windows in enumerate(ids):
+        chunk_mask[row, start:start + len(windows)] = True
+        start += len(windows)
+    return ids_arr, mask, chunk_mask

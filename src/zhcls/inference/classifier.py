@@ -15,8 +15,12 @@ Text rules (the same for the Python API, ``zhcls predict`` and ``zhcls serve``):
 * a text whose every token is ``[UNK]`` (the vocabulary knows none of its characters) is
   classified, but its :class:`Prediction` carries a ``warning``;
 * a text longer than the model's ``max_length`` tokens (``data.max_length`` of the
-  checkpoint, [CLS] and [SEP] included) is truncated to its first ``max_length`` tokens,
-  exactly as in training and evaluation; ``long_text="error"`` makes that an error instead.
+  checkpoint, [CLS] and [SEP] included) is handled as in training and evaluation, by the
+  checkpoint's ``data.long_text``: truncated to its first ``max_length`` tokens
+  (``truncate``), cut to its first and last tokens (``head_tail``), or cut into overlapping
+  windows whose representations are pooled (``chunks``; every window, run at most
+  ``batch_size`` windows at a time, so memory stays bounded); ``long_text="error"`` makes a
+  long text an error instead.
 
 Probabilities are always in label-id order: column ``j`` of :meth:`Classifier.predict_proba`
 is ``Classifier.labels[j]``.
@@ -143,7 +147,8 @@ class TorchBackend:
     def device(self):
         return next(self.model.parameters()).device
 
-    def logits(self, ids: list[list[int]], batch_size: int) -> np.ndarray:
+    def logits(self, ids: list, batch_size: int) -> np.ndarray:
+        """``ids``: one id list per text, or per text a list of windows (chunks)."""
         from zhcls.modeling.forward import forward_ids
 
         return forward_ids(self.model, ids, self.pad_id, batch_size,
@@ -179,6 +184,8 @@ class Classifier:
         self.head = head
         self.source = source
         self.checkpoint = None  # the zhcls Checkpoint for the PyTorch backend
+        #: the checkpoint's ``data.long_text`` (a LongTextSpec; None: truncate)
+        self.windows = None
         self._set_task(task, thresholds, at_least_one)
 
     def _set_task(self, task: str, thresholds, at_least_one: bool) -> None:
@@ -243,6 +250,7 @@ class Classifier:
                    long_text=long_text, head=ckpt.config.model.head, source=str(path),
                    **decision_kwargs(path, ckpt.labels, ckpt.config.data.task))
         clf.checkpoint = ckpt
+        clf.windows = _long_text_spec(ckpt.config, length)
         return clf
 
     @classmethod
@@ -305,13 +313,16 @@ class Classifier:
         config = read_config(path)
         length = _check_max_length(max_length or config.data.max_length,
                                    info["max_position_embeddings"], path)
+        pool = path / info["pool_path"] if info.get("pool_path") else None  # chunks export
         backend = OnnxBackend(model_file, tokenizer.pad_token_id, info["min_seq_len"], device,
-                              threads)
+                              threads, pool_path=pool)
         logger.info("loaded ONNX export %s (%s, head %s) with %s", path, model_file.name,
                     config.model.head, backend.providers)
-        return cls(backend, tokenizer, labels, length, batch_size=batch_size,
-                   long_text=long_text, head=config.model.head, source=str(model_file),
-                   **decision_kwargs(path, labels, config.data.task))
+        clf = cls(backend, tokenizer, labels, length, batch_size=batch_size,
+                  long_text=long_text, head=config.model.head, source=str(model_file),
+                  **decision_kwargs(path, labels, config.data.task))
+        clf.windows = _long_text_spec(config, length)
+        return clf
 
     @classmethod
     def _load_baseline(cls, path: Path, batch_size: int, long_text: str, quantized: bool
@@ -355,27 +366,42 @@ class Classifier:
                                      "one visible character", i + offset)
         return list(texts)
 
-    def encode(self, texts: list[str], offset: int = 0) -> list[list[int]]:
-        """Token ids per text ([CLS] ... [SEP]), truncated to ``max_length`` or an error when
-        ``long_text="error"``. A text backend (the baseline) gets the texts unchanged."""
+    def encode(self, texts: list[str], offset: int = 0) -> list:
+        """Token ids per text ([CLS] ... [SEP]) under the checkpoint's ``data.long_text``: an
+        id list per text (truncate, head_tail) or a list of windows per text (chunks); an
+        error for a text over ``max_length`` when ``long_text="error"``. A text backend (the
+        baseline) gets the texts unchanged."""
         if getattr(self.backend, "takes_text", False):
             return texts
+        if self.long_text != "error" and self.windows is not None \
+                and self.windows.mode != "truncate":
+            from zhcls.data.dataset import encode_with
+
+            ids = encode_with(self.tokenizer, texts, self.max_length, self.windows)
+            self._check_not_blank(texts, ids, offset)
+            return ids
         limit = self.max_length + (1 if self.long_text == "error" else 0)
         ids = self.tokenizer(texts, truncation=True, max_length=limit, padding=False,
                              return_attention_mask=False,
                              return_token_type_ids=False)["input_ids"]
-        specials = self.tokenizer.num_special_tokens_to_add()
+        self._check_not_blank(texts, ids, offset)
         for i, row in enumerate(ids):
-            if len(row) <= specials:  # the tokenizer dropped every character
-                raise InputTextError(f"text {i + offset}: empty text after normalisation (the "
-                                     f"tokenizer keeps none of {texts[i][:20]!r}); every text "
-                                     "needs at least one visible character", i + offset)
             if self.long_text == "error" and len(row) > self.max_length:
                 raise InputTextError(
                     f"text {i + offset}: longer than the model's limit of {self.max_length} "
                     f"tokens ({texts[i][:20]!r}...); shorten it or load with "
                     "long_text='truncate'", i + offset)
         return ids
+
+    def _check_not_blank(self, texts: list[str], ids: list, offset: int) -> None:
+        """A text the tokenizer keeps nothing of is an error (its first window is bare)."""
+        specials = self.tokenizer.num_special_tokens_to_add()
+        for i, row in enumerate(ids):
+            first = row[0] if row and isinstance(row[0], list) else row
+            if len(first) <= specials:  # the tokenizer dropped every character
+                raise InputTextError(f"text {i + offset}: empty text after normalisation (the "
+                                     f"tokenizer keeps none of {texts[i][:20]!r}); every text "
+                                     "needs at least one visible character", i + offset)
 
     def unknown_warnings(self, ids: list[list[int]]) -> list[str | None]:
         """Per text: a warning when every token is the unknown token, else None (a text
@@ -386,6 +412,8 @@ class Classifier:
         special = set(self.tokenizer.all_special_ids) - {unk}
         out: list[str | None] = []
         for row in ids:
+            if row and isinstance(row[0], list):  # chunks: the windows of one text
+                row = [i for window in row for i in window]
             content = [i for i in row if i not in special]
             only_unk = unk is not None and bool(content) and all(i == unk for i in content)
             out.append(f"every token is {self.tokenizer.unk_token}: the vocabulary knows none of "
@@ -518,6 +546,25 @@ class Classifier:
         return (f"Classifier(source={self.source!r}, head={self.head!r}, "
                 f"backend={self.backend.name!r}, task={self.task!r}, labels={len(self.labels)}, "
                 f"max_length={self.max_length})")
+
+
+def _long_text_spec(config, max_length: int):
+    """The checkpoint's ``data.long_text`` settings at ``max_length`` (a ``max_length``
+    override re-resolves the default head and stride; an explicit one that no longer fits is
+    a ConfigError from :class:`zhcls.config.DataConfig`)."""
+    import dataclasses
+
+    from zhcls.data.dataset import LongTextSpec
+
+    data = config.data
+    if data.max_length != max_length:
+        data = dataclasses.replace(data, max_length=max_length)
+        try:
+            data.validate()
+        except ConfigError as exc:
+            raise ConfigError(f"max_length {max_length}: {exc}; load with a larger "
+                              "max_length or without the override") from None
+    return LongTextSpec.from_config(data)
 
 
 def _check_max_length(max_length: int, limit: int, path: Path) -> int:

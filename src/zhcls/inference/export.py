@@ -1,7 +1,10 @@
 """``zhcls export CKPT --format onnx --out DIR``: the whole classifier (encoder + head +
 linear layer) as one ONNX graph ``(input_ids, attention_mask) → logits`` with dynamic batch and
 sequence axes, plus the tokenizer, labels and config, so ``Classifier.load(DIR)`` runs it on
-onnxruntime with the same API.
+onnxruntime with the same API. A ``data.long_text: chunks`` checkpoint becomes two graphs:
+``model.onnx`` ``(input_ids, attention_mask) (W, T) → representation (W, R)`` per window, run
+in bounded window batches, and ``pool.onnx`` ``(representation, chunk_mask (B, W)) → logits``
+(the chunk pooler and classifier), as :func:`zhcls.modeling.forward.forward_ids` does.
 
 Every head exports (packed RNNs included) with PyTorch's TorchScript-based exporter, which
 turns ``pack_padded_sequence`` into ONNX ``LSTM``/``GRU`` nodes with per-row sequence lengths.
@@ -36,6 +39,7 @@ logger = logging.getLogger(__name__)
 FORMATS = ("onnx", "hf")
 QUANTIZE = ("none", "int8")
 DEFAULT_OPSET = 17
+POOL_FILE = "pool.onnx"  # chunks checkpoints: window pooling + classifier
 COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                 "vocab.txt", "labels.json", "zhcls.yaml", "meta.json", "encoder_config.json",
                 "README.md", "thresholds.json")
@@ -78,6 +82,31 @@ class LogitsOnly(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, C)
 
 
+class WindowRepresentation(torch.nn.Module):
+    """``data.long_text: chunks``, graph 1: ``(input_ids, attention_mask) (W, T) →
+    representation (W, R)``, encoder + head per window (run in bounded window batches)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.window_representations(input_ids, attention_mask)[0]  # (W, R)
+
+
+class PoolClassify(torch.nn.Module):
+    """``chunks``, graph 2: ``(representation (W, R), chunk_mask (B, W) bool) → logits (B, C)``:
+    the chunk pooler and the classifier."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, representation: torch.Tensor, chunk_mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.model.chunk_pooler(representation, chunk_mask)  # (B, R)
+        return self.model.classify(pooled).logits  # (B, C)
+
+
 def min_seq_len(config) -> int:
     """Shortest padded length the graph accepts: a CNN head's widest kernel (the PyTorch head
     pads short inputs itself; the traced graph keeps the long-input branch)."""
@@ -101,11 +130,14 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEF
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "model.onnx"
     min_len = min_seq_len(ckpt.config)
-    _trace_to_onnx(ckpt, model_path, opset, min_len)
+    pool_path = out / POOL_FILE if ckpt.config.data.long_text == "chunks" else None
+    _trace_to_onnx(ckpt, model_path, opset, min_len, windows=pool_path is not None)
+    if pool_path is not None:
+        _trace_pool(ckpt, pool_path, opset)
     _copy_side_files(Path(checkpoint), out)
     texts = list(CHECK_TEXTS) + list(check_texts or [])
     torch_probs = _torch_probs(ckpt, texts)  # (N, C); multi-label: sigmoid scores
-    diff = _max_diff(torch_probs, _onnx_probs(out, model_path, texts, min_len, ckpt))
+    diff = _max_diff(torch_probs, _onnx_probs(model_path, texts, min_len, ckpt, pool_path))
     result = ExportResult(out_dir=out, model_path=model_path, head=ckpt.config.model.head,
                           opset=opset, check_texts=len(texts), max_abs_prob_diff=diff)
     if diff > tolerance:
@@ -114,16 +146,34 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEF
                          f"{result.head!r}; the export is wrong. Try another --opset")
     if quantize == "int8":
         result.int8_path = _quantize_int8(model_path, out / "model.int8.onnx")
-        q_probs = _onnx_probs(out, result.int8_path, texts, min_len, ckpt)
+        q_probs = _onnx_probs(result.int8_path, texts, min_len, ckpt, pool_path)
         result.int8_max_abs_prob_diff = _max_diff(torch_probs, q_probs)
         result.int8_top1_agreement = float((q_probs.argmax(1) == torch_probs.argmax(1)).mean())
-    _write_info(out, result, ckpt, min_len)
+    _write_info(out, result, ckpt, min_len, pool_path)
     logger.info("exported %s to %s (max |Δp| %.2e on %d texts)", checkpoint, model_path, diff,
                 len(texts))
     return result
 
 
-def _trace_to_onnx(ckpt, model_path: Path, opset: int, min_len: int) -> None:
+def _trace_pool(ckpt, pool_path: Path, opset: int) -> None:
+    model = ckpt.model
+    reps = torch.randn(3, model.head.out_dim)  # (W, R)
+    mask = torch.tensor([[True, True, False], [False, False, True]])  # (B, W)
+    axes = {"representation": {0: "windows"}, "chunk_mask": {0: "batch", 1: "windows"},
+            "logits": {0: "batch"}}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(PoolClassify(model).eval(), (reps, mask), str(pool_path),
+                              dynamo=False, input_names=["representation", "chunk_mask"],
+                              output_names=["logits"], dynamic_axes=axes, opset_version=opset)
+    except Exception as exc:  # the exporter raises many untyped errors
+        raise ZhclsError(f"chunk pooling {ckpt.config.data.chunk_pooling!r} could not be "
+                         f"exported to ONNX (opset {opset}): {type(exc).__name__}: {exc}") from exc
+
+
+def _trace_to_onnx(ckpt, model_path: Path, opset: int, min_len: int,
+                   windows: bool = False) -> None:
     tok = ckpt.tokenizer
     # Two rows of different lengths so the packed-RNN path is traced with real padding.
     enc = tok(["中超联赛第十轮主队逆转取胜", "央行降准"], padding=True, return_tensors="pt",
@@ -133,15 +183,16 @@ def _trace_to_onnx(ckpt, model_path: Path, opset: int, min_len: int) -> None:
         extra = min_len - ids.shape[1]
         ids = torch.nn.functional.pad(ids, (0, extra), value=tok.pad_token_id)
         mask = torch.nn.functional.pad(mask, (0, extra), value=0)
-    wrapper = LogitsOnly(ckpt.model).eval()
+    wrapper = (WindowRepresentation if windows else LogitsOnly)(ckpt.model).eval()
+    output = "representation" if windows else "logits"
     axes = {"input_ids": {0: "batch", 1: "sequence"},
-            "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+            "attention_mask": {0: "batch", 1: "sequence"}, output: {0: "batch"}}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, (ids, mask), str(model_path), dynamo=False,
                               input_names=["input_ids", "attention_mask"],
-                              output_names=["logits"], dynamic_axes=axes, opset_version=opset)
+                              output_names=[output], dynamic_axes=axes, opset_version=opset)
     except Exception as exc:  # the exporter raises many untyped errors
         raise ZhclsError(f"head {ckpt.config.model.head!r} could not be exported to ONNX "
                          f"(opset {opset}): {type(exc).__name__}: {exc}") from exc
@@ -177,13 +228,15 @@ def _torch_probs(ckpt, texts: list[str]) -> np.ndarray:
     return scores_from_logits(logits, checkpoint_task(ckpt))
 
 
-def _onnx_probs(out: Path, model_path: Path, texts: list[str], min_len: int, ckpt
-                ) -> np.ndarray:
-    from zhcls.data.dataset import encode_texts
+def _onnx_probs(model_path: Path, texts: list[str], min_len: int, ckpt,
+                pool_path: Path | None = None) -> np.ndarray:
+    from zhcls.data.dataset import encode_with
     from zhcls.inference.onnx_backend import OnnxBackend
 
-    backend = OnnxBackend(model_path, ckpt.tokenizer.pad_token_id, min_len, "cpu")
-    ids = encode_texts(ckpt.tokenizer, texts, ckpt.config.data.max_length)
+    backend = OnnxBackend(model_path, ckpt.tokenizer.pad_token_id, min_len, "cpu",
+                          pool_path=pool_path)
+    ids = encode_with(ckpt.tokenizer, texts, ckpt.config.data.max_length,
+                      ckpt.model.long_text)  # as the checkpoint reads long texts
     return scores_from_logits(backend.logits(ids, batch_size=4), checkpoint_task(ckpt))
 
 
@@ -206,8 +259,10 @@ def _quantize_int8(model_path: Path, int8_path: Path) -> Path:
     return int8_path
 
 
-def _write_info(out: Path, result: ExportResult, ckpt, min_len: int) -> None:
-    info = {"format": "onnx", "inputs": ["input_ids", "attention_mask"], "outputs": ["logits"],
+def _write_info(out: Path, result: ExportResult, ckpt, min_len: int,
+                pool_path: Path | None = None) -> None:
+    output = "logits" if pool_path is None else "representation"
+    info = {"format": "onnx", "inputs": ["input_ids", "attention_mask"], "outputs": [output],
             "min_seq_len": min_len, "max_length": ckpt.config.data.max_length,
             "max_position_embeddings": ckpt.model.encoder.config.max_position_embeddings,
             "source": str(ckpt.path), "torch_version": torch.__version__,
@@ -216,4 +271,7 @@ def _write_info(out: Path, result: ExportResult, ckpt, min_len: int) -> None:
     info["model_path"] = result.model_path.name  # relative: the directory can be moved
     if result.int8_path is not None:
         info["int8_path"] = result.int8_path.name
+    if pool_path is not None:  # chunks: window graph (model.onnx) + pooling graph
+        info["pool_path"] = pool_path.name
+        info["pool_inputs"] = ["representation", "chunk_mask"]
     atomic_write_json(out / "export.json", info)

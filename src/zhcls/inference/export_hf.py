@@ -63,6 +63,12 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *,
             f"{' and '.join(HF_HEADS)} heads), while {head} adds its own layers between the "
             "encoder and the classifier that no transformers class has. Use --format onnx "
             "(any head; runs on onnxruntime without zhcls) or Classifier.load(CKPT)")
+    if ckpt.config.data.long_text != "truncate":
+        raise ZhclsError(
+            f"{checkpoint}: trained with data.long_text {ckpt.config.data.long_text}, which a "
+            "transformers sequence-classification model does not do (it truncates); serve the "
+            "checkpoint itself (zhcls predict / zhcls serve / Classifier.load(CKPT))"
+            + ("" if ckpt.config.data.long_text == "chunks" else " or use --format onnx"))
     out = Path(out_dir)
     if out.resolve() == Path(checkpoint).resolve():
         raise ZhclsError(f"--out {out} is the checkpoint itself; pick a new directory")

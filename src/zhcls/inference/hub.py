@@ -20,7 +20,7 @@ from zhcls.errors import ZhclsError
 logger = logging.getLogger(__name__)
 
 # Files of an ONNX export directory that save_pretrained copies.
-ONNX_DIR_FILES = ("model.onnx", "model.int8.onnx", "export.json", "README.md")
+ONNX_DIR_FILES = ("model.onnx", "model.int8.onnx", "pool.onnx", "export.json", "README.md")
 
 
 def hub_offline() -> bool:

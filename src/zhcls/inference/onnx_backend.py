@@ -70,25 +70,27 @@ class OnnxBackend:
     name = "onnxruntime"
 
     def __init__(self, model_path: str | Path, pad_id: int, min_seq_len: int = 1,
-                 device: str = "auto", threads: int | None = None):
+                 device: str = "auto", threads: int | None = None,
+                 pool_path: str | Path | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         self.providers = providers_for(str(device))
-        try:
-            self.session = ort.InferenceSession(str(model_path), options,
-                                                providers=self.providers)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ZhclsError(f"{model_path}: onnxruntime cannot load the model ({exc}); "
-                             "export the checkpoint again") from None
+        self.session = _session(ort, model_path, options, self.providers)
+        # chunks exports: model.onnx gives window representations, pool.onnx pools + classifies
+        self.pool = (_session(ort, pool_path, options, self.providers)
+                     if pool_path is not None else None)
         self.pad_id = pad_id
         self.min_seq_len = max(1, int(min_seq_len))
 
-    def logits(self, ids: list[list[int]], batch_size: int) -> np.ndarray:
+    def logits(self, ids: list, batch_size: int) -> np.ndarray:
+        """``ids``: an id list per text, or (chunks export) a list of windows per text."""
         from zhcls.modeling.forward import length_sorted_batches
 
+        if self.pool is not None:
+            return self._pooled_logits(ids, batch_size)
         out: np.ndarray | None = None
         for batch in length_sorted_batches([len(x) for x in ids], batch_size):
             input_ids, mask = pad_numpy([ids[i] for i in batch], self.pad_id, self.min_seq_len)
@@ -100,3 +102,41 @@ class OnnxBackend:
         if out is None:
             raise ZhclsError("no texts to classify")
         return out
+
+    def _pooled_logits(self, ids: list, batch_size: int) -> np.ndarray:
+        """As :func:`zhcls.modeling.forward.forward_ids` for windows: at most ``batch_size``
+        windows per run of the window graph, then one pooling run per group of texts."""
+        from zhcls.data.dataset import is_windowed
+        from zhcls.modeling.forward import window_groups
+
+        if not ids:
+            raise ZhclsError("no texts to classify")
+        texts = ids if is_windowed(ids) else [[row] for row in ids]  # one window each
+        out: np.ndarray | None = None
+        for group in window_groups(texts, batch_size):
+            windows = [w for i in group for w in texts[i]]
+            reps = []
+            for start in range(0, len(windows), batch_size):
+                input_ids, mask = pad_numpy(windows[start:start + batch_size], self.pad_id,
+                                            self.min_seq_len)
+                reps.append(self.session.run(["representation"], {
+                    "input_ids": input_ids, "attention_mask": mask})[0])  # (w, R)
+            chunk_mask = np.zeros((len(group), len(windows)), dtype=bool)  # (B, W)
+            start = 0
+            for row, i in enumerate(group):
+                chunk_mask[row, start:start + len(texts[i])] = True
+                start += len(texts[i])
+            logits = self.pool.run(["logits"], {"representation": np.concatenate(reps),
+                                                "chunk_mask": chunk_mask})[0]  # (B, C)
+            if out is None:
+                out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
+            out[group] = logits
+        return out
+
+
+def _session(ort, path: str | Path, options, providers: list[str]):
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ZhclsError(f"{path}: onnxruntime cannot load the model ({exc}); "
+                         "export the checkpoint again") from None

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from zhcls.data.dataset import encode_texts
+from zhcls.data.dataset import encode_with, is_windowed
 
 
 @dataclass
@@ -57,9 +57,10 @@ def autocast_dtype(device: torch.device, precision: str | None = "auto") -> torc
 def forward_texts(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 256,
                   with_representations: bool = False, progress: bool = False,
                   precision: str | None = None) -> ForwardResult:
-    """Run ``model`` over ``texts``; returns float32 arrays in the order of ``texts``.
+    """Run ``model`` over ``texts``; returns float32 arrays in the order of ``texts``. Long
+    texts follow the model's ``long_text`` (truncate, head_tail, or every window of chunks).
     ``precision``: see :func:`autocast_dtype`."""
-    ids = encode_texts(tokenizer, texts, max_length)
+    ids = encode_with(tokenizer, texts, max_length, getattr(model, "long_text", None))
     return forward_ids(model, ids, tokenizer.pad_token_id, batch_size, with_representations,
                        progress, precision)
 
@@ -68,16 +69,24 @@ def forward_texts(model, tokenizer, texts: list[str], max_length: int, batch_siz
 def forward_ids(model, ids: list[list[int]], pad_id: int, batch_size: int = 256,
                 with_representations: bool = False, progress: bool = False,
                 precision: str | None = None) -> ForwardResult:
+    """``ids``: one id list per text, or (chunks) a list of windows per text, run at most
+    ``batch_size`` windows at a time and pooled per text after the encoder, so memory is
+    bounded by ``batch_size`` windows plus one (W, R) row per window of the longest text."""
     device = next(model.parameters()).device
     dtype = autocast_dtype(device, precision)
     was_training = model.training
     model.eval()
     logits = reps = None
-    batches = length_sorted_batches([len(x) for x in ids], batch_size)
+    windowed = is_windowed(ids)
+    batches = (window_groups(ids, batch_size) if windowed
+               else length_sorted_batches([len(x) for x in ids], batch_size))
     for batch in tqdm(batches, desc="predicting", unit="batch", disable=not progress):
-        input_ids, mask = pad_batch([ids[i] for i in batch], pad_id, device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = model(input_ids=input_ids, attention_mask=mask)
+            if windowed:
+                out = _pooled_forward(model, [ids[i] for i in batch], pad_id, batch_size, device)
+            else:
+                input_ids, mask = pad_batch([ids[i] for i in batch], pad_id, device)
+                out = model(input_ids=input_ids, attention_mask=mask)
         if logits is None:
             logits = np.zeros((len(ids), out.logits.shape[1]), dtype=np.float32)
             if with_representations:
@@ -91,6 +100,40 @@ def forward_ids(model, ids: list[list[int]], pad_id: int, batch_size: int = 256,
         if with_representations:
             reps = np.zeros((0, model.head.out_dim), dtype=np.float32)
     return ForwardResult(logits=logits, representations=reps)
+
+
+def window_groups(ids: list[list[list[int]]], batch_size: int) -> list[list[int]]:
+    """Text indices (longest first) grouped so a group holds at most ``batch_size`` windows,
+    except a text with more windows, which is a group of its own."""
+    from zhcls.data.samplers import longest_first
+
+    groups: list[list[int]] = []
+    count = 0
+    for i in longest_first([sum(len(w) for w in x) for x in ids]):
+        if not groups or count + len(ids[i]) > batch_size:
+            groups.append([])
+            count = 0
+        groups[-1].append(i)
+        count += len(ids[i])
+    return groups
+
+
+def _pooled_forward(model, texts: list[list[list[int]]], pad_id: int, batch_size: int,
+                    device):
+    """The windows of ``texts`` through encoder + head, ``batch_size`` windows at a time,
+    then pooled per text and classified: the result of ``model(..., chunk_mask)``."""
+    windows = [w for text in texts for w in text]
+    parts = []
+    for start in range(0, len(windows), batch_size):
+        input_ids, mask = pad_batch(windows[start:start + batch_size], pad_id, device)
+        parts.append(model.window_representations(input_ids, mask)[0])  # (w, R)
+    rep = torch.cat(parts)  # (W, R)
+    chunk_mask = torch.zeros(len(texts), len(windows), dtype=torch.bool, device=device)  # (B, W)
+    start = 0
+    for row, text in enumerate(texts):
+        chunk_mask[row, start:start + len(text)] = True
+        start += len(text)
+    return model.classify(model.chunk_pooler(rep, chunk_mask))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from zhcls.config import ModelConfig
+from zhcls.data.dataset import LongTextSpec
+from zhcls.modeling.chunks import ChunkPooler
 from zhcls.modeling.heads import (
     CNNHead,
     DPCNNHead,
@@ -68,8 +70,11 @@ class ZhclsModel(nn.Module):
     head (``projection`` = "linear" | "mlp", as in SupCon) whose output feeds only the loss."""
 
     def __init__(self, encoder: nn.Module, cfg: ModelConfig, num_labels: int, max_length: int,
-                 projection: str = "head", projection_dim: int = 128):
+                 projection: str = "head", projection_dim: int = 128,
+                 long_text: LongTextSpec | None = None, chunk_pooling: str = "mean"):
         super().__init__()
+        #: how texts become windows (:func:`zhcls.modeling.forward.forward_texts` follows it)
+        self.long_text = long_text or LongTextSpec()
         self.encoder = drop_unused_pooler(encoder, cfg.head)
         self.head_name = cfg.head
         self.head = build_head(cfg, encoder.config.hidden_size, max_length)
@@ -81,20 +86,41 @@ class ZhclsModel(nn.Module):
             from zhcls.modeling.projection import ProjectionHead
 
             self.projection = ProjectionHead(self.head.out_dim, projection_dim, kind=projection)
+        # chunks: pools window representations per text; attention pooling's parameters exist
+        # only when it is configured (mean / max have none)
+        kind = chunk_pooling if self.long_text.mode == "chunks" else "mean"
+        self.chunk_pooler = ChunkPooler(kind, self.head.out_dim, cfg.attention_dim)
 
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        chunk_mask: torch.Tensor | None = None,
     ) -> ClassifierOutput:
+        """``input_ids`` / ``attention_mask`` (W, T); ``chunk_mask`` (B, W) bool marks each
+        text's windows (None: one window per text). Logits and representation are per text;
+        ``attention`` (per token) only without ``chunk_mask``."""
+        rep, attention = self.window_representations(input_ids, attention_mask, token_type_ids)
+        if chunk_mask is not None:
+            rep, attention = self.chunk_pooler(rep, chunk_mask), None  # (B, R)
+        return self.classify(rep, attention)
+
+    def window_representations(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                               token_type_ids: torch.Tensor | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encoder + head per window: representation (W, R), token attention (W, T) | None."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         enc = self.encoder(**kwargs)
-        states = enc.last_hidden_state  # (B, T, H)
-        pooled = getattr(enc, "pooler_output", None)  # (B, H) or None
-        rep, attention = self.head(states, pooled, attention_mask)  # (B, R), (B, T) | None
+        states = enc.last_hidden_state  # (W, T, H)
+        pooled = getattr(enc, "pooler_output", None)  # (W, H) or None
+        return self.head(states, pooled, attention_mask)  # (W, R), (W, T) | None
+
+    def classify(self, rep: torch.Tensor, attention: torch.Tensor | None = None
+                 ) -> ClassifierOutput:
+        """Classifier (and projection) on per-text representations ``rep`` (B, R)."""
         logits = self.classifier(self.dropout(rep))  # (B, C)
         features = self.projection(rep) if self.projection is not None else None  # (B, P)
         return ClassifierOutput(logits=logits, representation=rep, attention=attention,
@@ -105,4 +131,6 @@ def build_model(encoder: nn.Module, config, num_labels: int) -> ZhclsModel:
     """The classifier a :class:`zhcls.config.Config` describes, around ``encoder``."""
     return ZhclsModel(encoder, config.model, num_labels, config.data.max_length,
                       projection=config.objective.representation,
-                      projection_dim=config.objective.projection_dim)
+                      projection_dim=config.objective.projection_dim,
+                      long_text=LongTextSpec.from_config(config.data),
+                      chunk_pooling=config.data.chunk_pooling)

@@ -157,8 +157,12 @@ def prepare(config: Config, data_dir: str | Path, tokenizer) -> PreparedData:
     if rate > MAX_UNK_RATE:
         raise DataError(f"the tokenizer maps {rate:.0%} of training tokens to [UNK]; the "
                         "vocabulary does not cover this data", splits["train"].path)
-    encoded = {name: encode_split(s, tokenizer, config.data.max_length, len(class_names),
-                                  config.data.cache_dir) for name, s in splits.items()}
+    d = config.data  # long text: the max_chunks cap is for training only
+    encoded = {name: encode_split(s, tokenizer, d.max_length, len(class_names), d.cache_dir,
+                                  long_text=d.long_text, head_tokens=d.resolved_head_tokens(),
+                                  stride=d.resolved_stride(),
+                                  max_chunks=d.max_chunks if name == "train" else None)
+               for name, s in splits.items()}
     return PreparedData(class_names, splits, encoded)
 
 

@@ -60,10 +60,12 @@ class ZhclsTrainer(Trainer):
         labels = inputs["labels"]
         if not model.training:
             with self.eval_autocast():
-                out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+                out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                            chunk_mask=inputs.get("chunk_mask"))
             loss = eval_loss(out.logits, labels, self.zh_config.data.task)
             return (loss, {"logits": out.logits}) if return_outputs else loss
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                    chunk_mask=inputs.get("chunk_mask"))
         features = out.features if out.features is not None else out.representation  # (B, D)
         feat_labels = labels
         if self.zh_config.objective.scl_global_batch and is_distributed():
