@@ -119,3 +119,18 @@ def test_single_label_runs_are_unchanged(tiny_model, tmp_path):
     result = train(tiny_config(tiny_model), data, tmp_path / "run")
     assert not (result.best_dir / "thresholds.json").exists()
     assert "micro_f1" not in result.dev_metrics
+
+
+def test_model_card_says_multilabel_and_long_text():
+    """The card of a multi-label / chunks model must not claim 'any text gets one label' or
+    'judged on its beginning only' (what it said for every model before)."""
+    from zhcls.modeling.model_card import render_model_card
+
+    card = render_model_card({"data": {"task": "multi_label", "long_text": "chunks",
+                                       "max_length": 64}}, CLASSES,
+                             {"metrics": {"dev": {"micro_f1": 0.9, "macro_f1": 0.8}}})
+    assert "multi-label" in card and "possibly none" in card and "any text gets one" not in card
+    assert "window by window" in card and "beginning only" not in card
+    assert "micro_f1" in card and "0.9000" in card
+    single = render_model_card({"data": {"max_length": 32}}, CLASSES, {})
+    assert "any text gets one of them" in single and "beginning only" in single

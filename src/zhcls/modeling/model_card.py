@@ -21,7 +21,8 @@ from zhcls.utils import atomic_write_text
 
 CARD_FILE = "README.md"
 # Scalar metrics shown in the card, in this order (others are left to metrics.json).
-CARD_METRICS = ("accuracy", "macro_f1", "loss", "num_examples", "step")
+CARD_METRICS = ("accuracy", "macro_f1", "micro_f1", "subset_accuracy", "hamming_loss", "loss",
+                "num_examples", "step")
 
 
 def card_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
@@ -59,9 +60,9 @@ def render_model_card(config: dict[str, Any], labels: list[str], meta: dict[str,
         front["base_model"] = model["pretrained"]
     lines = ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).rstrip(), "---",
              "", f"# zhcls {head} classifier ({len(labels)} classes)", "",
-             f"A Chinese text classifier trained with zhcls {meta.get('zhcls_version', '')}: "
-             f"encoder `{model.get('pretrained', '?')}`, head `{head}`, texts truncated to "
-             f"{data.get('max_length', meta.get('max_length', '?'))} tokens.", "",
+             f"A Chinese {_task_words(data)} classifier trained with zhcls "
+             f"{meta.get('zhcls_version', '')}: encoder `{model.get('pretrained', '?')}`, head "
+             f"`{head}`, {_length_words(data, meta)}.", "",
              "## Labels", "", "| id | label |", "| --- | --- |"]
     lines += [f"| {i} | {name} |" for i, name in enumerate(labels)]
     lines += ["", "## Metrics", "", *_metric_lines(metrics), "", "## Training", "",
@@ -70,12 +71,41 @@ def render_model_card(config: dict[str, Any], labels: list[str], meta: dict[str,
               f"- command: `{meta.get('command') or '(not recorded)'}`", "",
               *_usage_lines(library_name), "", "## Intended use and limits", "",
               "Sorting Chinese texts of the kind it was trained on into the labels above. It "
-              "knows only these labels: any text gets one of them, related or not. Accuracy "
+              f"knows only these labels: {_decision_words(data)} Accuracy "
               "holds for texts like the training data (domain, length, period); check it on "
               "your own labelled sample before relying on it, and do not use it for decisions "
-              "about people without a human review. Texts longer than the token limit are "
-              "judged on their beginning only.", ""]
+              f"about people without a human review. {_long_text_words(data)}", ""]
     return "\n".join(lines)
+
+
+def _task_words(data: dict[str, Any]) -> str:
+    return "multi-label" if data.get("task") == "multi_label" else "single-label"
+
+
+def _decision_words(data: dict[str, Any]) -> str:
+    if data.get("task") == "multi_label":
+        return ("a text gets every label whose score reaches that label's threshold "
+                "(thresholds.json), possibly none.")
+    return "any text gets one of them, related or not."
+
+
+def _length_words(data: dict[str, Any], meta: dict[str, Any]) -> str:
+    n = data.get("max_length", meta.get("max_length", "?"))
+    mode = data.get("long_text", "truncate")
+    if mode == "chunks":
+        return f"long texts read in overlapping windows of {n} tokens, pooled per text"
+    if mode == "head_tail":
+        return f"long texts cut to their first and last tokens ({n} in all)"
+    return f"texts truncated to {n} tokens"
+
+
+def _long_text_words(data: dict[str, Any]) -> str:
+    mode = data.get("long_text", "truncate")
+    if mode == "chunks":
+        return "Texts longer than the token limit are read whole, window by window."
+    if mode == "head_tail":
+        return "Texts longer than the token limit are judged on their beginning and end only."
+    return "Texts longer than the token limit are judged on their beginning only."
 
 
 def command_line(argv: list[str]) -> str:
