@@ -54,13 +54,18 @@ class PreparedData:
 def read_dataset(config: Config, data_dir: str | Path, splits=("train", "dev", "test"),
                  required=("train", "dev")) -> dict[str, SplitData]:
     """Read and validate the splits that exist (``required`` ones must exist). The teacher
-    column is validated only when the objective reads it (KD)."""
+    column is validated only when the objective reads it (KD). ``data.task: auto`` is
+    resolved here (detected from train, logged) and written into ``config``."""
+    from zhcls.training.tasks import resolve_task
+
     data_dir = resolve_data_dir(data_dir)
     class_names = read_class_names(data_dir / "class.txt", config.data.encoding)
     d = config.data
     rules = TeacherRules(kind="logits" if config.objective.teacher_input == "logits" else "probs",
                          policy=d.teacher_policy, negative=d.teacher_negative,
                          tolerance=d.teacher_negative_tolerance, invalid=d.teacher_invalid)
+    if config.data.task == "auto":  # train() resolved it already; direct callers get it here
+        resolve_task(config, data_dir, class_names)
     out = {}
     for name in splits:
         if name not in required and not has_split(data_dir, name):
@@ -69,15 +74,8 @@ def read_dataset(config: Config, data_dir: str | Path, splits=("train", "dev", "
         out[name] = read_split(path, class_names, on_bad_line=d.on_bad_line,
                                label_format=d.label_format, teacher_rules=rules,
                                read_teacher=config.objective.uses_teacher, encoding=d.encoding,
-                               task=_task(config), label_separator=d.label_separator)
+                               task=d.task, label_separator=d.label_separator)
     return out
-
-
-def _task(config: Config) -> str:
-    if config.data.task == "auto":  # train() resolves it first; direct callers get this
-        raise ConfigError("data.task is auto: resolve it first "
-                          "(zhcls.training.tasks.resolve_task)")
-    return config.data.task
 
 
 def check_teacher_coverage(config: Config, train: SplitData) -> None:
@@ -146,7 +144,7 @@ def prepare(config: Config, data_dir: str | Path, tokenizer) -> PreparedData:
     from zhcls.modeling.encoder import MAX_UNK_RATE, unk_rate
 
     data_dir = resolve_data_dir(data_dir)
-    splits = read_dataset(config, data_dir)
+    splits = read_dataset(config, data_dir)  # resolves data.task auto
     class_names = read_class_names(data_dir / "class.txt", config.data.encoding)
     warn_class_coverage(splits, class_names)
     check_teacher_coverage(config, splits["train"])
@@ -283,8 +281,10 @@ def _has_tensorboard() -> bool:
 def build_objective(config: Config, pos_weight: torch.Tensor | None = None) -> torch.nn.Module:
     from zhcls.losses import Objective
 
-    objective = Objective.from_config(config.objective, task=config.data.task,
-                                      pos_weight=pos_weight)
+    # an unresolved task (a config not yet through prepare/train) builds the single-label
+    # objective; multi-hot labels would then be refused by the objective, never misread
+    task = "single_label" if config.data.task == "auto" else config.data.task
+    objective = Objective.from_config(config.objective, task=task, pos_weight=pos_weight)
     for line in objective.describe():  # each loss with its settings and citation
         logger.info("%s", line)
     return objective
