@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from zhcls.errors import ZhclsError
+from zhcls.errors import ConfigError, ZhclsError
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   zhcls label --llm qwen2.5:7b --base-url http://127.0.0.1:11434/v1 --api-key-env none \\
       --data data/thucnews --out data/kd --dry-run
   zhcls label --teacher runs/teacher/best --data data/thucnews --out data/kd
+  zhcls label --teacher runs/baseline --cross-fit 5 --data data/thucnews --out data/kd_oof
 """
 
 
@@ -43,11 +44,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="teacher column: probabilities or raw logits (default: probs)")
     local.add_argument("--batch-size", type=int, default=64)
     local.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
+    local.add_argument("--cross-fit", type=int, default=None, metavar="K",
+                       help="baseline teacher only: out-of-fold labels; refit the baseline's "
+                            "pipeline on K-1 stratified folds of the split and label the "
+                            "held-out fold, K times (a baseline is near-certain on texts it "
+                            "was fitted on)")
+    local.add_argument("--cross-fit-seed", type=int, default=0, metavar="N",
+                       help="seed of the --cross-fit fold shuffle (default: 0)")
     add_arguments(p.add_argument_group("--llm options (zhcls.label.options.LLMOptions)"), None)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cross_fit is not None and not args.teacher:
+        raise ConfigError("--cross-fit refits a `zhcls baseline` teacher per fold; it needs "
+                          "--teacher BASELINE_DIR, not --llm")
     if args.teacher:
         return _run_teacher(args)
     if not getattr(args, "verbose", False):
@@ -73,5 +84,6 @@ def _run_teacher(args: argparse.Namespace) -> int:
         raise ZhclsError("labelling with a local checkpoint (--teacher) is not available in "
                          "this build; use --llm MODEL instead") from None
     label_with_checkpoint(args.teacher, args.data, args.split, args.out, emit=args.emit,
-                          batch_size=args.batch_size, device=args.device)
+                          batch_size=args.batch_size, device=args.device,
+                          cross_fit=args.cross_fit, seed=args.cross_fit_seed)
     return 0

@@ -8,6 +8,12 @@ sorted by length over a split and writes a ready KD dataset (see :mod:`zhcls.lab
 A multi-label teacher (a multi-label baseline, or a checkpoint whose ``thresholds.json`` or
 ``data.task`` says multi_label) writes per-class sigmoid scores, not a softmax; it must
 label multi-label data.
+
+A baseline fitted on train is near-certain on its own training texts, so its labels of train
+carry little beyond the gold label. ``cross_fit=K`` (``--cross-fit K``) gives out-of-fold labels
+instead: the baseline's unfitted pipeline (``sklearn.base.clone``, same hyperparameters) is
+refitted on K-1 stratified, seeded folds of the labelled split and labels the held-out fold, so
+every text's teacher distribution comes from a model that never saw it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zhcls.errors import CheckpointError
+from zhcls.errors import CheckpointError, ConfigError, DataError
 from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ class LocalLabelReport:
     agreement: float
     mean_confidence: float
     seconds: float
+    cross_fit: dict | None = None  # {"folds", "seed", "stratified"} for out-of-fold labels
 
 
 class _HFTeacher(torch.nn.Module):
@@ -89,10 +96,11 @@ def load_teacher(teacher: str | Path, class_names: list[str], device: torch.devi
 
 def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
                           out_dir: str | Path, *, emit: str = "probs", batch_size: int = 64,
-                          device: str | None = None, max_length: int | None = None
-                          ) -> LocalLabelReport:
+                          device: str | None = None, max_length: int | None = None,
+                          cross_fit: int | None = None, seed: int = 0) -> LocalLabelReport:
     """Run ``teacher`` over ``DATA/split`` and write ``OUT`` as a ready KD dataset
-    (``max_length``: see :func:`load_teacher`)."""
+    (``max_length``: see :func:`load_teacher`). ``cross_fit=K`` (baseline teachers only):
+    out-of-fold labels from K refits on stratified folds seeded by ``seed`` (module docstring)."""
     from zhcls.devices import resolve_device
     from zhcls.label.writer import read_label_data, teacher_quality, write_labelled_dataset
     from zhcls.modeling.forward import forward_texts, softmax
@@ -100,11 +108,18 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
 
     if emit not in ("probs", "logits"):
         raise ValueError(f"emit must be 'probs' or 'logits', got {emit!r}")
+    baseline = is_baseline_dir(teacher)
+    if cross_fit is not None:
+        _check_cross_fit(teacher, baseline, cross_fit)
     start = time.perf_counter()
     data = read_label_data(data_dir, split)
     class_names, split_path, examples = data.class_names, data.path, data.examples
     texts = [e.text for e in examples]
-    if is_baseline_dir(teacher):
+    if cross_fit is not None:
+        teacher_task = "single_label"  # cross-fitting refits on one gold id per example
+        logits = _cross_fit_logits(teacher, class_names, examples, split_path, cross_fit,
+                                   seed)  # (N, C)
+    elif baseline:
         teacher_task, logits = _baseline_logits(teacher, class_names, texts)  # (N, C)
     else:
         model, tokenizer, max_length = load_teacher(teacher, class_names,
@@ -128,10 +143,13 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
     report = LocalLabelReport(
         split_file=str(split_path), output_file=str(out_file), examples=len(examples), emit=emit,
         agreement=round(agreement, 4), mean_confidence=round(confidence, 4),
-        seconds=round(time.perf_counter() - start, 2))
+        seconds=round(time.perf_counter() - start, 2),
+        cross_fit=None if cross_fit is None else {"folds": cross_fit, "seed": seed,
+                                                  "stratified": True})
     atomic_write_json(Path(out_dir) / "label_report.json", asdict(report))
-    logger.info("teacher agrees with gold on %.2f%% (mean confidence %.3f); wrote %s",
-                100 * report.agreement, report.mean_confidence, out_file)
+    what = "" if cross_fit is None else f" out-of-fold ({cross_fit} stratified folds, seed {seed})"
+    logger.info("teacher%s agrees with gold on %.2f%% of %s (mean confidence %.3f); wrote %s",
+                what, 100 * report.agreement, split_path, report.mean_confidence, out_file)
     return report
 
 
@@ -177,3 +195,57 @@ def _baseline_logits(teacher: str | Path, class_names: list[str], texts: list[st
     check_labels_match(ckpt.labels, class_names, f"teacher {teacher}")
     logger.info("labelling %d examples with the baseline %s", len(texts), teacher)
     return ckpt.task, BaselineBackend(ckpt).logits(texts, len(texts))
+
+
+def _check_cross_fit(teacher: str | Path, baseline: bool, folds: int) -> None:
+    if not baseline:
+        raise ConfigError(f"--cross-fit needs a `zhcls baseline` teacher; {teacher} is not one "
+                          "(a neural or HF teacher cannot be refitted per fold here); drop "
+                          "--cross-fit or pass a baseline directory")
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"--cross-fit: expected a number of folds >= 2, got {folds!r}")
+
+
+def cross_fit_probs(pipeline, texts: list[str], labels: list[int], num_labels: int,
+                    folds: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold probabilities (N, C) and each text's fold id (N,): fold k is labelled by a
+    clone of ``pipeline`` fitted on the other folds (StratifiedKFold, shuffled with ``seed``)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    from zhcls.modeling.ngram import fit_pipeline, predict_proba
+
+    y = np.asarray(labels)
+    probs = np.zeros((len(texts), num_labels), dtype=np.float32)  # (N, C)
+    fold_of = np.full(len(texts), -1, dtype=np.int64)  # (N,)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (fit_idx, held_idx) in enumerate(splitter.split(np.zeros(len(y)), y)):
+        logger.info("cross-fit fold %d/%d: fitting on %d texts, labelling %d", k + 1, folds,
+                    len(fit_idx), len(held_idx))
+        model = fit_pipeline(clone(pipeline), [texts[i] for i in fit_idx], y[fit_idx].tolist())
+        probs[held_idx] = predict_proba(model, [texts[i] for i in held_idx], num_labels)
+        fold_of[held_idx] = k
+    assert (fold_of >= 0).all()
+    return probs, fold_of
+
+
+def _cross_fit_logits(teacher: str | Path, class_names: list[str], examples: list,
+                      split_path: Path, folds: int, seed: int) -> np.ndarray:
+    """Log of out-of-fold probabilities (N, C) from the baseline's refitted pipeline."""
+    from zhcls.modeling.checkpoint import check_labels_match
+    from zhcls.modeling.ngram import load_baseline
+
+    ckpt = load_baseline(teacher)
+    check_labels_match(ckpt.labels, class_names, f"teacher {teacher}")
+    bad = next((e for e in examples if not isinstance(e.label, int)), None)
+    if bad is not None:
+        raise DataError(f"--cross-fit needs one gold class id per example (it refits the "
+                        f"baseline on the gold labels); found {bad.label!r}", split_path, bad.line)
+    counts = np.bincount([e.label for e in examples], minlength=len(class_names))
+    if counts[counts > 0].min() < folds:
+        raise DataError(f"--cross-fit {folds}: a class has only {counts[counts > 0].min()} "
+                        "example(s), fewer than the folds; pass a smaller --cross-fit",
+                        split_path)
+    probs, _ = cross_fit_probs(ckpt.pipeline, [e.text for e in examples],
+                               [e.label for e in examples], len(class_names), folds, seed)
+    return np.log(np.clip(probs, 1e-30, 1.0)).astype(np.float32)
