@@ -83,7 +83,8 @@ def _run_teacher(args: argparse.Namespace) -> int:
             raise
         raise ZhclsError("labelling with a local checkpoint (--teacher) is not available in "
                          "this build; use --llm MODEL instead") from None
+    cross = {} if args.cross_fit is None else {"cross_fit": args.cross_fit,
+                                               "seed": args.cross_fit_seed}
     label_with_checkpoint(args.teacher, args.data, args.split, args.out, emit=args.emit,
-                          batch_size=args.batch_size, device=args.device,
-                          cross_fit=args.cross_fit, seed=args.cross_fit_seed)
+                          batch_size=args.batch_size, device=args.device, **cross)
     return 0
