@@ -337,3 +337,26 @@ def test_service_reads_every_window_of_a_chunks_checkpoint(chunks_ckpt):
     got = torch.tensor([p["probs"] for p in body["predictions"]])
     torch.testing.assert_close(got, torch.from_numpy(clf.predict_proba(texts)).float(),
                                atol=1e-5, rtol=0)
+
+
+def test_training_loop_evaluation_runs_bounded_window_batches(tiny_model, tok):
+    """The Trainer's evaluation collates every window of eval_batch_size texts into one batch
+    (a sweep on reviews peaked at 7 GB RSS); the model then runs at most window_batch
+    windows at a time, with the same logits as one call."""
+    model, _ = _chunk_model(tiny_model, "bert_CNN", "attention")
+    seen = []
+    original = model.window_representations
+
+    def spy(input_ids, attention_mask, token_type_ids=None):
+        seen.append(input_ids.shape[0])
+        return original(input_ids, attention_mask, token_type_ids)
+
+    windows = encode_long(tok, [LONG * 3, "短评", LONG], 12, "chunks", head_tokens=2, stride=5)
+    ids, mask, chunk = (torch.from_numpy(x) for x in collate_windows(windows, 0))
+    with torch.no_grad():
+        whole = model(ids, mask, chunk_mask=chunk)
+        model.window_representations = spy
+        bounded = model(ids, mask, chunk_mask=chunk, window_batch=4)
+    assert max(seen) <= 4 and sum(seen) == ids.shape[0] > 4
+    torch.testing.assert_close(bounded.logits, whole.logits, atol=1e-5, rtol=0)
+

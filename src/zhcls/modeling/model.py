@@ -97,10 +97,20 @@ class ZhclsModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         chunk_mask: torch.Tensor | None = None,
+        window_batch: int | None = None,
     ) -> ClassifierOutput:
         """``input_ids`` / ``attention_mask`` (W, T); ``chunk_mask`` (B, W) bool marks each
         text's windows (None: one window per text). Logits and representation are per text;
-        ``attention`` (per token) only without ``chunk_mask``."""
+        ``attention`` (per token) only without ``chunk_mask``. ``window_batch``: with a
+        ``chunk_mask``, run the encoder on at most this many windows at a time (bounded
+        memory under no_grad: the training loop's evaluation of long texts; same result)."""
+        if chunk_mask is not None and window_batch and input_ids.shape[0] > window_batch:
+            rep = torch.cat([  # (W, R)
+                self.window_representations(
+                    input_ids[i:i + window_batch], attention_mask[i:i + window_batch],
+                    None if token_type_ids is None else token_type_ids[i:i + window_batch])[0]
+                for i in range(0, input_ids.shape[0], window_batch)])
+            return self.classify(self.chunk_pooler(rep, chunk_mask))  # (B, R) pooled
         rep, attention = self.window_representations(input_ids, attention_mask, token_type_ids)
         if chunk_mask is not None:
             rep, attention = self.chunk_pooler(rep, chunk_mask), None  # (B, R)

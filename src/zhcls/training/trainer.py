@@ -61,7 +61,8 @@ class ZhclsTrainer(Trainer):
         if not model.training:
             with self.eval_autocast():
                 out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                            chunk_mask=inputs.get("chunk_mask"))
+                            chunk_mask=inputs.get("chunk_mask"),  # eval batch: all windows
+                            window_batch=self.args.per_device_eval_batch_size)
             loss = eval_loss(out.logits, labels, self.zh_config.data.task)
             return (loss, {"logits": out.logits}) if return_outputs else loss
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
