@@ -11,7 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from zhcls.data.formats import SplitData
-from zhcls.evaluation.metrics import compute_report, format_multilabel_report, format_report
+from zhcls.evaluation.metrics import (
+    compute_report,
+    format_multilabel_report,
+    format_report,
+    named_scores,
+)
 from zhcls.evaluation.multilabel import split_task, write_multilabel_evaluation
 from zhcls.utils import atomic_write_json
 
@@ -95,11 +100,9 @@ def _write_wrong_samples(path: Path, split: SplitData, probs: np.ndarray, pred: 
                 continue
             row = {"line": ex.line, "text": ex.text, "gold": class_names[ex.label],
                    "predicted": class_names[int(pred[i])],
-                   "probabilities": {n: round(float(p), 4) for n, p in zip(class_names, probs[i],
-                                                                           strict=True)}}
+                   "probabilities": named_scores(class_names, probs[i])}
             if ex.teacher is not None:
-                row["teacher"] = {n: round(float(p), 4) for n, p in zip(class_names, ex.teacher,
-                                                                        strict=True)}
+                row["teacher"] = named_scores(class_names, ex.teacher)
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

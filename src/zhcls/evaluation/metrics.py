@@ -200,3 +200,8 @@ def format_multilabel_report(metrics: dict, class_names: list[str],
                      + ("; a text with none gets its best class" if metrics["at_least_one"]
                         else ""))
     return "\n".join(lines)
+
+
+def named_scores(class_names: list[str], values) -> dict[str, float]:
+    """``{class name: value rounded to 4 places}`` for one row of scores (wrong samples)."""
+    return {n: round(float(v), 4) for n, v in zip(class_names, values, strict=True)}

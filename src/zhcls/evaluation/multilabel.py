@@ -29,6 +29,7 @@ from zhcls.evaluation.metrics import (
     format_multilabel_report,
     label_cooccurrence,
     multilabel_metrics,
+    named_scores,
 )
 from zhcls.utils import atomic_write_json
 
@@ -111,11 +112,9 @@ def write_multilabel_wrong_samples(path: Path, split, probs: np.ndarray, gold: n
             row = {"line": ex.line, "text": ex.text, "gold": names[g].tolist(),
                    "predicted": names[p].tolist(), "missed": names[g & ~p].tolist(),
                    "extra": names[p & ~g].tolist(),
-                   "scores": {n: round(float(s), 4) for n, s in zip(class_names, probs[i],
-                                                                    strict=True)}}
+                   "scores": named_scores(class_names, probs[i])}
             if ex.teacher is not None:
-                row["teacher"] = {n: round(float(s), 4) for n, s in zip(class_names, ex.teacher,
-                                                                        strict=True)}
+                row["teacher"] = named_scores(class_names, ex.teacher)
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             written += 1
     return written

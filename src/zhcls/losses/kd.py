@@ -105,7 +105,7 @@ class KDLoss(nn.Module):
     def forward(
         self, student_logits: Tensor, teacher: Tensor, mask: Tensor | None = None
     ) -> Tensor:
-        _check_inputs(student_logits, teacher, mask)
+        check_kd_inputs(student_logits, teacher, mask)
         dtype = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
         t = self.temperature
         with torch.autocast(device_type=student_logits.device.type, enabled=False):
@@ -150,15 +150,18 @@ class KDLoss(nn.Module):
             )
 
 
-def _check_inputs(student_logits: Tensor, teacher: Tensor, mask: Tensor | None) -> None:
+def check_kd_inputs(student_logits: Tensor, teacher: Tensor, mask: Tensor | None,
+                    loss: str = "KDLoss") -> None:
+    """Shapes of a KD call (student (B, C), teacher (B, C), mask (B,) bool); ``loss`` names the
+    loss in the message. Shared by :class:`KDLoss` and the multi-label KD loss."""
     if student_logits.dim() != 2 or student_logits.shape[0] == 0:
         raise ValueError(
-            f"KDLoss: expected student_logits of shape (B, C) with B >= 1, found "
+            f"{loss}: expected student_logits of shape (B, C) with B >= 1, found "
             f"{tuple(student_logits.shape)}; pass one row of class scores per example."
         )
     if teacher.shape != student_logits.shape:
         raise ValueError(
-            f"KDLoss: expected teacher of shape {tuple(student_logits.shape)} (same as the "
+            f"{loss}: expected teacher of shape {tuple(student_logits.shape)} (same as the "
             f"student logits), found {tuple(teacher.shape)}; the teacher must give one value "
             "per class in the student's label order."
         )
@@ -166,7 +169,7 @@ def _check_inputs(student_logits: Tensor, teacher: Tensor, mask: Tensor | None) 
         return
     if mask.dtype != torch.bool or mask.shape != student_logits.shape[:1]:
         raise ValueError(
-            f"KDLoss: expected a bool mask of shape ({student_logits.shape[0]},), found "
+            f"{loss}: expected a bool mask of shape ({student_logits.shape[0]},), found "
             f"dtype {mask.dtype} and shape {tuple(mask.shape)}; pass has_teacher.bool() "
             "with one entry per row."
         )

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zhcls.losses.kd import check_kd_inputs
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["MULTILABEL_TEACHER_INPUTS", "MultiLabelKDLoss"]
@@ -118,7 +120,7 @@ class MultiLabelKDLoss(nn.Module):
     def forward(
         self, student_logits: Tensor, teacher: Tensor, mask: Tensor | None = None
     ) -> Tensor:
-        _check_inputs(student_logits, teacher, mask)
+        check_kd_inputs(student_logits, teacher, mask, "MultiLabelKDLoss")
         dtype = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
         t = self.temperature
         with torch.autocast(device_type=student_logits.device.type, enabled=False):
@@ -156,26 +158,4 @@ def _check_probabilities(teacher: Tensor) -> None:
             f'MultiLabelKDLoss(teacher_input="probs"): expected per-class teacher probabilities '
             f"in [0, 1], found values in [{lo:.4g}, {hi:.4g}]; if the teacher column holds "
             'logits use teacher_input="logits".'
-        )
-
-
-def _check_inputs(student_logits: Tensor, teacher: Tensor, mask: Tensor | None) -> None:
-    if student_logits.dim() != 2 or student_logits.shape[0] == 0:
-        raise ValueError(
-            f"MultiLabelKDLoss: expected student_logits of shape (B, C) with B >= 1, found "
-            f"{tuple(student_logits.shape)}; pass one row of class scores per example."
-        )
-    if teacher.shape != student_logits.shape:
-        raise ValueError(
-            f"MultiLabelKDLoss: expected teacher of shape {tuple(student_logits.shape)} (same "
-            f"as the student logits), found {tuple(teacher.shape)}; the teacher must give one "
-            "value per class in the student's label order."
-        )
-    if mask is None:
-        return
-    if mask.dtype != torch.bool or mask.shape != student_logits.shape[:1]:
-        raise ValueError(
-            f"MultiLabelKDLoss: expected a bool mask of shape ({student_logits.shape[0]},), "
-            f"found dtype {mask.dtype} and shape {tuple(mask.shape)}; pass has_teacher.bool() "
-            "with one entry per row."
         )
