@@ -84,6 +84,11 @@ def test_auto_detection_says_what_it_found(tiny_model, ml_data, tmp_path, caplog
         train(cfg, ml_data, tmp_path / "run")
     assert any("multi_label" in r.getMessage() for r in caplog.records
                if r.name.startswith("zhcls.data"))
+    # the in-training dev line names the multi-label metrics, not a bare "accuracy"
+    dev_lines = [r.getMessage() for r in caplog.records if r.name == "zhcls.training.trainer"
+                 and "dev loss" in r.getMessage()]
+    assert dev_lines and all("micro-F1" in m and "subset accuracy" in m and "threshold 0.5" in m
+                             for m in dev_lines), dev_lines
 
 
 def test_single_label_data_with_a_multilabel_objective_names_the_flag(tiny_model, tiny_data,

@@ -353,7 +353,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     trainer.run_record = run_dir.record  # stored with every Trainer checkpoint
     history.epoch_steps = list(run_dir.epoch_steps)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(ZhclsProgressCallback())
+    trainer.add_callback(ZhclsProgressCallback(config.decision.threshold))
     _log_plan(config, data, args,
               plan_schedule(config, len(train_labels), args.world_size, train_labels))
     try:

@@ -242,9 +242,10 @@ class ZhclsProgressCallback(ProgressCallback):
     """A progress bar whose postfix shows the running train loss and the last dev accuracy;
     log dicts go to the logger instead of being printed over the bar."""
 
-    def __init__(self):
+    def __init__(self, threshold: float = 0.5):
         super().__init__()
         self._postfix: dict[str, str] = {}
+        self.threshold = threshold  # multi-label dev metrics decide every class at it
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -255,9 +256,17 @@ class ZhclsProgressCallback(ProgressCallback):
             self._postfix["dev_acc"] = f"{logs['eval_accuracy']:.4f}"
             self._postfix["dev_loss"] = f"{logs['eval_loss']:.4f}"
             how = "bf16 autocast" if args.bf16 else "fp16 autocast" if args.fp16 else "fp32"
-            logger.info("step %d: dev loss %.4f, dev accuracy %.4f, macro-F1 %.4f (model at this "
-                        "step, %s)", state.global_step, logs["eval_loss"], logs["eval_accuracy"],
-                        logs.get("eval_macro_f1", float("nan")), how)
+            if "eval_micro_f1" in logs:  # multi-label: label sets at decision.threshold
+                logger.info("step %d: dev loss %.4f, micro-F1 %.4f, macro-F1 %.4f, subset "
+                            "accuracy %.4f (model at this step, every class at threshold "
+                            "%g, %s)", state.global_step, logs["eval_loss"],
+                            logs["eval_micro_f1"], logs.get("eval_macro_f1", float("nan")),
+                            logs["eval_accuracy"], self.threshold, how)
+                self._postfix["dev_micro_f1"] = f"{logs['eval_micro_f1']:.4f}"
+            else:
+                logger.info("step %d: dev loss %.4f, dev accuracy %.4f, macro-F1 %.4f (model "
+                            "at this step, %s)", state.global_step, logs["eval_loss"],
+                            logs["eval_accuracy"], logs.get("eval_macro_f1", float("nan")), how)
         if self.training_bar is not None:
             self.training_bar.set_postfix(self._postfix, refresh=False)
 
