@@ -14,6 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "zhcls"
 # Lowest first. Packages (or foundation modules) of one rank never import each other.
 LAYERS: dict[str, int] = {
     "errors": 0, "_version": 0,
+    "configio": 0.5,      # the generic config machinery that config (1) imports and re-exports
     "config": 1, "devices": 1, "utils": 1,
     "data": 2,
     "modeling": 3,        # encoder, heads, model, projection, forward passes, checkpoint format
