@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zhcls import configio
+import zhcls.configio as configio
 from zhcls.configio import (  # noqa: F401  (re-exported: zhcls.config is their public home)
     ConfigKey,
     Sections,
