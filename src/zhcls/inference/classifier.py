@@ -33,131 +33,35 @@ sigmoid score per class and a label set per text (:mod:`zhcls.inference.multilab
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, overload
+from typing import Any, overload
 
 import numpy as np
 
 from zhcls.errors import ConfigError, ZhclsError
+from zhcls.inference.backends import (  # noqa: F401  (re-exported)
+    ONNX_FILE,
+    ONNX_INT8_FILE,
+    Backend,
+    TorchBackend,
+    _check_max_length,
+    _long_text_spec,
+    is_onnx_dir,
+)
+from zhcls.inference.prediction import (  # noqa: F401  (re-exported)
+    InputTextError,
+    LabelScore,
+    Prediction,
+    blank_text_reason,
+    multilabel_predictions,
+    ranked_predictions,
+    unknown_token_warnings,
+)
 
 logger = logging.getLogger(__name__)
 
 LONG_TEXT_RULES = ("truncate", "error")
-ONNX_FILE = "model.onnx"
-ONNX_INT8_FILE = "model.int8.onnx"
-
-
-class InputTextError(ZhclsError, ValueError):
-    """A text handed to the classifier breaks the text rules (wrong type, empty, too long)."""
-
-    def __init__(self, message: str, index: int | None = None):
-        self.index = index
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    """One ranked label: its name, id and probability."""
-
-    label: str
-    label_id: int
-    score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "label_id": self.label_id, "score": self.score}
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The result for one text: the best label and its probability; ``top_k`` holds the
-    ``k`` best labels, best first, when ``top_k > 1`` was asked (else None).
-
-    Multi-label (:mod:`zhcls.inference.multilabel`): ``labels`` is the label set (classes at
-    or above their threshold, best first), ``scores`` every class's sigmoid score by name;
-    ``label`` / ``label_id`` / ``score`` are the first of ``labels`` (None when it is empty).
-    Both are None for a single-label prediction."""
-
-    label: str | None
-    label_id: int | None
-    score: float | None
-    top_k: tuple[LabelScore, ...] | None = None
-    warning: str | None = None  # e.g. every token was [UNK]: the label is a guess
-    labels: tuple[LabelScore, ...] | None = None  # multi-label only
-    scores: dict[str, float] | None = field(default=None, hash=False)  # multi-label only
-
-    @property
-    def is_multi_label(self) -> bool:
-        return self.labels is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form used by ``zhcls predict --format jsonl`` and ``zhcls serve``;
-        multi-label: ``{"labels": [{"label", "label_id", "score"}, ...], "scores": {name:
-        score}}`` (plus ``top_k`` / ``warning`` as for single-label)."""
-        if self.labels is not None:
-            out: dict[str, Any] = {"labels": [item.to_dict() for item in self.labels],
-                                   "scores": dict(self.scores or {})}
-        else:
-            out = {"label": self.label, "label_id": self.label_id, "score": self.score}
-        if self.top_k is not None:
-            out["top_k"] = [item.to_dict() for item in self.top_k]
-        if self.warning is not None:
-            out["warning"] = self.warning
-        return out
-
-
-def blank_text_reason(text: str) -> str | None:
-    """Why ``text`` is empty after normalisation (None when it has a visible character):
-    whitespace, control and format characters (Unicode category C*: U+0000-U+001F, U+200B,
-    U+FEFF, ...) are what a BERT tokenizer drops before splitting."""
-    if any(not ch.isspace() and unicodedata.category(ch)[0] != "C" for ch in text):
-        return None
-    if not text:
-        return "empty text"
-    codes = sorted({ch for ch in text if not ch.isspace()})
-    if not codes:
-        return "empty text (whitespace only)"
-    shown = " ".join(f"U+{ord(ch):04X}" for ch in codes[:4]) + (" ..." if len(codes) > 4 else "")
-    return f"empty text after normalisation (only whitespace and invisible characters {shown})"
-
-
-class Backend(Protocol):
-    """Turns token ids (unpadded, any lengths) into logits (N, C) float32 in input order."""
-
-    name: str
-
-    def logits(self, ids: list[list[int]], batch_size: int) -> np.ndarray: ...
-
-
-class TorchBackend:
-    """A PyTorch :class:`zhcls.modeling.model.ZhclsModel` run through
-    :func:`zhcls.modeling.forward.forward_ids` (length-sorted batches, no grad; on GPU the
-    arithmetic follows ``precision``, the checkpoint's ``train.precision``)."""
-
-    name = "torch"
-
-    def __init__(self, model, pad_id: int, precision: str = "auto"):
-        self.model = model
-        self.pad_id = pad_id
-        self.precision = precision
-
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
-
-    def logits(self, ids: list, batch_size: int) -> np.ndarray:
-        """``ids``: one id list per text, or per text a list of windows (chunks)."""
-        from zhcls.modeling.forward import forward_ids
-
-        return forward_ids(self.model, ids, self.pad_id, batch_size,
-                           precision=self.precision).logits
-
-
-def is_onnx_dir(path: str | Path) -> bool:
-    """True for a directory written by ``zhcls export --format onnx``."""
-    return (Path(path) / ONNX_FILE).is_file()
 
 
 class Classifier:
@@ -406,19 +310,7 @@ class Classifier:
     def unknown_warnings(self, ids: list[list[int]]) -> list[str | None]:
         """Per text: a warning when every token is the unknown token, else None (a text
         backend such as the baseline has no tokens, hence no warning)."""
-        if self.tokenizer is None:
-            return [None] * len(ids)
-        unk = self.tokenizer.unk_token_id
-        special = set(self.tokenizer.all_special_ids) - {unk}
-        out: list[str | None] = []
-        for row in ids:
-            if row and isinstance(row[0], list):  # chunks: the windows of one text
-                row = [i for window in row for i in window]
-            content = [i for i in row if i not in special]
-            only_unk = unk is not None and bool(content) and all(i == unk for i in content)
-            out.append(f"every token is {self.tokenizer.unk_token}: the vocabulary knows none of "
-                       "these characters, so the label is a guess" if only_unk else None)
-        return out
+        return unknown_token_warnings(self.tokenizer, ids)
 
     # ---- prediction -----------------------------------------------------------------------
 
@@ -510,65 +402,14 @@ class Classifier:
         the thresholds (:mod:`zhcls.inference.multilabel`)."""
         if self.task == "multi_label":
             return self._multilabel_predictions(probs, top_k, warnings)
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]  # (N, k)
-        warnings = warnings if warnings is not None else [None] * len(probs)
-        out = []
-        for row, ranked, warning in zip(probs, order, warnings, strict=True):
-            best = int(ranked[0])
-            ranked_labels = None
-            if top_k > 1:
-                ranked_labels = tuple(LabelScore(self.labels[int(j)], int(j), float(row[j]))
-                                      for j in ranked)
-            out.append(Prediction(self.labels[best], best, float(row[best]), ranked_labels,
-                                  warning))
-        return out
+        return ranked_predictions(probs, self.labels, top_k, warnings)
 
     def _multilabel_predictions(self, probs: np.ndarray, top_k: int,
                                 warnings: Sequence[str | None] | None) -> list[Prediction]:
-        from zhcls.inference.multilabel import decide
-
-        decided, order = decide(probs, self.thresholds, self.at_least_one)  # (N, C) each
-        warnings = warnings if warnings is not None else [None] * len(probs)
-        out = []
-        for row, on, ranked, warning in zip(probs, decided, order, warnings, strict=True):
-            ranked_scores = [LabelScore(self.labels[int(j)], int(j), float(row[j]))
-                             for j in ranked]
-            chosen = tuple(x for x in ranked_scores if on[x.label_id])
-            best = (chosen[0].label, chosen[0].label_id, chosen[0].score) if chosen \
-                else (None, None, None)
-            out.append(Prediction(
-                *best,
-                tuple(ranked_scores[:top_k]) if top_k > 1 else None, warning, labels=chosen,
-                scores={name: float(p) for name, p in zip(self.labels, row, strict=True)}))
-        return out
+        return multilabel_predictions(probs, self.labels, self.thresholds, self.at_least_one,
+                                      top_k, warnings)
 
     def __repr__(self) -> str:
         return (f"Classifier(source={self.source!r}, head={self.head!r}, "
                 f"backend={self.backend.name!r}, task={self.task!r}, labels={len(self.labels)}, "
                 f"max_length={self.max_length})")
-
-
-def _long_text_spec(config, max_length: int):
-    """The checkpoint's ``data.long_text`` settings at ``max_length`` (a ``max_length``
-    override re-resolves the default head and stride; an explicit one that no longer fits is
-    a ConfigError from :class:`zhcls.config.DataConfig`)."""
-    import dataclasses
-
-    from zhcls.data.dataset import LongTextSpec
-
-    data = config.data
-    if data.max_length != max_length:
-        data = dataclasses.replace(data, max_length=max_length)
-        try:
-            data.validate()
-        except ConfigError as exc:
-            raise ConfigError(f"max_length {max_length}: {exc}; load with a larger "
-                              "max_length or without the override") from None
-    return LongTextSpec.from_config(data)
-
-
-def _check_max_length(max_length: int, limit: int, path: Path) -> int:
-    if not 2 < max_length <= limit:
-        raise ZhclsError(f"{path}: max_length {max_length} is outside 3..{limit} (the encoder's "
-                         "position limit); pick a value in that range")
-    return max_length
