@@ -139,3 +139,16 @@ def test_model_card_says_multilabel_and_long_text():
     assert "micro_f1" in card and "0.9000" in card
     single = render_model_card({"data": {"max_length": 32}}, CLASSES, {})
     assert "any text gets one of them" in single and "beginning only" in single
+
+
+def test_zhcls_train_prints_the_multilabel_headline(tiny_model, ml_data, tmp_path, capsys):
+    """`zhcls train` used to print 'dev accuracy 0.80, macro-F1 0.89' for a multi-label run:
+    the subset accuracy under a bare name, and no micro-F1."""
+    from zhcls.cli import main
+
+    assert main(["train", "--data", str(ml_data), "--out", str(tmp_path / "run"),
+                 "--model.pretrained", str(tiny_model), "--objective.name", "bce",
+                 "--train.max_steps", "2", "--train.eval_steps", "2", "--train.batch_size", "8",
+                 "--train.report", "false", "--train.tensorboard", "false"]) == 0
+    out = capsys.readouterr().out
+    assert "dev micro-F1" in out and "subset accuracy" in out and "dev accuracy" not in out

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
             config.train.output_dir = str(args.out)
         print(config.to_yaml(), end="")
         return 0
+    from zhcls.evaluation.metrics import headline_text
     from zhcls.workflows.pipeline import train_and_report
 
     result = train_and_report(config, args.data, args.out)
@@ -52,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"best checkpoint (step {step}): {result.best_dir}")
     for split, metrics in (("dev", result.dev_metrics), ("test", result.test_metrics)):
         if metrics:
-            print(f"{split} accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
-                  f" (best checkpoint, step {step}; details in "
+            print(f"{split} {headline_text(metrics)} (best checkpoint, step {step}; details in "
                   f"{result.output_dir / f'eval_{split}'})")
     return 0

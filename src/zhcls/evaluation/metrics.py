@@ -205,3 +205,13 @@ def format_multilabel_report(metrics: dict, class_names: list[str],
 def named_scores(class_names: list[str], values) -> dict[str, float]:
     """``{class name: value rounded to 4 places}`` for one row of scores (wrong samples)."""
     return {n: round(float(v), 4) for n, v in zip(class_names, values, strict=True)}
+
+
+def headline_text(metrics: dict) -> str:
+    """The headline numbers of an evaluation as one phrase: ``accuracy 0.9012, macro-F1
+    0.9008``, or for multi-label ``micro-F1 0.8686, macro-F1 0.8552, subset accuracy 0.7580``
+    (printed by ``zhcls train`` and logged beside a baseline)."""
+    if metrics.get("task") == "multi_label" or "micro_f1" in metrics:
+        return (f"micro-F1 {metrics['micro_f1']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+                f"subset accuracy {metrics['subset_accuracy']:.4f}")
+    return f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"

@@ -27,8 +27,10 @@ def train_and_report(config: Config, data_dir: str | Path | None = None,
 
         base = train_baseline(data_dir or config.data.dir, result.output_dir / "baseline",
                               encoding=config.data.encoding)
-        logger.info("baseline beside the model: %s (test accuracy %s)", base.checkpoint,
-                    base.test_metrics["accuracy"] if base.test_metrics else "-")
+        from zhcls.evaluation.metrics import headline_text
+
+        logger.info("baseline beside the model: %s (test %s)", base.checkpoint,
+                    headline_text(base.test_metrics) if base.test_metrics else "-")
     try:
         _draw(result, config)
     except Exception as exc:  # noqa: BLE001 - the run itself succeeded
