@@ -152,3 +152,21 @@ def test_zhcls_train_prints_the_multilabel_headline(tiny_model, ml_data, tmp_pat
                  "--train.report", "false", "--train.tensorboard", "false"]) == 0
     out = capsys.readouterr().out
     assert "dev micro-F1" in out and "subset accuracy" in out and "dev accuracy" not in out
+
+
+def test_a_multilabel_baseline_evaluates_and_goes_beside_the_model_in_the_report(
+        ml_run, ml_data, tmp_path):
+    """Both used to stop with 'label is a list ...: set data.task multi_label': evaluate read
+    the baseline's split as single-label, and so did the report's baseline column."""
+    from zhcls.cli import main
+    from zhcls.report.run_report import build_report
+    from zhcls.workflows.baseline import train_baseline
+
+    base = train_baseline(ml_data, tmp_path / "baseline", thresholds="fixed").checkpoint
+    assert main(["evaluate", str(base), "--data", str(ml_data), "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text("utf-8"))
+    assert metrics["task"] == "multi_label" and 0.0 <= metrics["micro_f1"] <= 1.0
+    page = build_report([ml_run.output_dir], tmp_path / "report", split="test", baseline=base)
+    saved = json.loads((tmp_path / "report" / "baseline" / "metrics.json").read_text("utf-8"))
+    assert saved["micro_f1"] == metrics["micro_f1"] and page.is_file()

@@ -167,12 +167,16 @@ def evaluate_baseline(checkpoint: str | Path, data_dir: str | Path, *, split: st
     (its probabilities stand in for the representations of the maps)."""
     from zhcls.data.formats import find_split_file, read_class_names, read_split
     from zhcls.modeling.checkpoint import check_labels_match
-    from zhcls.modeling.ngram import load_baseline, predict_proba
+    from zhcls.modeling.ngram import BaselineBackend, load_baseline
 
     ckpt = load_baseline(checkpoint)
     class_names = read_class_names(Path(data_dir) / "class.txt")
     check_labels_match(ckpt.labels, class_names, str(Path(data_dir) / "class.txt"))
-    data = read_split(find_split_file(data_dir, split), class_names, teacher_policy="skip")
-    probs = predict_proba(ckpt.pipeline, data.texts, len(class_names))  # (N, C)
+    data = read_split(find_split_file(data_dir, split), class_names, teacher_policy="skip",
+                      task=ckpt.task)  # a multi-label baseline reads label sets
+    probs = BaselineBackend(ckpt).probs(data.texts)  # (N, C): distributions or per-class scores
     out = Path(out_dir) if out_dir else Path(checkpoint) / f"eval_{split}"
+    if ckpt.task == "multi_label":
+        return write_evaluation(probs, probs, data, class_names, out,
+                                thresholds=ckpt.thresholds, at_least_one=ckpt.at_least_one)
     return write_evaluation(probs, probs, data, class_names, out)
