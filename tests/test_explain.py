@@ -124,6 +124,16 @@ def test_cli_json_and_png(trained, tmp_path, capsys):
     assert code == 0 and "heatmap:" in printed and png_size(tmp_path / "x.png")[0] > 600
 
 
+
+def test_cli_out_without_suffix_names_the_file_it_wrote(trained, tmp_path, capsys):
+    """``--out DIR/expl`` used to print ``heatmap: DIR/expl`` while matplotlib wrote
+    ``DIR/expl.png``."""
+    assert main(["explain", str(trained), TEXT, "--out", str(tmp_path / "expl"),
+                 "--steps", "4"]) == 0
+    assert f"heatmap: {tmp_path / 'expl.png'}" in capsys.readouterr().out
+    assert (tmp_path / "expl.png").is_file()
+
+
 def test_cli_refuses_onnx_exports(tmp_path_factory, tiny_model):
     base = tmp_path_factory.getbasetemp()
     out = onnx_export(base, head_checkpoint(base, tiny_model, "bert"), "bert")

@@ -84,6 +84,7 @@ def test_auto_detection_says_what_it_found(tiny_model, ml_data, tmp_path, caplog
         train(cfg, ml_data, tmp_path / "run")
     assert any("multi_label" in r.getMessage() for r in caplog.records
                if r.name.startswith("zhcls.data"))
+    assert "task multi_label; long texts: truncate to 32 tokens" in caplog.text
     # the in-training dev line names the multi-label metrics, not a bare "accuracy"
     dev_lines = [r.getMessage() for r in caplog.records if r.name == "zhcls.training.trainer"
                  and "dev loss" in r.getMessage()]
@@ -170,3 +171,27 @@ def test_a_multilabel_baseline_evaluates_and_goes_beside_the_model_in_the_report
     page = build_report([ml_run.output_dir], tmp_path / "report", split="test", baseline=base)
     saved = json.loads((tmp_path / "report" / "baseline" / "metrics.json").read_text("utf-8"))
     assert saved["micro_f1"] == metrics["micro_f1"] and page.is_file()
+
+
+def test_evaluating_on_the_split_the_thresholds_were_tuned_on_warns(ml_run, ml_data, tmp_path,
+                                                                    caplog):
+    from zhcls.evaluation.evaluate import evaluate_checkpoint
+
+    with caplog.at_level(logging.WARNING):
+        evaluate_checkpoint(ml_run.best_dir, ml_data, split="dev", out_dir=tmp_path / "dev")
+    assert "tuned on this dev split" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        evaluate_checkpoint(ml_run.best_dir, ml_data, split="test", out_dir=tmp_path / "test")
+    assert "tuned on" not in caplog.text
+
+
+def test_a_missing_test_split_suggests_another(tmp_path):
+    from zhcls.data.formats import find_split_file
+    from zhcls.errors import DataError
+
+    data = write_multilabel(tmp_path / "d")
+    (data / "test.jsonl").unlink()
+    with pytest.raises(DataError, match="this dataset has train and dev: evaluate one with "
+                                        "--split dev"):
+        find_split_file(data, "test")

@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json" and not args.out:
         return 0
     out = Path(args.out or "explain.png")
+    if not out.suffix:  # matplotlib would save OUT.png and the summary would name OUT
+        out = out.with_suffix(".png")
     for i, expl in enumerate(explanations, start=1):
         path = out if len(explanations) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix}")
         plot_explanation(expl, path)

@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoding", default="utf-8",
                    help="encoding of --file / stdin (default utf-8; gbk or gb18030 for GBK files)")
     p.add_argument("--long-text", default="truncate", choices=("truncate", "error"),
-                   help="texts over the model's max_length tokens: truncate (default) or error")
+                   help="texts over the model's max_length tokens: truncate (default: read "
+                        "them as the checkpoint's data.long_text says: the first tokens, "
+                        "head_tail, or every window for chunks) or error (refuse them)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, help="CPU threads for the model (default: library "
                    "default; 1 is often fastest on a busy machine)")

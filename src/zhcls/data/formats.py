@@ -181,7 +181,11 @@ def find_split_file(data_dir: str | Path, split: str) -> Path:
     if found:
         return found[0]
     tried = ", ".join(f"{split}{s}" for s in SPLIT_SUFFIXES)
-    raise DataError(f"no {split} split found; looked for {tried}", data_dir)
+    hint = ""
+    others = [s for s in ("train", "dev", "test") if s != split and has_split(data_dir, s)]
+    if others and split == "test":
+        hint = f"; this dataset has {' and '.join(others)}: evaluate one with --split dev"
+    raise DataError(f"no {split} split found; looked for {tried}{hint}", data_dir)
 
 
 def read_split(

@@ -135,6 +135,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
                       label_format=ckpt.config.data.label_format, **task)
     out = Path(out_dir) if out_dir else Path(checkpoint) / f"eval_{split}"
     thresholds, at_least_one = decision if decision is not None else (None, None)
+    _warn_if_tuned_on(checkpoint, split)
     return evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
                           config=ckpt.config,
                           batch_size=batch_size or ckpt.config.train.eval_batch_size,
@@ -159,6 +160,16 @@ def format_evaluation(metrics: dict, class_names: list[str]) -> str:
         return format_multilabel_report(metrics, class_names)
     return format_report(metrics, class_names)
 
+
+
+def _warn_if_tuned_on(checkpoint: str | Path, split: str) -> None:
+    """A multi-label checkpoint's thresholds were fitted on one split (dev): its numbers on
+    that split flatter the model; say so next to them."""
+    file = Path(checkpoint) / "thresholds.json"
+    if file.is_file() and json.loads(file.read_text("utf-8")).get("tuned_on") == split:
+        logger.warning("%s: the per-class thresholds of %s were tuned on this %s split, so "
+                       "these %s numbers are optimistic; report a split the run did not "
+                       "tune on", split, checkpoint, split, split)
 
 
 def evaluate_baseline(checkpoint: str | Path, data_dir: str | Path, *, split: str = "test",

@@ -293,8 +293,9 @@ class Classifier:
             if self.long_text == "error" and len(row) > self.max_length:
                 raise InputTextError(
                     f"text {i + offset}: longer than the model's limit of {self.max_length} "
-                    f"tokens ({texts[i][:20]!r}...); shorten it or load with "
-                    "long_text='truncate'", i + offset)
+                    f"tokens ({texts[i][:20]!r}...); shorten it, or read it as the model "
+                    "was trained to (long_text='truncate'; zhcls predict --long-text "
+                    "truncate)", i + offset)
         return ids
 
     def _check_not_blank(self, texts: list[str], ids: list, offset: int) -> None:

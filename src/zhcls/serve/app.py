@@ -213,7 +213,7 @@ def check_request(req: PredictRequest, clf: Classifier, settings: ServeSettings
     for i, text in enumerate(req.texts):
         if len(text) > settings.max_chars:
             return error(422, f"texts[{i}] has {len(text)} characters, more than the limit of "
-                              f"{settings.max_chars}")
+                              f"{settings.max_chars} (the server's --max-chars)")
     try:
         clf.check_top_k(req.top_k)
         clf.check_texts(req.texts)

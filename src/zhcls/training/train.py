@@ -351,6 +351,18 @@ def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:
 
     t = config.train
     logger.info("data: %s", ", ".join(f"{k} {len(v)}" for k, v in data.encoded.items()))
+    if "test" not in data.splits:
+        logger.info("no test split in %s: the run reports dev only (a decision split must not "
+                    "also be the reported one: hold out part of dev or train as test)",
+                    config.data.dir)
+    d = config.data
+    reading = {"truncate": f"truncate to {d.max_length} tokens",
+               "head_tail": f"head_tail: first {d.resolved_head_tokens()} and last "
+                            f"{d.max_length - 2 - d.resolved_head_tokens()} text tokens",
+               "chunks": f"chunks: windows of {d.max_length} tokens every "
+                         f"{d.resolved_stride()}, at most {d.max_chunks} per text in training, "
+                         f"{d.chunk_pooling} pooling"}[d.long_text]
+    logger.info("task %s; long texts: %s (data.long_text)", d.task, reading)
     logger.info("model %s (%s), objective %s, lr %g, eval every %d steps, precision %s",
                 config.model.head, config.model.pretrained, config.objective.label, t.lr,
                 args.eval_steps, args_precision(args))

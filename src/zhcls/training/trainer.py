@@ -253,7 +253,8 @@ class ZhclsProgressCallback(ProgressCallback):
         if "loss" in logs:
             self._postfix["loss"] = f"{logs['loss']:.4f}"
         if "eval_accuracy" in logs:
-            self._postfix["dev_acc"] = f"{logs['eval_accuracy']:.4f}"
+            if "eval_micro_f1" not in logs:  # multi-label shows micro-F1 instead (below)
+                self._postfix["dev_acc"] = f"{logs['eval_accuracy']:.4f}"
             self._postfix["dev_loss"] = f"{logs['eval_loss']:.4f}"
             how = "bf16 autocast" if args.bf16 else "fp16 autocast" if args.fp16 else "fp32"
             if "eval_micro_f1" in logs:  # multi-label: label sets at decision.threshold
