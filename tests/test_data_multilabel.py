@@ -258,3 +258,13 @@ def test_car_aspects_reads_clean(caplog):
         {"rows": 1000, "cardinality": 1.197, "no_label": 0, "one_label": 844, "two_plus": 156})
     assert train.label_matrix(10).sum(0).tolist() == [959, 657, 787, 709, 814, 2066, 400, 439,
                                                        325, 383]
+
+
+def test_labels_joined_by_another_separator_get_a_hint(tmp_path):
+    """'油耗|动力' under the default ',' used to get only "did you mean '油耗'?"."""
+    from zhcls.data.formats import read_split
+    from zhcls.errors import DataError
+
+    (tmp_path / "train.txt").write_text("油耗低动力足\t油耗|动力\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"labels joined by '\|': set data.label_separator '\|'"):
+        read_split(tmp_path / "train.txt", ["油耗", "动力"], task="multi_label")

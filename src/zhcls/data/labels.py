@@ -92,12 +92,24 @@ class LabelReader:
             try:
                 label = self.parse(item, line)
             except RowError as exc:
-                raise RowError(f"{exc} (item {pos} in {where})") from None
+                raise RowError(f"{exc} (item {pos} in {where}){self._other_separator(item, separator)}"
+                               ) from None
             if label in ids:
                 raise RowError(f"duplicate label {item!r} in {where} (class {self.names[label]!r} "
                                f"already given as {ids[label]!r}); list each label once")
             ids[label] = item
         return sorted(ids)
+
+    def _other_separator(self, item, separator: str) -> str:
+        """A hint when an unknown item is known labels joined by another separator."""
+        if not isinstance(item, str):
+            return ""
+        for sep in ("|", ";", "，", "、", "/", " ", ","):
+            parts = [x.strip() for x in item.split(sep)]
+            if sep != separator and len(parts) > 1 and all(x in self.name_to_id for x in parts):
+                return (f"; it looks like labels joined by {sep!r}: set data.label_separator "
+                        f"{sep!r} (zhcls data-stats: --label-separator)")
+        return ""
 
     def _split_field(self, s: str, separator: str) -> list[str]:
         s = s.strip()
