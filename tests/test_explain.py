@@ -124,7 +124,6 @@ def test_cli_json_and_png(trained, tmp_path, capsys):
     assert code == 0 and "heatmap:" in printed and png_size(tmp_path / "x.png")[0] > 600
 
 
-
 def test_cli_out_without_suffix_names_the_file_it_wrote(trained, tmp_path, capsys):
     """``--out DIR/expl`` used to print ``heatmap: DIR/expl`` while matplotlib wrote
     ``DIR/expl.png``."""
