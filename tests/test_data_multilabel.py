@@ -268,3 +268,12 @@ def test_labels_joined_by_another_separator_get_a_hint(tmp_path):
     (tmp_path / "train.txt").write_text("油耗低动力足\t油耗|动力\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"labels joined by '\|': set data.label_separator '\|'"):
         read_split(tmp_path / "train.txt", ["油耗", "动力"], task="multi_label")
+
+
+@pytest.mark.parametrize("sep", ["|", "#", "!", ";", "、"])
+def test_label_separator_flag_takes_the_character_as_typed(sep):
+    """`--data.label_separator '|'` used to be read as YAML: '|' became '' (a block scalar)
+    and '#' None (a comment), so the README's own hint could not be followed."""
+    from zhcls.config import load_config
+
+    assert load_config(None, ["--data.label_separator", sep]).data.label_separator == sep

@@ -160,8 +160,21 @@ def apply_overrides(cfg: Sections, overrides: list[str]) -> Sections:
             if not items:
                 raise ConfigError(f"--{key}: missing value")
             value = items.pop(0)
-        set_value(cfg, key, parse_value(value), f"--{key}")
+        set_value(cfg, key, _typed_value(cfg, key, value), f"--{key}")
     return cfg
+
+
+def _typed_value(cfg: Sections, dotted: str, text: str) -> Any:
+    """A command-line value: kept as typed for a text key (``--data.label_separator '|'``
+    must not become YAML's block-scalar '' or a comment's None; ``null`` still unsets an
+    optional one), parsed as YAML (:func:`parse_value`) for every other key."""
+    section, _, key = dotted.partition(".")
+    hints = typing.get_type_hints(type(getattr(cfg, section, None))) if hasattr(cfg, section) \
+        else {}
+    hint, optional = strip_optional(hints.get(key)) if key in hints else (None, False)
+    if hint is str:
+        return None if optional and text in ("null", "~") else text
+    return parse_value(text)
 
 
 def parse_value(text: str) -> Any:
