@@ -277,3 +277,14 @@ def test_label_separator_flag_takes_the_character_as_typed(sep):
     from zhcls.config import load_config
 
     assert load_config(None, ["--data.label_separator", sep]).data.label_separator == sep
+
+
+def test_a_single_label_reading_of_joined_labels_suggests_multi_label(tmp_path):
+    """With task auto and '|' (not the default ','), detection says single_label and the
+    row error used to suggest only "did you mean '油耗'?"."""
+    from zhcls.data.formats import read_split
+    from zhcls.errors import DataError
+
+    (tmp_path / "train.txt").write_text("油耗低动力足\t油耗|动力\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"set --data.task multi_label --data.label_separator '\|'"):
+        read_split(tmp_path / "train.txt", ["油耗", "动力"])

@@ -65,7 +65,7 @@ class LabelReader:
                            "to auto or name to read class names)")
         if as_id is None:
             raise RowError(f"label {s!r} is neither an integer id nor a class name from class.txt "
-                           f"({self._shown()}){self._suggest(s)}")
+                           f"({self._shown()}){self._suggest(s)}{self._several(s)}")
         if not 0 <= as_id < self.num_classes:
             raise RowError(f"label id {as_id} out of range; class.txt has {self.num_classes} "
                            f"classes (ids 0..{self.num_classes - 1})")
@@ -99,6 +99,15 @@ class LabelReader:
                                f"already given as {ids[label]!r}); list each label once")
             ids[label] = item
         return sorted(ids)
+
+    def _several(self, s: str) -> str:
+        """Single-label reading: a hint when the field is several known labels joined."""
+        for sep in ("|", ";", "，", "、", "/", " ", ","):
+            parts = [x.strip() for x in s.split(sep)]
+            if len(parts) > 1 and all(x in self.name_to_id for x in parts):
+                return (f"; it looks like several labels joined by {sep!r}: for multi-label "
+                        f"data set --data.task multi_label --data.label_separator {sep!r}")
+        return ""
 
     def _other_separator(self, item, separator: str) -> str:
         """A hint when an unknown item is known labels joined by another separator."""
