@@ -360,3 +360,30 @@ def test_training_loop_evaluation_runs_bounded_window_batches(tiny_model, tok):
     assert max(seen) <= 4 and sum(seen) == ids.shape[0] > 4
     torch.testing.assert_close(bounded.logits, whole.logits, atol=1e-5, rtol=0)
 
+
+
+def test_explaining_a_long_text_of_a_chunks_model_says_what_the_model_predicts(chunks_ckpt):
+    """explain used to report the first window's probabilities as 'predicted', which could
+    name another class than `zhcls predict` (which reads every window)."""
+    from zhcls.inference.classifier import Classifier
+    from zhcls.inference.explain import explain_texts
+
+    clf = Classifier.load(chunks_ckpt, "cpu")
+    expl = explain_texts(clf, [LONG], steps=4)[0]
+    full = clf.predict_proba(LONG)
+    best = clf.labels[int(full.argmax())]
+    assert expl.truncated and expl.reading_note is not None
+    assert f"predicts {best} {full.max():.1%}" in expl.reading_note
+    assert expl.to_dict()["reading_note"] == expl.reading_note
+    short = explain_texts(clf, ["短评"], steps=4)[0]
+    assert short.reading_note is None
+
+
+def test_refusing_a_long_text_says_how_this_model_would_read_it(chunks_ckpt):
+    """The refusal of a chunks model used to speak of 'the model's limit' and advise
+    `--long-text truncate` as if the text would then be cut."""
+    from zhcls.inference.classifier import Classifier, InputTextError
+
+    clf = Classifier.load(chunks_ckpt, "cpu", long_text="error")
+    with pytest.raises(InputTextError, match="chunks, which reads every window of it"):
+        clf.predict(LONG)

@@ -56,6 +56,8 @@ def _summary(expl, path) -> str:
         ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[:5]
         top = "  ".join(f"{expl.tokens[i]} {scores[i]:+.3f}" for i in ranked)
         lines.append(f"  {method:<9} top: {top}")
+    if expl.reading_note:
+        lines.append(f"  note: {expl.reading_note}")
     lines.append(f"  heatmap: {path}")
     return "\n".join(lines)
 
@@ -69,5 +71,7 @@ def _multilabel_summary(expl, path) -> str:
             ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[:5]
             top = "  ".join(f"{expl.tokens[i]} {scores[i]:+.3f}" for i in ranked)
             lines.append(f"  ig {expl.labels[t]} top: {top}")
+    if expl.reading_note:
+        lines.append(f"  note: {expl.reading_note}")
     lines.append(f"  heatmap: {path}")
     return "\n".join(lines)

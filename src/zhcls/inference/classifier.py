@@ -291,12 +291,21 @@ class Classifier:
         self._check_not_blank(texts, ids, offset)
         for i, row in enumerate(ids):
             if self.long_text == "error" and len(row) > self.max_length:
-                raise InputTextError(
-                    f"text {i + offset}: longer than the model's limit of {self.max_length} "
-                    f"tokens ({texts[i][:20]!r}...); shorten it, or read it as the model "
-                    "was trained to (long_text='truncate'; zhcls predict --long-text "
-                    "truncate)", i + offset)
+                per = " per window" if self.windows is not None and \
+                    self.windows.mode == "chunks" else ""
+                raise InputTextError(f"text {i + offset}: longer than the model's limit of "
+                                     f"{self.max_length} tokens{per} ({texts[i][:20]!r}...); "
+                                     f"{self._long_text_advice()}", i + offset)
         return ids
+
+    def _long_text_advice(self) -> str:
+        """How to read a refused long text (long_text='error'), for this model's reading."""
+        mode = self.windows.mode if self.windows is not None else "truncate"
+        reads = {"truncate": "which reads its first tokens",
+                 "head_tail": "which reads its first and last tokens",
+                 "chunks": "which reads every window of it"}[mode]
+        return (f"shorten it, or let the model read it as it was trained ({mode}, {reads}): "
+                "load with long_text='truncate' (zhcls predict: drop --long-text error)")
 
     def _check_not_blank(self, texts: list[str], ids: list, offset: int) -> None:
         """A text the tokenizer keeps nothing of is an error (its first window is bare)."""

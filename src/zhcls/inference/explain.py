@@ -50,6 +50,9 @@ class Explanation:
     ig_delta: float | None = None  # IG completeness error (sum of attributions vs Δp)
     task: str = "single_label"  # multi_label: probs are per-class sigmoid scores
     predicted: list[int] = field(default_factory=list)  # multi-label: the label set, best first
+    #: a long text of a head_tail / chunks model: these scores explain its first max_length
+    #: tokens; this note gives what the model predicts reading the whole text as it was trained
+    reading_note: str | None = None
     targets: list[int] = field(default_factory=list)  # multi-label: the explained labels
     per_target: dict[int, dict[str, list[float]]] = field(default_factory=dict)
     per_target_delta: dict[int, float] = field(default_factory=dict)
@@ -76,8 +79,7 @@ class Explanation:
                 "score": self.probs[self.label_id], "target": self.labels[self.target_id],
                 "probs": dict(zip(self.labels, self.probs, strict=True)),
                 "methods": list(self.scores), "tokens": tokens, "truncated": self.truncated,
-                "ig_convergence_delta": self.ig_delta}
-
+                "reading_note": self.reading_note, "ig_convergence_delta": self.ig_delta}
 
     def _multilabel_dict(self) -> dict:
         """Tokens once (with attention when computed), then one entry per explained label
@@ -99,7 +101,7 @@ class Explanation:
                            for j in self.predicted],
                 "scores": dict(zip(self.labels, self.probs, strict=True)),
                 "methods": list(self.scores), "tokens": tokens, "explained": explained,
-                "truncated": self.truncated}
+                "truncated": self.truncated, "reading_note": self.reading_note}
 
     def panels(self) -> list[tuple[str, str, list[float]]]:
         """(method, title, per-token scores) of each heatmap panel."""
@@ -166,6 +168,7 @@ def _explain_one(clf, model, text: str, methods: list[str], target: str | None,
     expl = Explanation(text=text, tokens=[text[s:e] for s, e in spans], spans=spans,
                        labels=list(clf.labels), probs=[float(p) for p in probs],
                        target_id=target_id, truncated=len(full) > clf.max_length)
+    expl.reading_note = _reading_note(clf, text) if expl.truncated else None
     if "attention" in methods:
         weights = out.attention[0].float().cpu().numpy()  # (T,)
         expl.scores["attention"] = [float(weights[i]) for i in real]
@@ -281,18 +284,34 @@ def _plot_explanation(expl: Explanation, path: Path, per_row: int) -> Path:
     return path
 
 
+def _reading_note(clf, text: str) -> str | None:
+    """For a model that reads long texts whole (head_tail, chunks): what it predicts for the
+    whole text, beside an explanation of the first max_length tokens only."""
+    mode = getattr(getattr(clf, "windows", None), "mode", "truncate")
+    if mode == "truncate":
+        return None
+    probs = clf.predict_proba(text)  # (C,): the model's own reading (every window for chunks)
+    best = int(np.argmax(probs))
+    return (f"explained: the first {clf.max_length} tokens only; this {mode} model reads the "
+            f"whole text and predicts {clf.labels[best]} {probs[best]:.1%} (zhcls predict)")
+
+
+def _truncation_line(expl: Explanation) -> str:
+    return "\n(" + (expl.reading_note or "text truncated to the model's max_length") + ")"
+
+
 def _title(expl: Explanation) -> str:
     if expl.task == "multi_label":
         chosen = "  ".join(f"{expl.labels[j]} {expl.probs[j]:.1%}" for j in expl.predicted)
         line = f"预测 predicted labels: {chosen or '(none above threshold)'}"
-        return line + ("\n(text truncated to the model's max_length)" if expl.truncated else "")
+        return line + (_truncation_line(expl) if expl.truncated else "")
     order = np.argsort(-np.asarray(expl.probs), kind="stable")[:3]
     top = "  ".join(f"{expl.labels[i]} {expl.probs[i]:.1%}" for i in order)
     line = f"预测 predicted: {expl.label} ({expl.probs[expl.label_id]:.1%})    概率 top-3: {top}"
     if expl.target_id != expl.label_id:
         line += f"\n解释的标签 explained label: {expl.labels[expl.target_id]}"
     if expl.truncated:
-        line += "\n(text truncated to the model's max_length)"
+        line += _truncation_line(expl)
     return line
 
 
