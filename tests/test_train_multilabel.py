@@ -137,7 +137,10 @@ def test_model_card_says_multilabel_and_long_text():
                              {"metrics": {"dev": {"micro_f1": 0.9, "macro_f1": 0.8}}})
     assert "multi-label" in card and "possibly none" in card and "any text gets one" not in card
     assert "window by window" in card and "beginning only" not in card
-    assert "micro_f1" in card and "0.9000" in card
+    assert "micro_f1" in card and "0.9000" in card and "tuned on dev" in card
+    ml_card = render_model_card({"data": {"task": "multi_label"}}, CLASSES, {"metrics": {
+        "dev": {"accuracy": 0.7, "subset_accuracy": 0.7, "micro_f1": 0.9}}})
+    assert "| accuracy" not in ml_card and "subset_accuracy" in ml_card
     single = render_model_card({"data": {"max_length": 32}}, CLASSES, {})
     assert "any text gets one of them" in single and "beginning only" in single
 

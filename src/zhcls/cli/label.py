@@ -3,7 +3,8 @@
 Two teachers: ``--llm MODEL`` asks an LLM over an OpenAI-compatible chat-completions API
 (:func:`zhcls.label.llm.label_with_llm`); ``--teacher CKPT`` runs a trained zhcls checkpoint
 (:func:`zhcls.label.local.label_with_checkpoint`). Both write ``OUT/{split}.txt`` with a
-teacher column plus the other splits and ``class.txt``, ready for ``zhcls train``.
+teacher column (``OUT/{split}.jsonl`` with ``labels`` and ``teacher_probs`` for multi-label
+data) plus the other splits and ``class.txt``, ready for ``zhcls train``.
 """
 
 from __future__ import annotations

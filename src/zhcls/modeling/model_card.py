@@ -65,7 +65,10 @@ def render_model_card(config: dict[str, Any], labels: list[str], meta: dict[str,
              f"`{head}`, {_length_words(data, meta)}.", "",
              "## Labels", "", "| id | label |", "| --- | --- |"]
     lines += [f"| {i} | {name} |" for i, name in enumerate(labels)]
-    lines += ["", "## Metrics", "", *_metric_lines(metrics), "", "## Training", "",
+    tuned = (["", "Multi-label: each class's threshold was tuned on dev, so the dev row "
+              "flatters the model; the test row does not."]
+             if data.get("task") == "multi_label" and metrics else [])
+    lines += ["", "## Metrics", "", *_metric_lines(metrics), *tuned, "", "## Training", "",
               f"- objective: `{_compact(objective)}`",
               f"- data: `{data.get('dir') or '(not recorded)'}`",
               f"- command: `{meta.get('command') or '(not recorded)'}`", "",
@@ -117,6 +120,8 @@ def _metric_lines(metrics: dict[str, Any]) -> list[str]:
     if not metrics:
         return ["(no metrics recorded)"]
     keys = [k for k in CARD_METRICS if any(k in (m or {}) for m in metrics.values())]
+    if "subset_accuracy" in keys:  # multi-label: "accuracy" is the same number
+        keys.remove("accuracy")
     out = ["| split | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
     for split, values in metrics.items():
         values = values or {}
