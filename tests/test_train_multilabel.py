@@ -198,3 +198,19 @@ def test_a_missing_test_split_suggests_another(tmp_path):
     with pytest.raises(DataError, match="this dataset has train and dev: evaluate one with "
                                         "--split dev"):
         find_split_file(data, "test")
+
+
+def test_comparing_runs_with_a_baseline_keeps_the_baseline(ml_run, ml_data, tmp_path):
+    """`zhcls report A B --baseline BASE` used to drop the baseline without a word."""
+    import shutil
+
+    from zhcls.report.run_report import build_report
+    from zhcls.workflows.baseline import train_baseline
+
+    other = tmp_path / "other"
+    shutil.copytree(ml_run.output_dir, other)
+    base = train_baseline(ml_data, tmp_path / "baseline", thresholds="fixed").checkpoint
+    build_report([ml_run.output_dir, other], tmp_path / "cmp", split="test", baseline=base,
+                 method="pca")
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text("utf-8"))
+    assert saved["baseline"] and all(v["micro_f1"] is not None for v in saved["baseline"].values())

@@ -115,8 +115,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, *,
                                 baseline=baseline).html
     names = run_names(runs)
     reports = [build_run_report(run, run / "report", data_dir=data_dir, split=split,
-                                max_points=max_points, method=method, device=device, reuse=True,
-                                name=name)
+                                max_points=max_points, method=method, device=device,
+                                reuse=baseline is None, name=name, baseline=baseline)
                for run, name in zip(runs, names, strict=True)]
     target = Path(out) if out is not None else runs[0] / ("report_vs_" + "+".join(
         _safe(r.name) for r in runs[1:]))
@@ -228,7 +228,14 @@ def build_comparison(reports: list[RunReport], out: str | Path, *, method: str =
     atomic_write_json(out / "comparison.json", {
         "runs": [str(r.run_dir) for r in reports], "split": first.split,
         "silhouette": {r.name: s for r, s in zip(reports, scores, strict=True)},
+        # the baseline is evaluated on each run's own split, beside it on its run page
+        "baseline": {r.name: r.baseline_metrics and {k: r.baseline_metrics.get(k) for k in (
+            "accuracy", "macro_f1", "micro_f1", "subset_accuracy") if k in r.baseline_metrics}
+            for r in reports} if any(r.baseline_metrics for r in reports) else None,
     })
+    if any(r.baseline_metrics for r in reports):
+        logger.info("baseline beside each run on its own page (%s) and in comparison.json",
+                    ", ".join(str(r.run_dir / "report" / "report.html") for r in reports))
     logger.info("comparison of %d runs written to %s (silhouette %s)", len(reports), page,
                 ", ".join(f"{r.name} {s:.3f}" for r, s in zip(reports, scores, strict=True)))
     return page
