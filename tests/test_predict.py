@@ -301,3 +301,22 @@ def test_service_answers_422_with_the_index_of_an_invisible_text(clf):
     response = check_request(PredictRequest(texts=["好", "\u200b\ufeff"]), clf, ServeSettings())
     assert response.status_code == 422
     assert json.loads(response.body)["error"].startswith("texts[1]: empty text after")
+
+
+def test_jsonl_piped_on_stdin_is_read_as_jsonl(monkeypatch, caplog):
+    """`head -3 test.jsonl | zhcls predict CKPT --file -` used to classify each JSON line
+    (braces, keys and all) as the text."""
+    import io
+    import logging
+    import sys
+
+    from zhcls.inference.io import iter_records
+
+    jsonl = '{"text": "央行宣布降准", "labels": ["财经"]}\n\n{"text": "中超联赛开打"}\n'
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(jsonl.encode()), "utf-8"))
+    with caplog.at_level(logging.INFO):
+        texts = [r.text for r in iter_records("-")]
+    assert texts == ["央行宣布降准", "中超联赛开打"] and "read as JSONL" in caplog.text
+    plain = "央行宣布降准\n{不是 JSON\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(plain.encode()), "utf-8"))
+    assert [r.text for r in iter_records("-")] == ["央行宣布降准", "{不是 JSON"]

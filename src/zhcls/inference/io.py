@@ -25,6 +25,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import logging
 import sys
@@ -77,7 +78,7 @@ def iter_records(path: str | Path, text_field: str = "text", encoding: str = "ut
     if str(path) == "-":
         stream = _stdin_lines(encoding)
         try:
-            yield from _line_records(stream, "<stdin>")
+            yield from _stdin_records(stream, text_field)
         except UnicodeDecodeError as exc:
             raise DataError(f"not valid {encoding} ({exc.reason} at byte {exc.start} of a "
                             f"read block){_encoding_hint(encoding)}", "<stdin>") from None
@@ -130,6 +131,33 @@ def _stdin_lines(encoding: str) -> TextIO:
     if buffer is None:  # replaced by a text stream (tests, notebooks)
         return sys.stdin
     return io.TextIOWrapper(buffer, encoding=encoding, newline="\n")
+
+
+def _stdin_records(stream: TextIO, field: str) -> Iterator[InputRecord]:
+    """stdin has no suffix: JSON lines holding a ``field`` (e.g. ``head -3 test.jsonl |``) are
+    read as JSONL (logged), anything else one text per line."""
+    first: list[str] = []
+    for raw in stream:
+        first.append(raw)
+        if raw.strip():
+            break
+    lines = itertools.chain(first, stream)
+    if first and _is_json_record(first[-1], field):
+        logger.info("<stdin>: JSON lines with a %r field, read as JSONL (their %r values are "
+                    "classified)", field, field)
+        yield from _jsonl_records(lines, "<stdin>", field)
+    else:
+        yield from _line_records(lines, "<stdin>")
+
+
+def _is_json_record(raw: str, field: str) -> bool:
+    if not raw.lstrip().startswith("{"):
+        return False
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and isinstance(obj.get(field), str)
 
 
 def _line_records(f: TextIO, where) -> Iterator[InputRecord]:
