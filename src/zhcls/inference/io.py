@@ -6,7 +6,8 @@ Input files, by suffix:
 
 * ``.txt`` / ``.tsv`` / anything else / ``-`` (stdin): one text per line; when a line has tabs
   the first column is the text (so a labelled ``text<TAB>label`` split file works as is);
-  blank lines are skipped;
+  blank lines are skipped (stdin whose first line is a JSON object with the text field is
+  read as JSONL instead, logged);
 * ``.csv``: a header row with a ``text`` column (``text_field`` to name another);
 * ``.jsonl``: one JSON object per line with a ``"text"`` field, or a bare JSON string.
 
