@@ -214,3 +214,21 @@ def test_comparing_runs_with_a_baseline_keeps_the_baseline(ml_run, ml_data, tmp_
                  method="pca")
     saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text("utf-8"))
     assert saved["baseline"] and all(v["micro_f1"] is not None for v in saved["baseline"].values())
+
+
+def test_a_multilabel_baseline_predicts_label_sets_with_sigmoid_scores(ml_data, tmp_path):
+    """Classifier.load on a multi-label baseline built a single-label classifier: softmax
+    over the per-class log-odds, one label a text, the saved thresholds unused."""
+    from zhcls.inference.classifier import Classifier
+    from zhcls.modeling.ngram import BaselineBackend, load_baseline
+    from zhcls.workflows.baseline import train_baseline
+
+    base = train_baseline(ml_data, tmp_path / "baseline", thresholds="fixed").checkpoint
+    clf = Classifier.load(base)
+    texts = ["男篮亚洲杯小组赛再胜一场，央行宣布下调存款准备金率", "今天天气不错"]
+    expected = BaselineBackend(load_baseline(base)).probs(texts)  # (N, C) per-class scores
+    assert clf.task == "multi_label"
+    np.testing.assert_allclose(clf.predict_proba(texts), expected, atol=1e-6)
+    pred = clf.predict(texts[0])
+    assert [s.label for s in pred.labels] == [
+        CLASSES[j] for j in np.argsort(-expected[0]) if expected[0, j] >= 0.5]

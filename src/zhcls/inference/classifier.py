@@ -240,8 +240,10 @@ class Classifier:
                              "without quantized=True")
         ckpt = load_baseline(path)
         logger.info("loaded baseline %s (%d labels)", path, len(ckpt.labels))
+        decision = {"task": ckpt.task, "thresholds": ckpt.thresholds,
+                    "at_least_one": ckpt.at_least_one} if ckpt.task == "multi_label" else {}
         return cls(BaselineBackend(ckpt), None, ckpt.labels, 0, batch_size=batch_size,
-                   long_text=long_text, head="baseline", source=str(path))
+                   long_text=long_text, head="baseline", source=str(path), **decision)
 
     @property
     def num_labels(self) -> int:
@@ -347,13 +349,9 @@ class Classifier:
 
     def scores_of(self, logits: np.ndarray) -> np.ndarray:
         """Logits (N, C) → softmax probabilities, or sigmoid scores for multi-label."""
-        if self.task == "multi_label":
-            from zhcls.inference.multilabel import sigmoid
+        from zhcls.modeling.forward import sigmoid, softmax
 
-            return sigmoid(logits)
-        from zhcls.modeling.forward import softmax
-
-        return softmax(logits)
+        return sigmoid(logits) if self.task == "multi_label" else softmax(logits)
 
     @overload
     def predict(self, texts: str, top_k: int = 1, batch_size: int | None = None

@@ -214,8 +214,7 @@ def checkpoint_task(ckpt) -> str:
 
 def scores_from_logits(logits: np.ndarray, task: str) -> np.ndarray:
     """Softmax probabilities, or per-class sigmoid scores for ``multi_label`` (N, C)."""
-    from zhcls.inference.multilabel import sigmoid
-    from zhcls.modeling.forward import softmax
+    from zhcls.modeling.forward import sigmoid, softmax
 
     return sigmoid(logits) if task == "multi_label" else softmax(logits)
 

@@ -26,12 +26,6 @@ from zhcls.evaluation.metrics import apply_thresholds
 TASKS = ("single_label", "multi_label")
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Elementwise logistic function, overflow-free for any float (dtype kept)."""
-    logits = np.asarray(logits)
-    return np.exp(-np.logaddexp(0.0, -logits)).astype(logits.dtype, copy=False)
-
-
 def check_thresholds(thresholds, num_labels: int) -> np.ndarray:
     """``thresholds`` as a (C,) float64 array of values in [0, 1] (a scalar: every class)."""
     th = np.asarray(0.5 if thresholds is None else thresholds, dtype=np.float64)

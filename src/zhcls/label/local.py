@@ -103,7 +103,7 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
     out-of-fold labels from K refits on stratified folds seeded by ``seed`` (module docstring)."""
     from zhcls.devices import resolve_device
     from zhcls.label.writer import read_label_data, teacher_quality, write_labelled_dataset
-    from zhcls.modeling.forward import forward_texts, softmax
+    from zhcls.modeling.forward import forward_texts, sigmoid, softmax
     from zhcls.modeling.ngram import is_baseline_dir
 
     if emit not in ("probs", "logits"):
@@ -130,8 +130,7 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
         logits = forward_texts(model, tokenizer, texts, max_length, batch_size,
                                progress=True).logits  # (N, C)
     multi = _check_tasks(teacher, teacher_task, data.task, split_path)
-    probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64))) if multi \
-        else softmax(logits)  # (N, C): per-class sigmoid scores, or a distribution
+    probs = sigmoid(logits) if multi else softmax(logits)  # (N, C): scores or a distribution
     rows = (probs if emit == "probs" else logits).tolist()
     out_file = write_labelled_dataset(data_dir, split, out_dir, rows, task=data.task)
     if multi:

@@ -220,27 +220,6 @@ def thresholds_record(labels: list[str], thresholds: np.ndarray, *, default: flo
             "default": float(default), "at_least_one": bool(at_least_one), "tuned_on": tuned_on}
 
 
-def read_thresholds(path: str | Path, labels: list[str]) -> tuple[np.ndarray, bool] | None:
-    """(thresholds (C,) in label-id order, at_least_one) from ``path/thresholds.json``, or
-    None when the file is absent. A class the file does not name gets its ``default``."""
-    file = Path(path) / THRESHOLDS_FILE
-    if not file.is_file():
-        return None
-    try:
-        obj = json.loads(file.read_text(encoding="utf-8"))
-        default = float(obj.get("default", 0.5))
-        given = {str(k): float(v) for k, v in obj.get("thresholds", {}).items()}
-        at_least_one = bool(obj.get("at_least_one", False))
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        raise CheckpointError(f"{file}: expected {{\"thresholds\": {{class name: number}}, "
-                              "\"default\": number, ...}; the checkpoint is damaged") from None
-    unknown = sorted(set(given) - set(labels))
-    if unknown:
-        raise CheckpointError(f"{file}: thresholds for classes not in labels.json: "
-                              f"{', '.join(unknown[:5])}")
-    return np.array([given.get(n, default) for n in labels], dtype=np.float64), at_least_one
-
-
 def read_kind(path: str | Path) -> str:
     """``meta.json``'s ``kind`` (a neural checkpoint has none: ``"neural"``)."""
     meta = Path(path) / "meta.json"
@@ -277,10 +256,10 @@ def load_baseline(path: str | Path) -> BaselineCheckpoint:
     labels = json.loads((path / "labels.json").read_text(encoding="utf-8"))["labels"]
     meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
     ckpt = BaselineCheckpoint(path, pipeline, list(labels), meta)
-    if ckpt.task == "multi_label":
-        read = read_thresholds(path, ckpt.labels)
-        default = np.full(len(ckpt.labels), 0.5)
-        ckpt.thresholds, ckpt.at_least_one = read if read is not None else (default, False)
+    if ckpt.task == "multi_label":  # the rule every multi-label checkpoint is read by
+        from zhcls.modeling.checkpoint import read_thresholds
+
+        ckpt.thresholds, ckpt.at_least_one = read_thresholds(path, ckpt.labels, "multi_label")
     return ckpt
 
 

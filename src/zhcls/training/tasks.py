@@ -69,11 +69,6 @@ def pos_weight(config: Config, label_matrix: np.ndarray) -> torch.Tensor | None:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Per-class probabilities of multi-label logits (N, C), numerically stable."""
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(logits, dtype=np.float64))).astype(np.float32)
-
-
 def eval_metrics(logits: np.ndarray, labels: np.ndarray, task: str,
                  threshold: float = 0.5) -> dict[str, float]:
     """Training's dev metrics for model selection, by the functions ``zhcls evaluate``
@@ -85,6 +80,7 @@ def eval_metrics(logits: np.ndarray, labels: np.ndarray, task: str,
     if task != "multi_label":
         return headline_metrics(np.asarray(labels), logits.argmax(-1), logits.shape[-1])
     from zhcls.evaluation.metrics import multilabel_metrics
+    from zhcls.modeling.forward import sigmoid
 
     pred = apply_thresholds(sigmoid(logits), threshold)  # (N, C) bool
     m = multilabel_metrics(np.asarray(labels) > 0.5, pred,
@@ -116,7 +112,7 @@ def decide_thresholds(model, tokenizer, config: Config, data, precision: str) ->
     dev numbers of the run are then optimistic, the report says so), else
     ``decision.threshold`` for every class."""
     from zhcls.evaluation.metrics import tune_thresholds
-    from zhcls.modeling.forward import forward_ids
+    from zhcls.modeling.forward import forward_ids, sigmoid
 
     c, names = config.decision, data.class_names
     if not c.tune_thresholds or "dev" not in data.splits:
