@@ -134,7 +134,8 @@ def test_model_card_says_multilabel_and_long_text():
 
     card = render_model_card({"data": {"task": "multi_label", "long_text": "chunks",
                                        "max_length": 64}}, CLASSES,
-                             {"metrics": {"dev": {"micro_f1": 0.9, "macro_f1": 0.8}}})
+                             {"metrics": {"dev": {"micro_f1": 0.9, "macro_f1": 0.8}},
+                              "decision": {"tuned_on": "dev", "default": 0.5}})
     assert "multi-label" in card and "possibly none" in card and "any text gets one" not in card
     assert "window by window" in card and "beginning only" not in card
     assert "micro_f1" in card and "0.9000" in card and "tuned on dev" in card
@@ -232,3 +233,14 @@ def test_a_multilabel_baseline_predicts_label_sets_with_sigmoid_scores(ml_data, 
     pred = clf.predict(texts[0])
     assert [s.label for s in pred.labels] == [
         CLASSES[j] for j in np.argsort(-expected[0]) if expected[0, j] >= 0.5]
+
+
+def test_the_card_of_untuned_thresholds_does_not_claim_they_were_tuned():
+    """The card said 'tuned on dev' for every multi-label model, also with
+    decision.tune_thresholds false."""
+    from zhcls.modeling.model_card import render_model_card
+
+    card = render_model_card({"data": {"task": "multi_label"}}, CLASSES, {
+        "metrics": {"dev": {"micro_f1": 0.9}}, "decision": {"tuned_on": None, "default": 0.4}})
+    assert "tuned on" not in card and "decided at threshold 0.4 (not tuned)" in card
+

@@ -76,9 +76,9 @@ def save_checkpoint(path: str | Path, model, tokenizer, config: Config, labels: 
         shutil.rmtree(path)
     path.mkdir(parents=True)
     try:
-        _write_checkpoint_files(path, model, tokenizer, config, labels, metrics)
-        if decision is not None:
+        if decision is not None:  # before the card, which says what the thresholds are of
             atomic_write_json(path / THRESHOLDS_FILE, decision)
+        _write_checkpoint_files(path, model, tokenizer, config, labels, metrics)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise

@@ -41,6 +41,9 @@ def write_model_card(checkpoint: str | Path, out_dir: str | Path | None = None, 
     labels = json.loads((checkpoint / "labels.json").read_text(encoding="utf-8"))["labels"]
     meta_path = checkpoint / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    decision_path = checkpoint / "thresholds.json"
+    if decision_path.is_file():  # multi-label: which split the thresholds were tuned on
+        meta = {**meta, "decision": json.loads(decision_path.read_text(encoding="utf-8"))}
     text = render_model_card(raw, labels, meta, library_name=library_name)
     return atomic_write_text(Path(out_dir or checkpoint) / CARD_FILE, text)
 
@@ -65,9 +68,7 @@ def render_model_card(config: dict[str, Any], labels: list[str], meta: dict[str,
              f"`{head}`, {_length_words(data, meta)}.", "",
              "## Labels", "", "| id | label |", "| --- | --- |"]
     lines += [f"| {i} | {name} |" for i, name in enumerate(labels)]
-    tuned = (["", "Multi-label: each class's threshold was tuned on dev, so the dev row "
-              "flatters the model; the test row does not."]
-             if data.get("task") == "multi_label" and metrics else [])
+    tuned = _decision_note(meta.get("decision")) if data.get("task") == "multi_label" else []
     lines += ["", "## Metrics", "", *_metric_lines(metrics), *tuned, "", "## Training", "",
               f"- objective: `{_compact(objective)}`",
               f"- data: `{data.get('dir') or '(not recorded)'}`",
@@ -79,6 +80,19 @@ def render_model_card(config: dict[str, Any], labels: list[str], meta: dict[str,
               "your own labelled sample before relying on it, and do not use it for decisions "
               f"about people without a human review. {_long_text_words(data)}", ""]
     return "\n".join(lines)
+
+
+def _decision_note(decision: dict[str, Any] | None) -> list[str]:
+    """What the multi-label numbers were decided with (thresholds.json), flagging the split
+    the thresholds were tuned on: its row flatters the model."""
+    if not decision:
+        return []
+    split = decision.get("tuned_on")
+    if split:
+        return ["", f"Multi-label: each class's threshold was tuned on {split}, so the "
+                    f"{split} row flatters the model; the other rows do not."]
+    return ["", f"Multi-label: every class is decided at threshold "
+                f"{decision.get('default', 0.5)} (not tuned)."]
 
 
 def _task_words(data: dict[str, Any]) -> str:
