@@ -84,7 +84,8 @@ class Objective(nn.Module):
         * ``teacher``: ``(B, C)`` (probabilities or logits, see ``teacher_input``); required
           when ``kd`` has a weight, ignored otherwise.
         * ``teacher_mask``: optional ``(B,)`` bool, rows that have a teacher. With a
-          mask, ``L_soft`` averages over masked rows only while ``L_CE`` uses all rows.
+          mask, ``L_soft`` sums the masked rows and divides by the whole batch ``B`` (a lone
+          teacher row weighs 1/B; see :class:`~zhcls.losses.kd.KDLoss`); ``L_CE`` uses all rows.
 
     Args:
         name: a preset from :data:`OBJECTIVES`, or ``None`` when ``terms`` is given. Both
