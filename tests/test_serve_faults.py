@@ -280,3 +280,16 @@ def test_docs_load_without_internet(clf):
     assert js and css
     for url, r in assets.items():
         assert r.status_code == 200 and len(r.content) > 1000, url
+
+
+def test_a_text_the_tokenizer_drops_entirely_is_a_422_not_a_500(clf):
+    """U+FFFD passes the visible-character check, but the BERT normaliser drops it: the
+    error surfaced inside the batcher and the client got a 500."""
+    app = create_app(clf, ServeSettings(max_wait_ms=0))
+
+    async def requests(c):
+        return await c.post("/predict", json={"texts": ["央行降准", "\ufffd"]})
+
+    r = call(app, requests)
+    assert r.status_code == 422, r.text
+    assert "texts[1]" in r.json()["error"] and "empty text" in r.json()["error"]

@@ -166,6 +166,8 @@ def _add_routes(app: FastAPI, clf: Classifier, settings: ServeSettings, batcher:
         except Unavailable as exc:
             return JSONResponse({"error": f"unavailable: {exc}"}, status_code=503,
                                 headers={"Retry-After": str(settings.retry_after_s)})
+        except InputTextError as exc:  # e.g. a text the tokenizer drops entirely (U+FFFD)
+            return _input_error(exc)
         preds = []
         for pred, row in zip(clf.to_predictions(probs, req.top_k), probs, strict=True):
             out = pred.to_dict()
@@ -220,10 +222,15 @@ def check_request(req: PredictRequest, clf: Classifier, settings: ServeSettings
         if clf.long_text == "error":
             clf.encode(req.texts)
     except InputTextError as exc:
-        where = f"texts[{exc.index}]: " if exc.index is not None else ""
-        message = str(exc).split(": ", 1)[-1] if exc.index is not None else str(exc)
-        return error(422, where + message)
+        return _input_error(exc)
     return None
+
+
+def _input_error(exc: InputTextError) -> JSONResponse:
+    """422 naming ``texts[i]`` for a text that breaks the classifier's text rules."""
+    where = f"texts[{exc.index}]: " if exc.index is not None else ""
+    message = str(exc).split(": ", 1)[-1] if exc.index is not None else str(exc)
+    return error(422, where + message)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
