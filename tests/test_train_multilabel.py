@@ -244,3 +244,20 @@ def test_the_card_of_untuned_thresholds_does_not_claim_they_were_tuned():
         "metrics": {"dev": {"micro_f1": 0.9}}, "decision": {"tuned_on": None, "default": 0.4}})
     assert "tuned on" not in card and "decided at threshold 0.4 (not tuned)" in card
 
+
+
+def test_a_baseline_evaluates_from_the_research_layout_and_warns_on_its_tuning_split(
+        ml_data, tmp_path, caplog):
+    """The baseline branch of evaluate_checkpoint came before DIR/data was resolved, and it
+    never warned when reporting the split its thresholds were tuned on."""
+    import shutil
+
+    from zhcls.evaluation.evaluate import evaluate_checkpoint
+    from zhcls.workflows.baseline import train_baseline
+
+    research = tmp_path / "research"
+    shutil.copytree(ml_data, research / "data")
+    base = train_baseline(ml_data, tmp_path / "baseline", thresholds="dev").checkpoint
+    with caplog.at_level(logging.WARNING):
+        metrics = evaluate_checkpoint(base, research, split="dev", out_dir=tmp_path / "ev")
+    assert metrics["task"] == "multi_label" and "tuned on this dev split" in caplog.text

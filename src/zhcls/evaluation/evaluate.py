@@ -120,10 +120,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
     from zhcls.modeling.checkpoint import check_labels_match, load_checkpoint
     from zhcls.modeling.ngram import is_baseline_dir
 
+    data_dir = resolve_data_dir(data_dir)  # DIR or the research layout DIR/data, for both kinds
+    _warn_if_tuned_on(checkpoint, split)
     if is_baseline_dir(checkpoint):
         return evaluate_baseline(checkpoint, data_dir, split=split, out_dir=out_dir)
     ckpt = load_checkpoint(checkpoint, resolve_device(device))
-    data_dir = resolve_data_dir(data_dir)
     class_names = read_class_names(Path(data_dir) / "class.txt", ckpt.config.data.encoding)
     check_labels_match(ckpt.labels, class_names, str(Path(data_dir) / "class.txt"))
     kind = "logits" if ckpt.config.objective.teacher_input == "logits" else "probs"
@@ -135,7 +136,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
                       label_format=ckpt.config.data.label_format, **task)
     out = Path(out_dir) if out_dir else Path(checkpoint) / f"eval_{split}"
     thresholds, at_least_one = decision if decision is not None else (None, None)
-    _warn_if_tuned_on(checkpoint, split)
     return evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
                           config=ckpt.config,
                           batch_size=batch_size or ckpt.config.train.eval_batch_size,
