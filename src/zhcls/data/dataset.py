@@ -148,9 +148,11 @@ class LongTextSpec:
     @classmethod
     def of(cls, mode: str, max_length: int, head_tokens: int | None = None,
            stride: int | None = None, max_chunks: int | None = None) -> LongTextSpec:
-        content = max_length - 2  # defaults as DataConfig.resolved_head_tokens / _stride
-        return cls(mode, content // 4 if head_tokens is None else head_tokens,
-                   max(1, content // 2) if stride is None else stride, max_chunks)
+        from zhcls.config import DataConfig  # its resolved_* hold the one default formula
+
+        data = DataConfig(max_length=max_length, long_text=mode, head_tokens=head_tokens,
+                          chunk_stride=stride)
+        return cls.from_config(data, max_chunks)
 
     @classmethod
     def from_config(cls, data, max_chunks: int | None = None) -> LongTextSpec:
