@@ -67,12 +67,23 @@ class ModelConfig:
     rnn_layers: int = opt(2, "bert_RNN/RCNN/GRU_att: stacked recurrent layers", positive=True)
     attention_dim: int = opt(128, "bert_GRU_att: attention projection size", positive=True)
     dpcnn_filters: int = opt(250, "bert_DPCNN: filters per convolution", positive=True)
+    ngram_buckets: int = opt(0, "rows of a hashed token n-gram bag beside the head, fastText-"
+                             "style (0: none; README: No internet)", low=0)
+    ngram_dim: int = opt(64, "ngram_buckets > 0: width of the n-gram bag's embedding",
+                         positive=True)
+    ngram_orders: list[int] = opt([1, 2, 3], "ngram_buckets > 0: n-gram lengths hashed (1..3)")
+    ngram_lr: float = opt(1e-2, "ngram_buckets > 0: peak learning rate of the n-gram table "
+                          "(its own AdamW group, no weight decay)", positive=True)
 
     def validate(self) -> None:
         if not self.filter_sizes or any(k < 1 for k in self.filter_sizes):
             raise ConfigError(f"model.filter_sizes: expected positive kernel sizes, got {self.filter_sizes}")
         if not self.pretrained:
             raise ConfigError("model.pretrained: expected a hub name or a local directory, got ''")
+        if not self.ngram_orders or any(not 1 <= n <= 3 for n in self.ngram_orders) \
+                or len(set(self.ngram_orders)) != len(self.ngram_orders):
+            raise ConfigError(f"model.ngram_orders: expected distinct n-gram lengths in 1..3, "
+                              f"got {self.ngram_orders}")
 
 
 @dataclass

@@ -157,7 +157,7 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEF
 
 def _trace_pool(ckpt, pool_path: Path, opset: int) -> None:
     model = ckpt.model
-    reps = torch.randn(3, model.head.out_dim)  # (W, R)
+    reps = torch.randn(3, model.rep_dim)  # (W, R)
     mask = torch.tensor([[True, True, False], [False, False, True]])  # (B, W)
     axes = {"representation": {0: "windows"}, "chunk_mask": {0: "batch", 1: "windows"},
             "logits": {0: "batch"}}

@@ -55,6 +55,11 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *,
     from zhcls.modeling.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, "cpu")
+    if ckpt.config.model.ngram_buckets:
+        raise ZhclsError(
+            f"{checkpoint}: trained with model.ngram_buckets {ckpt.config.model.ngram_buckets} "
+            "(a hashed n-gram bag beside the encoder), which no transformers class has. Use "
+            "--format onnx (runs on onnxruntime without zhcls) or Classifier.load(CKPT)")
     head = ckpt.config.model.head
     if head not in HF_HEADS:
         raise ZhclsError(

@@ -98,7 +98,7 @@ def forward_ids(model, ids: list[list[int]], pad_id: int, batch_size: int = 256,
     if logits is None:  # no texts: empty arrays with the right number of columns
         logits = np.zeros((0, model.num_labels), dtype=np.float32)
         if with_representations:
-            reps = np.zeros((0, model.head.out_dim), dtype=np.float32)
+            reps = np.zeros((0, model.rep_dim), dtype=np.float32)
     return ForwardResult(logits=logits, representations=reps)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from zhcls.config import ModelConfig
 from zhcls.data.dataset import LongTextSpec
 from zhcls.modeling.chunks import ChunkPooler
+from zhcls.modeling.hashed_ngrams import HashedNgramBag
 from zhcls.modeling.heads import (
     CNNHead,
     DPCNNHead,
@@ -78,18 +79,23 @@ class ZhclsModel(nn.Module):
         self.encoder = drop_unused_pooler(encoder, cfg.head)
         self.head_name = cfg.head
         self.head = build_head(cfg, encoder.config.hidden_size, max_length)
+        # model.ngram_buckets > 0: a hashed n-gram bag whose vector joins the representation
+        self.ngrams = (HashedNgramBag(cfg.ngram_buckets, cfg.ngram_dim, cfg.ngram_orders)
+                       if cfg.ngram_buckets > 0 else None)
+        #: width of the representation: the head's output (+ the n-gram bag's)
+        self.rep_dim = self.head.out_dim + (self.ngrams.out_dim if self.ngrams else 0)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(self.head.out_dim, num_labels)
+        self.classifier = nn.Linear(self.rep_dim, num_labels)
         self.num_labels = num_labels
         self.projection = None
         if projection != "head":
             from zhcls.modeling.projection import ProjectionHead
 
-            self.projection = ProjectionHead(self.head.out_dim, projection_dim, kind=projection)
+            self.projection = ProjectionHead(self.rep_dim, projection_dim, kind=projection)
         # chunks: pools window representations per text; attention pooling's parameters exist
         # only when it is configured (mean / max have none)
         kind = chunk_pooling if self.long_text.mode == "chunks" else "mean"
-        self.chunk_pooler = ChunkPooler(kind, self.head.out_dim, cfg.attention_dim)
+        self.chunk_pooler = ChunkPooler(kind, self.rep_dim, cfg.attention_dim)
 
     def forward(
         self,
@@ -126,7 +132,11 @@ class ZhclsModel(nn.Module):
         enc = self.encoder(**kwargs)
         states = enc.last_hidden_state  # (W, T, H)
         pooled = getattr(enc, "pooler_output", None)  # (W, H) or None
-        return self.head(states, pooled, attention_mask)  # (W, R), (W, T) | None
+        rep, attention = self.head(states, pooled, attention_mask)  # (W, R), (W, T) | None
+        if self.ngrams is not None:
+            bag = self.ngrams(input_ids, attention_mask).to(rep.dtype)  # (W, D)
+            rep = torch.cat([rep, bag], dim=1)  # (W, R + D)
+        return rep, attention
 
     def classify(self, rep: torch.Tensor, attention: torch.Tensor | None = None
                  ) -> ClassifierOutput:

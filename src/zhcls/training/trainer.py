@@ -84,19 +84,32 @@ class ZhclsTrainer(Trainer):
         return (result.loss, {"logits": out.logits}) if return_outputs else result.loss
 
     def create_optimizer(self, model=None):
-        """``train.optimizer: bertadam``: the research optimiser (:mod:`zhcls.training.optim`)
-        with the same decay / no-decay groups as AdamW; AdamW otherwise."""
-        if self.zh_config.train.optimizer != "bertadam" or self.optimizer is not None:
-            return super().create_optimizer(model)
-        from zhcls.training.optim import BertAdam
-
+        """AdamW (transformers' own) or, for ``train.optimizer: bertadam``, the research
+        optimiser (:mod:`zhcls.training.optim`), with the same decay / no-decay groups. A model
+        with a hashed n-gram bag gets a third group for its table: ``model.ngram_lr``, no
+        weight decay (a fastText-style table learns at its own, much higher rate)."""
         t = self.zh_config.train
         opt_model = self.model if model is None else model
+        bag = getattr(getattr(opt_model, "module", opt_model), "ngrams", None)
+        if self.optimizer is not None or (t.optimizer != "bertadam" and bag is None):
+            return super().create_optimizer(model)
+        table = {id(p) for p in bag.parameters()} if bag is not None else set()
         decay = set(self.get_decay_parameter_names(opt_model))
-        named = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
+        named = [(n, p) for n, p in opt_model.named_parameters()
+                 if p.requires_grad and id(p) not in table]
         groups = [{"params": [p for n, p in named if n in decay], "weight_decay": t.weight_decay},
                   {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}]
-        self.optimizer = BertAdam(groups, lr=t.lr, max_grad_norm=t.max_grad_norm)
+        if bag is not None:
+            groups.append({"params": list(bag.parameters()), "weight_decay": 0.0,
+                           "lr": self.zh_config.model.ngram_lr})
+        if t.optimizer == "bertadam":
+            from zhcls.training.optim import BertAdam
+
+            self.optimizer = BertAdam(groups, lr=t.lr, max_grad_norm=t.max_grad_norm)
+        else:
+            a = self.args
+            self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=(a.adam_beta1, a.adam_beta2),
+                                               eps=a.adam_epsilon)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):

@@ -1,0 +1,83 @@
+"""A bag of hashed token n-grams beside the encoder (``model.ngram_buckets > 0``).
+
+For each order n in ``orders``, every run of n consecutive tokens of a window that all lie
+under the attention mask ([CLS] and [SEP] included, so "starts with" / "ends with" n-grams
+exist; padding never) is hashed into one of ``buckets`` rows of an embedding table:
+
+    h(t_1..t_n) = (Σ_k t_k · P^(n-k) + n · Q) mod buckets,   P = 65_537, Q = 1_000_003
+
+(token ids < 2^17, so the sum stays below 2^63 up to n = 3; orders above 3 are refused). The
+window's vector is the mean of the embeddings of its n-grams, all orders together:
+
+    g = (1 / N) Σ_{n, t} E[h_n(t)],   N = number of valid n-grams (a window with none: g = 0)
+
+Shapes: ``input_ids`` / ``attention_mask`` (W, T) → g (W, D). The model concatenates g to
+the head's representation, so the classifier (and the contrastive loss) see both.
+
+Why: from random initialisation a small character encoder has to learn from 33k titles that
+"央行" or "季后赛" means finance or sports; a bag of hashed n-grams gets those directly, as a
+character n-gram TF-IDF does. This is fastText's hashing trick (Joulin et al. 2017, "Bag of
+Tricks for Efficient Text Classification", §2.2), here over WordPiece ids; for Chinese BERT,
+ZEN (Diao et al. 2020) adds n-gram representations too, with an n-gram vocabulary and its own
+transformer. This module is the much simpler hashed bag, computed from ``input_ids`` inside the
+model, so tokenisation, prediction, the service and ONNX export need nothing new.
+
+Edge cases: windows shorter than n contribute no n-gram of that order; collisions are not
+avoided (distinct n-grams may share a row, as in fastText); padded and unpadded copies of a
+text give the same g.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PRIME = 65_537
+ORDER_SALT = 1_000_003
+MAX_ORDER = 3
+
+
+class HashedNgramBag(nn.Module):
+    """``forward(input_ids (W, T), attention_mask (W, T)) -> (W, dim)``: the mean embedding of
+    the window's hashed n-grams (formula in the module docstring)."""
+
+    def __init__(self, buckets: int, dim: int, orders: list[int]):
+        super().__init__()
+        if buckets < 1 or dim < 1:
+            raise ValueError(f"buckets and dim must be positive, got {buckets}, {dim}")
+        if not orders or any(not 1 <= n <= MAX_ORDER for n in orders):
+            raise ValueError(f"n-gram orders must lie in 1..{MAX_ORDER}, got {orders}")
+        self.buckets = buckets
+        self.orders = sorted(set(orders))
+        self.out_dim = dim
+        self.embedding = nn.Embedding(buckets, dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / dim, 1.0 / dim)  # fastText's init
+
+    def hashes(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bucket ids (W, G) and their validity (W, G) bool, all orders side by side."""
+        ids = input_ids.long()  # (W, T)
+        mask = attention_mask.bool()  # (W, T)
+        length = ids.shape[1]
+        out, valid = [], []
+        for n in self.orders:
+            if length < n:
+                continue
+            h = torch.zeros_like(ids[:, : length - n + 1])  # (W, T - n + 1)
+            ok = torch.ones_like(h, dtype=torch.bool)
+            for k in range(n):
+                h = h * PRIME + ids[:, k: length - n + 1 + k]
+                ok = ok & mask[:, k: length - n + 1 + k]
+            out.append(torch.remainder(h + n * ORDER_SALT, self.buckets))
+            valid.append(ok)
+        if not out:
+            empty = ids[:, :0]
+            return empty, empty.bool()
+        return torch.cat(out, dim=1), torch.cat(valid, dim=1)  # (W, G)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        buckets, valid = self.hashes(input_ids, attention_mask)  # (W, G)
+        emb = self.embedding(buckets)  # (W, G, D)
+        weight = valid.to(emb.dtype).unsqueeze(-1)  # (W, G, 1)
+        count = weight.sum(1).clamp(min=1.0)  # (W, 1)
+        return (emb * weight).sum(1) / count  # (W, D)

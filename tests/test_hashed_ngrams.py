@@ -1,0 +1,155 @@
+"""zhcls.modeling.hashed_ngrams: the hashed n-gram bag against hand-computed buckets and means;
+its place in the model (representation width, padding invariance), the config checks and its
+own optimizer group."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zhcls.config import load_config
+from zhcls.errors import ConfigError
+from zhcls.modeling.hashed_ngrams import ORDER_SALT, PRIME, HashedNgramBag
+
+
+def test_buckets_are_the_documented_hash_of_each_window_ngram():
+    bag = HashedNgramBag(buckets=1000, dim=4, orders=[1, 2, 3])
+    ids = torch.tensor([[101, 7, 8, 102, 0]])  # (1, 5): [CLS] a b [SEP] pad
+    mask = torch.tensor([[1, 1, 1, 1, 0]])
+    buckets, valid = bag.hashes(ids, mask)
+    expect_uni = [(t + 1 * ORDER_SALT) % 1000 for t in (101, 7, 8, 102, 0)]
+    expect_bi = [(a * PRIME + b + 2 * ORDER_SALT) % 1000
+                 for a, b in ((101, 7), (7, 8), (8, 102), (102, 0))]
+    expect_tri = [(a * PRIME * PRIME + b * PRIME + c + 3 * ORDER_SALT) % 1000
+                  for a, b, c in ((101, 7, 8), (7, 8, 102), (8, 102, 0))]
+    assert buckets[0].tolist() == expect_uni + expect_bi + expect_tri
+    # padding is never part of an n-gram: 4 unigrams, 3 bigrams, 2 trigrams are valid
+    assert valid[0].tolist() == [True] * 4 + [False] + [True] * 3 + [False] + [True] * 2 + [False]
+
+
+def test_the_vector_is_the_mean_of_the_valid_ngram_embeddings():
+    bag = HashedNgramBag(buckets=50, dim=3, orders=[2])
+    with torch.no_grad():
+        bag.embedding.weight.copy_(torch.arange(150, dtype=torch.float32).view(50, 3))
+    ids = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    rows0 = [(1 * PRIME + 2 + 2 * ORDER_SALT) % 50, (2 * PRIME + 3 + 2 * ORDER_SALT) % 50]
+    rows1 = [(4 * PRIME + 5 + 2 * ORDER_SALT) % 50]
+    expect = torch.stack([bag.embedding.weight[rows0].mean(0), bag.embedding.weight[rows1].mean(0)])
+    torch.testing.assert_close(bag(ids, mask), expect)
+
+
+def test_short_windows_padding_and_empty_windows():
+    bag = HashedNgramBag(buckets=97, dim=5, orders=[1, 2, 3])
+    ids = torch.tensor([[101, 9, 102]])
+    mask = torch.ones_like(ids)
+    padded_ids = torch.tensor([[101, 9, 102, 0, 0, 0]])
+    padded_mask = torch.tensor([[1, 1, 1, 0, 0, 0]])
+    torch.testing.assert_close(bag(ids, mask), bag(padded_ids, padded_mask))
+    # a window shorter than an order has no n-gram of it; an all-padding row is the zero vector
+    assert bag(ids[:, :1], mask[:, :1]).shape == (1, 5)
+    zero = bag(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))
+    assert torch.equal(zero, torch.zeros(1, 5))
+
+
+def test_hash_does_not_overflow_for_the_largest_vocabularies():
+    bag = HashedNgramBag(buckets=2**18, dim=2, orders=[3])
+    big = 2**17 - 1  # larger than any BERT-family vocabulary (bert-base-chinese: 21,128)
+    buckets, _ = bag.hashes(torch.full((1, 3), big), torch.ones(1, 3))
+    assert buckets.item() == (big * PRIME * PRIME + big * PRIME + big + 3 * ORDER_SALT) % 2**18
+
+
+@pytest.mark.parametrize("orders", [[0], [4], [2, 2], []])
+def test_bad_orders_are_config_errors_naming_the_key(orders):
+    with pytest.raises(ConfigError, match="model.ngram_orders"):
+        load_config(None, ["--model.ngram_orders", str(orders)])
+
+
+def test_bad_buckets_and_lr_are_config_errors():
+    with pytest.raises(ConfigError, match="model.ngram_buckets"):
+        load_config(None, ["--model.ngram_buckets", "-1"])
+    with pytest.raises(ConfigError, match="model.ngram_lr"):
+        load_config(None, ["--model.ngram_lr", "0"])
+
+
+def _model(tiny_model, buckets: int, head: str = "bert_CNN"):
+    from zhcls.modeling.encoder import load_encoder
+    from zhcls.modeling.model import build_model
+
+    config = load_config(None, ["--model.head", head, "--model.pretrained", str(tiny_model),
+                                "--model.ngram_buckets", str(buckets), "--model.ngram_dim", "16"])
+    torch.manual_seed(0)
+    return build_model(load_encoder(str(tiny_model)), config, 3).eval(), config
+
+
+def test_the_bag_joins_the_representation_and_ignores_padding(tiny_model):
+    model, _ = _model(tiny_model, 512)
+    plain, _ = _model(tiny_model, 0)
+    assert model.rep_dim == plain.rep_dim + 16
+    assert model.classifier.in_features == model.rep_dim
+    ids = torch.tensor([[101, 700, 701, 702, 102]])
+    out = model(ids, torch.ones_like(ids))
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    out_padded = model(padded, torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0]]))
+    assert out.representation.shape == (1, model.rep_dim)
+    torch.testing.assert_close(out.logits, out_padded.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.representation[:, -16:], model.ngrams(ids, torch.ones_like(ids)))
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "bertadam"])
+def test_the_table_has_its_own_learning_rate_and_no_weight_decay(tiny_model, tmp_path, optimizer):
+    from transformers import TrainingArguments
+
+    from zhcls.training.trainer import ZhclsTrainer
+
+    model, config = _model(tiny_model, 256)
+    config.train.optimizer = optimizer
+    config.model.ngram_lr = 0.05
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=config.train.lr,
+                             report_to=[], use_cpu=True)
+    trainer = ZhclsTrainer.__new__(ZhclsTrainer)  # only the optimizer factory is under test
+    trainer.model, trainer.args, trainer.zh_config, trainer.optimizer = model, args, config, None
+    groups = trainer.create_optimizer().param_groups
+    table = [g for g in groups if any(p is model.ngrams.embedding.weight for p in g["params"])]
+    assert len(table) == 1 and table[0]["params"] == [model.ngrams.embedding.weight]
+    assert table[0]["lr"] == 0.05 and table[0]["weight_decay"] == 0.0
+    others = [p for g in groups if g is not table[0] for p in g["params"]]
+    assert len(others) + 1 == len(list(model.parameters()))
+    assert all(g["lr"] == config.train.lr for g in groups if g is not table[0])
+
+
+@pytest.fixture(scope="module")
+def ngram_checkpoint(tmp_path_factory, tiny_model, tiny_data):
+    """A bert_CNN + n-gram bag model trained with the real ``zhcls train`` (its best dir)."""
+    from conftest import tiny_config
+    from zhcls.training.train import train
+
+    config = tiny_config(tiny_model, "bert_CNN", model__ngram_buckets=4096, model__ngram_dim=8,
+                         train__max_steps=12, train__eval_steps=6, train__evaluate_test="false")
+    return train(config, tiny_data, tmp_path_factory.mktemp("ngram") / "run").best_dir
+
+
+def test_a_trained_bag_model_predicts_and_exports_to_onnx_with_parity(ngram_checkpoint, tmp_path):
+    import numpy as np
+
+    from predict_fixtures import sample_texts
+    from zhcls.inference.classifier import Classifier
+    from zhcls.inference.export import export_onnx
+
+    texts = sample_texts(60)
+    torch_clf = Classifier.load(ngram_checkpoint, "cpu")
+    assert torch_clf.backend.model.ngrams is not None  # the saved config rebuilt the bag
+    result = export_onnx(ngram_checkpoint, tmp_path / "onnx")
+    assert result.max_abs_prob_diff < 1e-4
+    onnx_clf = Classifier.load(tmp_path / "onnx", "cpu")
+    diff = np.abs(onnx_clf.predict_proba(texts) - torch_clf.predict_proba(texts)).max()
+    assert diff < 1e-4, f"onnxruntime and PyTorch differ by {diff:.2e} with the n-gram bag"
+
+
+def test_hf_export_refuses_a_bag_model_with_the_reason(ngram_checkpoint, tmp_path):
+    from zhcls.errors import ZhclsError
+    from zhcls.inference.export_hf import export_hf
+
+    with pytest.raises(ZhclsError, match=r"ngram_buckets.*--format onnx"):
+        export_hf(ngram_checkpoint, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
