@@ -153,3 +153,11 @@ def test_hf_export_refuses_a_bag_model_with_the_reason(ngram_checkpoint, tmp_pat
     with pytest.raises(ZhclsError, match=r"ngram_buckets.*--format onnx"):
         export_hf(ngram_checkpoint, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
+
+
+def test_the_model_card_names_the_bag(ngram_checkpoint):
+    from zhcls.modeling.model_card import render_model_card
+
+    card = (ngram_checkpoint / "README.md").read_text(encoding="utf-8")
+    assert "hashed token 1/2/3-gram bag (4,096 buckets × 8)" in card
+    assert "gram bag" not in render_model_card({"model": {"head": "bert"}}, ["a", "b"], {})

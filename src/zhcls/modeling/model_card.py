@@ -48,6 +48,16 @@ def write_model_card(checkpoint: str | Path, out_dir: str | Path | None = None, 
     return atomic_write_text(Path(out_dir or checkpoint) / CARD_FILE, text)
 
 
+def _ngram_words(model: dict[str, Any]) -> str:
+    """", plus a hashed n-gram bag (...)" for a model with ``model.ngram_buckets > 0``."""
+    buckets = model.get("ngram_buckets") or 0
+    if not buckets:
+        return ""
+    orders = "/".join(str(n) for n in model.get("ngram_orders", [1, 2, 3]))
+    return (f" plus a hashed token {orders}-gram bag ({buckets:,} buckets × "
+            f"{model.get('ngram_dim', 64)})")
+
+
 def render_model_card(config: dict[str, Any], labels: list[str], meta: dict[str, Any], *,
                       library_name: str = "zhcls") -> str:
     """The card's text (see module docstring) from the plain config dict, labels and meta."""
@@ -65,7 +75,7 @@ def render_model_card(config: dict[str, Any], labels: list[str], meta: dict[str,
              "", f"# zhcls {head} classifier ({len(labels)} classes)", "",
              f"A Chinese {_task_words(data)} classifier trained with zhcls "
              f"{meta.get('zhcls_version', '')}: encoder `{model.get('pretrained', '?')}`, head "
-             f"`{head}`, {_length_words(data, meta)}.", "",
+             f"`{head}`{_ngram_words(model)}, {_length_words(data, meta)}.", "",
              "## Labels", "", "| id | label |", "| --- | --- |"]
     lines += [f"| {i} | {name} |" for i, name in enumerate(labels)]
     tuned = _decision_note(meta.get("decision")) if data.get("task") == "multi_label" else []
