@@ -106,10 +106,9 @@ class ZhclsTrainer(Trainer):
             from zhcls.training.optim import BertAdam
 
             self.optimizer = BertAdam(groups, lr=t.lr, max_grad_norm=t.max_grad_norm)
-        else:
-            a = self.args
-            self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=(a.adam_beta1, a.adam_beta2),
-                                               eps=a.adam_epsilon)
+        else:  # the optimizer transformers would build (fused AdamW), on these groups
+            cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = cls(groups, **kwargs)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
