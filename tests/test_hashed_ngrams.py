@@ -4,12 +4,22 @@ own optimizer group."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from zhcls.config import load_config
 from zhcls.errors import ConfigError
-from zhcls.modeling.hashed_ngrams import ORDER_SALT, PRIME, HashedNgramBag
+from zhcls.modeling.hashed_ngrams import MODULUS, PRIME, HashedNgramBag
+
+
+def ref_bucket(ngram: tuple[int, ...], buckets: int) -> int:
+    """The module docstring's hash, in exact Python integers."""
+    h = len(ngram)
+    for t in ngram:
+        h = (h * PRIME + t) % MODULUS
+    return h % buckets
 
 
 def test_buckets_are_the_documented_hash_of_each_window_ngram():
@@ -17,12 +27,9 @@ def test_buckets_are_the_documented_hash_of_each_window_ngram():
     ids = torch.tensor([[101, 7, 8, 102, 0]])  # (1, 5): [CLS] a b [SEP] pad
     mask = torch.tensor([[1, 1, 1, 1, 0]])
     buckets, valid = bag.hashes(ids, mask)
-    expect_uni = [(t + 1 * ORDER_SALT) % 1000 for t in (101, 7, 8, 102, 0)]
-    expect_bi = [(a * PRIME + b + 2 * ORDER_SALT) % 1000
-                 for a, b in ((101, 7), (7, 8), (8, 102), (102, 0))]
-    expect_tri = [(a * PRIME * PRIME + b * PRIME + c + 3 * ORDER_SALT) % 1000
-                  for a, b, c in ((101, 7, 8), (7, 8, 102), (8, 102, 0))]
-    assert buckets[0].tolist() == expect_uni + expect_bi + expect_tri
+    toks = (101, 7, 8, 102, 0)
+    expect = [ref_bucket(toks[i:i + n], 1000) for n in (1, 2, 3) for i in range(6 - n)]
+    assert buckets[0].tolist() == expect
     # padding is never part of an n-gram: 4 unigrams, 3 bigrams, 2 trigrams are valid
     assert valid[0].tolist() == [True] * 4 + [False] + [True] * 3 + [False] + [True] * 2 + [False]
 
@@ -33,8 +40,8 @@ def test_the_vector_is_the_mean_of_the_valid_ngram_embeddings():
         bag.embedding.weight.copy_(torch.arange(150, dtype=torch.float32).view(50, 3))
     ids = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
-    rows0 = [(1 * PRIME + 2 + 2 * ORDER_SALT) % 50, (2 * PRIME + 3 + 2 * ORDER_SALT) % 50]
-    rows1 = [(4 * PRIME + 5 + 2 * ORDER_SALT) % 50]
+    rows0 = [ref_bucket((1, 2), 50), ref_bucket((2, 3), 50)]
+    rows1 = [ref_bucket((4, 5), 50)]
     expect = torch.stack([bag.embedding.weight[rows0].mean(0), bag.embedding.weight[rows1].mean(0)])
     torch.testing.assert_close(bag(ids, mask), expect)
 
@@ -52,11 +59,27 @@ def test_short_windows_padding_and_empty_windows():
     assert torch.equal(zero, torch.zeros(1, 5))
 
 
-def test_hash_does_not_overflow_for_the_largest_vocabularies():
+def test_hash_does_not_overflow_for_large_token_ids():
     bag = HashedNgramBag(buckets=2**18, dim=2, orders=[3])
-    big = 2**17 - 1  # larger than any BERT-family vocabulary (bert-base-chinese: 21,128)
+    big = 2**31 - 2  # far beyond any BERT-family vocabulary (bert-base-chinese: 21,128)
     buckets, _ = bag.hashes(torch.full((1, 3), big), torch.ones(1, 3))
-    assert buckets.item() == (big * PRIME * PRIME + big * PRIME + big + 3 * ORDER_SALT) % 2**18
+    assert buckets.item() == ref_bucket((big, big, big), 2**18)
+
+
+def test_distinct_ngrams_spread_over_the_table_like_a_random_hash():
+    """100k distinct bigrams of CJK-range ids into 2^18 buckets: a random hash uses
+    B(1 - e^(-N/B)) ~ 83k rows. (The first hash, P = 2^16 + 1 reduced modulo the power-of-two
+    bucket count, used under 59k: a bigram's row depended on t1 + t2 and t1 mod 4.)"""
+    g = torch.Generator().manual_seed(0)
+    pairs = torch.unique(torch.randint(670, 8000, (120_000, 2), generator=g), dim=0)[:100_000]
+    bag = HashedNgramBag(buckets=2**18, dim=2, orders=[2])
+    buckets, _ = bag.hashes(pairs, torch.ones_like(pairs))  # (N, 1)
+    n, b = pairs.shape[0], 2**18
+    ideal = b * (1 - math.exp(-n / b))
+    used = torch.unique(buckets).numel()
+    assert used > 0.97 * ideal, f"{used} rows used by {n} distinct bigrams, ~{ideal:.0f} expected"
+    two = bag.hashes(torch.tensor([[2000, 3000], [2004, 2996]]), torch.ones(2, 2))[0]
+    assert two[0, 0] != two[1, 0]
 
 
 @pytest.mark.parametrize("orders", [[0], [4], [2, 2], []])

@@ -4,10 +4,13 @@ For each order n in ``orders``, every run of n consecutive tokens of a window th
 under the attention mask ([CLS] and [SEP] included, so "starts with" / "ends with" n-grams
 exist; padding never) is hashed into one of ``buckets`` rows of an embedding table:
 
-    h(t_1..t_n) = (Σ_k t_k · P^(n-k) + n · Q) mod buckets,   P = 65_537, Q = 1_000_003
+    h_0 = n,   h_k = (h_(k-1) · P + t_k) mod M   (k = 1..n),   bucket = h_n mod buckets
 
-(token ids < 2^17, so the sum stays below 2^63 up to n = 3; orders above 3 are refused). The
-window's vector is the mean of the embeddings of its n-grams, all orders together:
+with M = 2^31 − 1 (a prime) and P = 1_000_000_007, a polynomial hash modulo a prime: every step
+stays below 2^62, so int64 never overflows (for token ids below 2^31), and it traces to ONNX
+as integer Mul/Add/Mod. (An earlier version used P = 2^16 + 1 and reduced modulo the
+power-of-two bucket count only, which made a bigram's bucket depend on little more than
+t_1 + t_2 and used about a third of the table.) The window's vector is the mean of the embeddings of its n-grams, all orders together:
 
     g = (1 / N) Σ_{n, t} E[h_n(t)],   N = number of valid n-grams (a window with none: g = 0)
 
@@ -24,7 +27,10 @@ model, so tokenisation, prediction, the service and ONNX export need nothing new
 
 Edge cases: windows shorter than n contribute no n-gram of that order; collisions are not
 avoided (distinct n-grams may share a row, as in fastText); padded and unpadded copies of a
-text give the same g.
+text give the same g. The n-grams are those of each window as the encoder sees it: with
+``data.long_text: chunks`` every window starts with [CLS] (so windows after the first add
+"starts with" n-grams) and overlapping windows count their shared n-grams in each; with
+``head_tail`` the cut adds the n-grams that span it.
 """
 
 from __future__ import annotations
@@ -32,8 +38,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PRIME = 65_537
-ORDER_SALT = 1_000_003
+PRIME = 1_000_000_007
+MODULUS = 2**31 - 1  # a prime; h < MODULUS and PRIME < 2^30 keep h·PRIME + t below 2^62
 MAX_ORDER = 3
 
 
@@ -41,7 +47,7 @@ class HashedNgramBag(nn.Module):
     """``forward(input_ids (W, T), attention_mask (W, T)) -> (W, dim)``: the mean embedding of
     the window's hashed n-grams (formula in the module docstring)."""
 
-    def __init__(self, buckets: int, dim: int, orders: list[int]):
+    def __init__(self, buckets: int, dim: int, orders: list[int]) -> None:
         super().__init__()
         if buckets < 1 or dim < 1:
             raise ValueError(f"buckets and dim must be positive, got {buckets}, {dim}")
@@ -63,12 +69,12 @@ class HashedNgramBag(nn.Module):
         for n in self.orders:
             if length < n:
                 continue
-            h = torch.zeros_like(ids[:, : length - n + 1])  # (W, T - n + 1)
-            ok = torch.ones_like(h, dtype=torch.bool)
+            h = torch.full_like(ids[:, : length - n + 1], n)  # (W, T - n + 1): h_0 = n
+            ok = torch.ones_like(h, dtype=torch.bool)  # (W, T - n + 1)
             for k in range(n):
-                h = h * PRIME + ids[:, k: length - n + 1 + k]
+                h = torch.remainder(h * PRIME + ids[:, k: length - n + 1 + k], MODULUS)
                 ok = ok & mask[:, k: length - n + 1 + k]
-            out.append(torch.remainder(h + n * ORDER_SALT, self.buckets))
+            out.append(torch.remainder(h, self.buckets))
             valid.append(ok)
         if not out:
             empty = ids[:, :0]
