@@ -68,7 +68,7 @@ class ModelConfig:
     attention_dim: int = opt(128, "bert_GRU_att: attention projection size", positive=True)
     dpcnn_filters: int = opt(250, "bert_DPCNN: filters per convolution", positive=True)
     ngram_buckets: int = opt(0, "rows of a hashed token n-gram bag beside the head, fastText-"
-                             "style (0: none; README: No internet)", low=0)
+                             "style (0: none; README section No internet)", low=0)
     ngram_dim: int = opt(64, "ngram_buckets > 0: width of the n-gram bag's embedding",
                          positive=True)
     ngram_orders: list[int] = opt([1, 2, 3], "ngram_buckets > 0: n-gram lengths hashed (1..3)")
