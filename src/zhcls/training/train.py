@@ -111,7 +111,7 @@ def check_teacher_coverage(config: Config, train: SplitData) -> None:
     if len(missing) == len(train.examples):
         raise DataError(
             f"objective {config.objective.label!r} needs teacher soft labels (a third column) but "
-            "no training line has one; label the data with `zhcls label` or use objective ce",
+            "no training line has one; label the data with `zhcls label` or use --objective.name ce",
             train.path)
     if config.data.teacher_missing == "error":
         raise DataError(
@@ -366,6 +366,10 @@ def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:
     logger.info("model %s (%s), objective %s, lr %g, eval every %d steps, precision %s",
                 config.model.head, config.model.pretrained, config.objective.label, t.lr,
                 args.eval_steps, args_precision(args))
+    m = config.model
+    if m.ngram_buckets:
+        logger.info("hashed n-gram bag beside the head: orders %s, %d buckets x %d, its own lr %g "
+                    "(model.ngram_*)", m.ngram_orders, m.ngram_buckets, m.ngram_dim, m.ngram_lr)
     length = f"train.max_steps {t.max_steps}" if t.max_steps > 0 else f"{t.epochs:g} epochs"
     logger.info("schedule: %d process%s x per-device batch %d x grad_accum %d = global batch "
                 "%d; %d optimizer steps per epoch, %d total steps (%s), %d warm-up steps "
