@@ -100,25 +100,31 @@ class LabelReader:
             ids[label] = item
         return sorted(ids)
 
-    def _several(self, s: str) -> str:
-        """Single-label reading: a hint when the field is several known labels joined."""
+    def _joined_by(self, s, skip: str | None = None) -> str | None:
+        """The separator (other than ``skip``) that splits ``s`` into known class names only,
+        or None: the field looks like several labels joined."""
+        if not isinstance(s, str):
+            return None
         for sep in ("|", ";", "，", "、", "/", " ", ","):
             parts = [x.strip() for x in s.split(sep)]
-            if len(parts) > 1 and all(x in self.name_to_id for x in parts):
-                return (f"; it looks like several labels joined by {sep!r}: for multi-label "
-                        f"data set --data.task multi_label --data.label_separator {sep!r}")
-        return ""
+            if sep != skip and len(parts) > 1 and all(x in self.name_to_id for x in parts):
+                return sep
+        return None
+
+    def _several(self, s: str) -> str:
+        """Single-label reading: a hint when the field is several known labels joined."""
+        sep = self._joined_by(s)
+        return "" if sep is None else (
+            f"; it looks like several labels joined by {sep!r}: for multi-label data set "
+            f"--data.task multi_label --data.label_separator {sep!r}")
 
     def _other_separator(self, item, separator: str) -> str:
-        """A hint when an unknown item is known labels joined by another separator."""
-        if not isinstance(item, str):
-            return ""
-        for sep in ("|", ";", "，", "、", "/", " ", ","):
-            parts = [x.strip() for x in item.split(sep)]
-            if sep != separator and len(parts) > 1 and all(x in self.name_to_id for x in parts):
-                return (f"; it looks like labels joined by {sep!r}: set data.label_separator "
-                        f"{sep!r} (zhcls data-stats: --label-separator)")
-        return ""
+        """Multi-label reading: a hint when an unknown item is known labels joined by another
+        separator."""
+        sep = self._joined_by(item, skip=separator)
+        return "" if sep is None else (
+            f"; it looks like labels joined by {sep!r}: set data.label_separator {sep!r} "
+            "(zhcls data-stats: --label-separator)")
 
     def _split_field(self, s: str, separator: str) -> list[str]:
         s = s.strip()
