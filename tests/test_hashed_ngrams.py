@@ -190,7 +190,7 @@ def test_ig_credits_the_bag_so_attributions_stay_complete(ngram_checkpoint):
     """Integrated gradients through both embedding tables: the convergence delta stays small
     (with the word embeddings alone, the bag's whole effect was left in the delta)."""
     from zhcls.inference.classifier import Classifier
-    from zhcls.inference.explain import explain_texts, integrated_gradients, ngram_token_share
+    from zhcls.inference.explain import explain_texts, integrated_gradients
 
     clf = Classifier.load(ngram_checkpoint, "cpu")
     model, tok = clf.backend.model, clf.tokenizer
@@ -213,7 +213,7 @@ def test_ig_credits_the_bag_so_attributions_stay_complete(ngram_checkpoint):
     (expl,) = explain_texts(clf, [text], steps=16)
     assert len(expl.scores["ig"]) == len(expl.tokens)
     # the spreading: a bigram's score lands half on each of its two tokens
-    share = ngram_token_share(model.ngrams, torch.arange(1.0, 1.0 + 4 + 3 + 2), 4)
+    share = model.ngrams.spread_to_tokens(torch.arange(1.0, 1.0 + 4 + 3 + 2), 4)
     uni, bi, tri = [1.0, 2, 3, 4], [5.0, 6, 7], [8.0, 9]
     expect = [uni[0] + bi[0] / 2 + tri[0] / 3,
               uni[1] + (bi[0] + bi[1]) / 2 + (tri[0] + tri[1]) / 3,

@@ -246,30 +246,13 @@ def integrated_gradients(model, ids: torch.Tensor, mask: torch.Tensor, target: i
                                     internal_batch_size=steps, return_convergence_delta=True)
     if bag is not None:  # the bag's share, each n-gram's spread evenly over its tokens
         attr, ngram_attr = attr
-        per_token = attr.sum(dim=-1)[0].detach().float()  # (T,)
-        per_token = per_token + ngram_token_share(bag, ngram_attr.sum(dim=-1)[0].detach().float(),
-                                                  ids.shape[1])
-        per_token = per_token.cpu().numpy()  # (T,)
-    else:
-        per_token = attr.sum(dim=-1)[0].detach().float().cpu().numpy()  # (T,)
+    per_token = attr.sum(dim=-1)[0].detach().float()  # (T,)
+    if bag is not None:
+        per_token = per_token + bag.spread_to_tokens(ngram_attr.sum(dim=-1)[0].detach().float(),
+                                                     ids.shape[1])  # (T,)
+    per_token = per_token.cpu().numpy()  # (T,)
     total = np.abs(per_token).sum()
     return (per_token / total if total > 0 else per_token), float(delta.abs().max())
-
-
-def ngram_token_share(bag, ngram_scores: torch.Tensor, length: int) -> torch.Tensor:
-    """Scores of the bag's n-grams (G,), in :meth:`HashedNgramBag.hashes` order (each order's
-    start positions side by side), spread evenly over the n tokens of each n-gram: (T,)."""
-    out = torch.zeros(length, dtype=ngram_scores.dtype, device=ngram_scores.device)  # (T,)
-    offset = 0
-    for n in bag.orders:
-        if length < n:
-            continue
-        starts = length - n + 1
-        scores = ngram_scores[offset: offset + starts] / n  # (T - n + 1,)
-        for k in range(n):
-            out[k: k + starts] += scores
-        offset += starts
-    return out
 
 
 def write_json(explanations: list[Explanation], path: str | Path) -> Path:

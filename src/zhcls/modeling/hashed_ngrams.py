@@ -10,7 +10,7 @@ with M = 2^31 − 1 (a prime) and P = 1_000_000_007, a polynomial hash modulo a 
 stays below 2^62, so int64 never overflows (for token ids below 2^31), and it traces to ONNX
 as integer Mul/Add/Mod. (An earlier version used P = 2^16 + 1 and reduced modulo the
 power-of-two bucket count only, which made a bigram's bucket depend on little more than
-t_1 + t_2 and used about a third of the table.) The window's vector is the mean of the embeddings of its n-grams, all orders together:
+t_1 + t_2: 100k distinct bigrams hit half the rows a random hash hits.) The window's vector is the mean of the embeddings of its n-grams, all orders together:
 
     g = (1 / N) Σ_{n, t} E[h_n(t)],   N = number of valid n-grams (a window with none: g = 0)
 
@@ -80,6 +80,21 @@ class HashedNgramBag(nn.Module):
             empty = ids[:, :0]
             return empty, empty.bool()
         return torch.cat(out, dim=1), torch.cat(valid, dim=1)  # (W, G)
+
+    def spread_to_tokens(self, ngram_scores: torch.Tensor, length: int) -> torch.Tensor:
+        """Per-n-gram scores (G,) in :meth:`hashes` order (each order's start positions side
+        by side), each spread evenly over its n tokens: (T,) for a window of ``length``."""
+        out = ngram_scores.new_zeros(length)  # (T,)
+        offset = 0
+        for n in self.orders:
+            if length < n:
+                continue
+            starts = length - n + 1
+            share = ngram_scores[offset: offset + starts] / n  # (T - n + 1,)
+            for k in range(n):
+                out[k: k + starts] += share
+            offset += starts
+        return out
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         buckets, valid = self.hashes(input_ids, attention_mask)  # (W, G)

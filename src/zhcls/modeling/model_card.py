@@ -50,12 +50,11 @@ def write_model_card(checkpoint: str | Path, out_dir: str | Path | None = None, 
 
 def _ngram_words(model: dict[str, Any]) -> str:
     """", plus a hashed n-gram bag (...)" for a model with ``model.ngram_buckets > 0``."""
-    buckets = model.get("ngram_buckets") or 0
-    if not buckets:
+    if not model.get("ngram_buckets"):  # absent from checkpoints older than the bag
         return ""
-    orders = "/".join(str(n) for n in model.get("ngram_orders", [1, 2, 3]))
-    return (f" plus a hashed token {orders}-gram bag ({buckets:,} buckets × "
-            f"{model.get('ngram_dim', 64)})")
+    orders = "/".join(str(n) for n in model["ngram_orders"])
+    return (f" plus a hashed token {orders}-gram bag ({model['ngram_buckets']:,} buckets × "
+            f"{model['ngram_dim']})")
 
 
 def render_model_card(config: dict[str, Any], labels: list[str], meta: dict[str, Any], *,
