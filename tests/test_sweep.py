@@ -207,3 +207,62 @@ def test_cli_rejects_unknown_grid_key_before_training(tmp_path, capsys):
                  "--grid", "objective.temprature=1,2"])
     assert code == 2
     assert not out.exists()
+
+
+def _fake_training(calls: list, after_first=None):
+    """A stand-in for train_and_report that records each run's config and writes metrics."""
+    def fake_train(config, data_dir, run_dir):
+        calls.append(config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = {"dev": {"accuracy": 0.5, "macro_f1": 0.5, "loss": 1.0}, "test": None}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+        if after_first is not None and len(calls) == 1:
+            after_first()
+    return fake_train
+
+
+def test_sweep_keeps_the_config_it_read_when_the_file_is_edited_mid_sweep(tmp_path, tiny_data,
+                                                                          monkeypatch):
+    import zhcls.workflows.pipeline as pipeline
+
+    yaml_file = tmp_path / "sweep.yaml"
+    yaml_file.write_text(CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    original = CONFIG.read_text(encoding="utf-8")
+    assert "max_length: 32" in original
+
+    def edit():  # what a user editing the YAML while the sweep runs does
+        yaml_file.write_text(original.replace("max_length: 32", "max_length: 48"),
+                             encoding="utf-8")
+
+    calls: list = []
+    monkeypatch.setattr(pipeline, "train_and_report", _fake_training(calls, edit))
+    run_sweep(yaml_file, tiny_data, {"train.lr": ["1e-3", "2e-3"]}, 1, tmp_path / "s")
+    assert [c.data.max_length for c in calls] == [32, 32]
+    assert [c.train.lr for c in calls] == [1e-3, 2e-3]
+
+
+def test_sweep_restart_refuses_a_config_file_that_changed_since_it_began(tmp_path, tiny_data,
+                                                                         monkeypatch):
+    import zhcls.workflows.pipeline as pipeline
+
+    yaml_file = tmp_path / "sweep.yaml"
+    original = CONFIG.read_text(encoding="utf-8")
+    yaml_file.write_text(original, encoding="utf-8")
+    out = tmp_path / "s"
+    calls: list = []
+    monkeypatch.setattr(pipeline, "train_and_report", _fake_training(calls))
+    run_sweep(yaml_file, tiny_data, {"train.lr": ["1e-3"]}, 1, out)
+    # The same settings continue (here: a new grid value is added to the finished sweep) ...
+    run_sweep(yaml_file, tiny_data, {"train.lr": ["1e-3", "2e-3"]}, 1, out)
+    assert len(calls) == 2
+    # ... but edited settings would mix two configs in one table: refused, nothing trained.
+    yaml_file.write_text(original.replace("max_length: 32", "max_length: 48"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"data\.max_length: 32 .* vs 48 now.*new --out"):
+        run_sweep(yaml_file, tiny_data, {"train.lr": ["1e-3", "2e-3", "3e-3"]}, 1, out)
+    with pytest.raises(ConfigError, match=r"data\.max_length"):
+        run_sweep(CONFIG, tiny_data, {"train.lr": ["1e-3", "2e-3", "3e-3"]}, 1, out,
+                  ["--data.max_length", "48"])
+    assert len(calls) == 2
+    # Settings that do not change a result (threads, reports, ...) may differ.
+    run_sweep(yaml_file.with_name("sweep.yaml"), tiny_data, {"train.lr": ["1e-3", "2e-3"]}, 1,
+              out, ["--data.max_length", "32", "--train.threads", "1"])

@@ -14,7 +14,10 @@ directory), then writes
 A run is finished when its ``metrics.json`` exists (training writes it last), so a sweep that
 was interrupted picks up where it stopped: finished runs are skipped and a run directory
 without ``metrics.json`` (a crash) is resumed from its last complete checkpoint
-(``train.resume``; the run-directory rules refuse it when its settings changed). Every training runs in this
+(``train.resume``; the run-directory rules refuse it when its settings changed). The config file is
+read once, when the sweep is planned, so an edit of it while the sweep runs does not reach later
+runs; ``sweep.json`` keeps the settings (config file + overrides) and a restart that gives other
+settings is refused, so one summary never mixes two configs. Every training runs in this
 process through :func:`zhcls.training.train.train`; each one seeds itself and builds its own
 model, Trainer and data, so nothing carries over from one run to the next (a re-run of a run
 reproduces its metrics; see ``tests/test_sweep.py``).
@@ -27,13 +30,13 @@ import itertools
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zhcls.config import load_config
+from zhcls.config import Config, load_config
 from zhcls.errors import ConfigError
 from zhcls.utils import atomic_write_json
 
@@ -62,12 +65,15 @@ RESERVED = {"train.seed": "use --seeds", "train.output_dir": "every run gets its
 
 @dataclass
 class SweepRun:
-    """One training of the sweep: grid values (as text), seed, directory, overrides."""
+    """One training of the sweep: grid values (as text), seed, directory, overrides, and the
+    config they gave when the sweep was planned (what the run trains with: an edit of the YAML
+    file while the sweep runs does not reach later runs)."""
 
     values: dict[str, str]
     seed: int
     run_dir: Path
     overrides: list[str]
+    config: Config | None = field(default=None, compare=False, repr=False)
 
     @property
     def finished(self) -> bool:
@@ -124,11 +130,12 @@ def plan_sweep(config_path: str | Path | None, grid: dict[str, list], seeds: int
         for seed in seed_list:
             args = overrides + grid_args + ["--train.seed", str(seed)]
             try:
-                objectives.append(load_config(config_path, args).objective)  # validates it
+                config = load_config(config_path, args)  # validates it
             except ConfigError as exc:
                 raise ConfigError(f"--grid combination {combo_name(values)}: {exc}") from None
+            objectives.append(config.objective)
             runs.append(SweepRun(values, seed, Path(out_dir) / combo_name(values) / f"seed-{seed}",
-                                 args))
+                                 args, config))
     _warn_unused(texts, objectives)
     return runs
 
@@ -181,11 +188,13 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
               overrides: list[str] | None = None) -> Path:
     """Train every run of the grid that is not finished yet, then write the summary table and
     plots into ``out_dir`` (returned). See the module docstring for the layout."""
+    from zhcls.training.rundir import result_settings
     from zhcls.workflows.pipeline import train_and_report as train
 
     out = Path(out_dir)
+    base = load_config(config_path, overrides)
     runs = plan_sweep(config_path, grid, seeds, out, overrides)
-    data = data_dir or load_config(config_path, overrides).data.dir
+    data = data_dir or base.data.dir
     if data is None or not Path(data).is_dir():
         raise ConfigError(f"sweep: dataset directory {data} not found; pass --data DIR (a "
                           "folder with train/dev/test and class.txt)" if data else
@@ -194,13 +203,16 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
     n_seeds = len({r.seed for r in runs})
     logger.info("sweep: %d runs (%d combinations x %d seeds), %d finished, %d to train, in %s",
                 len(runs), len(runs) // n_seeds, n_seeds, len(runs) - len(todo), len(todo), out)
+    _refuse_changed_settings(out, base)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep.json", {
         "config": str(config_path) if config_path else None, "data": str(data_dir),
         "grid": {k: [value_text(v) for v in vs] for k, vs in grid.items()},
-        "seeds": sorted({r.seed for r in runs}), "overrides": list(overrides or [])})
+        "seeds": sorted({r.seed for r in runs}), "overrides": list(overrides or []),
+        "settings": result_settings(base)})
     for k, run in enumerate(todo, start=1):
-        config = load_config(config_path, run.overrides)
+        assert run.config is not None  # plan_sweep sets it
+        config = run.config
         if run.run_dir.is_dir() and any(run.run_dir.iterdir()):
             logger.warning("sweep: %s has no metrics.json (an interrupted run); resuming it",
                            run.run_dir)
@@ -214,6 +226,33 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
             raise
     write_summary(runs, list(grid), out)
     return out
+
+
+def _refuse_changed_settings(out: Path, base: Config) -> None:
+    """A restarted sweep must train its remaining runs with the settings its finished runs had
+    (config file + overrides, grid and seed aside); otherwise one table would mix two configs."""
+    from zhcls.training.rundir import fingerprint_differences, result_settings
+
+    file = out / "sweep.json"
+    if not file.is_file():
+        return
+    try:
+        stored = json.loads(file.read_text(encoding="utf-8")).get("settings")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise ConfigError(f"sweep: {file} is unreadable ({exc}); restore it, or use a new --out "
+                          "for a new sweep") from None
+    if stored is None:  # written before sweeps recorded their settings
+        return
+    current = result_settings(base)
+    stored.pop("train.seed", None)  # the seeds are a sweep axis, like the grid
+    current.pop("train.seed", None)
+    diffs = fingerprint_differences(stored, current)
+    if diffs:
+        raise ConfigError(
+            f"sweep: {out} was started with other settings (config file and overrides): "
+            + "; ".join(d.replace(" in the run ", " at its start ") for d in diffs[:8])
+            + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+            + ". Restore them to continue this sweep, or use a new --out for a new one")
 
 
 def collect(runs: list[SweepRun]) -> list[dict[str, Any]]:
