@@ -4,6 +4,7 @@ own optimizer group."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -220,3 +221,15 @@ def test_ig_credits_the_bag_so_attributions_stay_complete(ngram_checkpoint):
               uni[2] + (bi[1] + bi[2]) / 2 + (tri[0] + tri[1]) / 3,
               uni[3] + bi[2] / 2 + tri[1] / 3]
     torch.testing.assert_close(share, torch.tensor(expect))
+
+
+def test_the_run_logs_the_tables_learning_rate_beside_the_encoders(ngram_checkpoint):
+    run = ngram_checkpoint.parent
+    config = json.loads((run / "zhcls-run.json").read_text())["config"]  # what the run used
+    ratio = config["model"]["ngram_lr"] / config["train"]["lr"]
+    assert ratio > 5  # the defaults: the table's peak is far above the encoder's
+    logged = [e for e in json.loads((run / "history.json").read_text())["log_history"]
+              if "learning_rate" in e]
+    assert logged, "no learning rate was logged"
+    for entry in logged:  # the same schedule on both groups, each at its own peak
+        assert entry["learning_rate_ngram"] == pytest.approx(entry["learning_rate"] * ratio)
