@@ -233,3 +233,26 @@ def test_the_run_logs_the_tables_learning_rate_beside_the_encoders(ngram_checkpo
     assert logged, "no learning rate was logged"
     for entry in logged:  # the same schedule on both groups, each at its own peak
         assert entry["learning_rate_ngram"] == pytest.approx(entry["learning_rate"] * ratio)
+
+
+@pytest.mark.parametrize("edit, blamed", [
+    ("ngram_dim: 8", "ngram_dim: 16"),          # the table's width: a shape mismatch
+    ("ngram_buckets: 4096", "ngram_buckets: 0"),  # no bag: the table's weights are left over
+])
+def test_editing_the_bag_of_a_trained_checkpoint_blames_zhcls_yaml(ngram_checkpoint, tmp_path,
+                                                                    edit, blamed):
+    import shutil
+
+    from zhcls.errors import CheckpointError
+    from zhcls.modeling.checkpoint import load_checkpoint
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(ngram_checkpoint, copy)
+    text = (copy / "zhcls.yaml").read_text("utf-8")
+    assert edit in text
+    (copy / "zhcls.yaml").write_text(text.replace(edit, blamed), "utf-8")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(copy)
+    message = str(err.value)
+    assert "model settings of zhcls.yaml" in message, message
+    assert "ngrams.embedding.weight" in message and "encoder_config.json" not in message, message

@@ -343,8 +343,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     _check_state(path, model, state, config.model.head, len(labels))
     try:
         model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shapes differ from encoder_config.json
-        raise CheckpointError(f"{path}/model.safetensors does not fit encoder_config.json "
+    except RuntimeError as exc:  # _check_state compared names and shapes; anything else
+        raise CheckpointError(f"{path}/model.safetensors does not load into the model "
                               f"({str(exc).splitlines()[-1].strip()}); restore both files from "
                               "the same run") from None
     model.to(device).eval()
@@ -393,19 +393,29 @@ def check_labels_digest(labels: list[str], stored: str | None, where: Path) -> N
 
 
 def _check_state(path: Path, model, state: dict, head: str, num_labels: int) -> None:
-    expected = set(model.state_dict())
-    missing = sorted(k for k in expected - set(state) if not k.endswith("position_ids"))
-    unexpected = sorted(k for k in set(state) - expected if not k.endswith("position_ids"))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}/model.safetensors does not match head {head!r} from zhcls.yaml: "
-            f"missing {missing[:4]}, unexpected {unexpected[:4]}. The weights were saved for a "
-            "different head or encoder; do not edit model.head in a trained checkpoint"
-        )
-    found = state["classifier.weight"].shape[0]
-    if found != num_labels:
-        raise CheckpointError(f"{path}: classifier has {found} outputs but labels.json names "
-                              f"{num_labels} labels")
+    """The saved tensors must be the ones the files describe: names and shapes. The encoder's
+    come from encoder_config.json, the head's and the n-gram bag's from zhcls.yaml."""
+    expected = model.state_dict()
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith("position_ids"))
+    unexpected = sorted(k for k in set(state) - set(expected) if not k.endswith("position_ids"))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if not (missing or unexpected or wrong):
+        found = state["classifier.weight"].shape[0]
+        if found != num_labels:
+            raise CheckpointError(f"{path}: classifier has {found} outputs but labels.json names "
+                                  f"{num_labels} labels")
+        return
+    names = missing + unexpected + wrong
+    source = ("encoder_config.json" if all(k.startswith("encoder.") for k in names) else
+              f"the model settings of zhcls.yaml (model.head {head!r}, model.ngram_*, ...)")
+    shapes = [f"{k} {tuple(state[k].shape)} saved vs {tuple(expected[k].shape)} built"
+              for k in wrong[:3]]
+    raise CheckpointError(
+        f"{path}/model.safetensors does not fit {source}: "
+        + "; ".join([f"missing {missing[:4]}"] * bool(missing)
+                    + [f"unexpected {unexpected[:4]}"] * bool(unexpected) + shapes)
+        + ". The weights were saved with other settings: restore the files written with the "
+        "checkpoint (do not edit a trained checkpoint's model settings)")
 
 
 def check_labels_match(ckpt_labels: list[str], class_names: list[str], where: str) -> None:
