@@ -146,3 +146,25 @@ def test_real_ernie_encoder_exports_with_parity(tmp_path, tiny_model, texts):
     p_onnx = Classifier.load(tmp_path / "onnx", "cpu").predict_proba(texts)
     assert p_torch.max(axis=1).mean() > 0.6
     assert float(np.abs(p_torch - p_onnx).max()) < 1e-4
+
+
+def test_evaluate_accepts_an_onnx_export_with_the_checkpoints_numbers(tmp_path, capsys, caplog,
+                                                                       tiny_model, tiny_data,
+                                                                       tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    ckpt = trained_checkpoint(base, tiny_model, tiny_data)
+    out = onnx_export(base, ckpt, "trained")  # (the name keys the session's exports)
+    for model, where in ((ckpt, tmp_path / "torch"), (out, tmp_path / "onnx")):
+        assert main(["evaluate", str(model), "--data", str(tiny_data), "--split", "dev",
+                     "--out", str(where)]) == 0
+    printed = capsys.readouterr().out
+    assert "ONNX export" in printed and str(out) in printed  # says what was evaluated
+    torch_m, onnx_m = (json.loads((tmp_path / d / "metrics.json").read_text("utf-8"))
+                       for d in ("torch", "onnx"))
+    assert onnx_m["accuracy"] == torch_m["accuracy"] and onnx_m["num_examples"] == torch_m["num_examples"] > 0
+    assert onnx_m["loss"] == pytest.approx(torch_m["loss"], abs=1e-3)
+    assert (tmp_path / "onnx" / "confusion_matrix.png").is_file()
+    assert main(["evaluate", str(out), "--quantized", "--data", str(tiny_data)]) == 2
+    assert "model.int8.onnx not found" in caplog.text
+    assert main(["evaluate", str(ckpt), "--quantized", "--data", str(tiny_data)]) == 2
+    assert "--quantized: " in caplog.text and "is not an ONNX export directory" in caplog.text
