@@ -188,6 +188,13 @@ def find_split_file(data_dir: str | Path, split: str) -> Path:
     raise DataError(f"no {split} split found; looked for {tried}{hint}", data_dir)
 
 
+def _check_choices(**given: tuple[str, tuple[str, ...]]) -> None:
+    """A programming error (the CLI and configs validate first): ``name=(value, choices)``."""
+    for name, (value, choices) in given.items():
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
 def read_split(
     path: str | Path,
     class_names: list[str],
@@ -211,12 +218,8 @@ def read_split(
     their ``task`` becomes ``task`` (multi-label: per-class probabilities, no sum rule, and
     ``teacher_policy`` normalize is a ConfigError; see :mod:`zhcls.data.teacher`)."""
     path = Path(path)
-    if on_bad_line not in ON_BAD_LINE:
-        raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {on_bad_line!r}")
-    if label_format not in LABEL_FORMATS:
-        raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    _check_choices(on_bad_line=(on_bad_line, ON_BAD_LINE), label_format=(label_format,
+                   LABEL_FORMATS), task=(task, TASKS))
     rules = teacher_rules or TeacherRules(kind=teacher_kind, policy=teacher_policy)
     if read_teacher and not ignore_teacher and rules.task != task:
         rules = replace(rules, task=task)  # an unread column is never refused

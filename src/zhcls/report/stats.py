@@ -81,26 +81,7 @@ def data_stats(
                               **({"label_separator": label_separator} if multi else {})}
     lengths: dict[str, dict[str, list[int]]] = {"characters": {}, "tokens": {}}
     for name, (split, first_error) in splits.items():
-        examples = split.examples
-        info = {"path": str(split.path), "examples": len(examples),
-                "skipped_lines": split.skipped[:20], "skipped_count": len(split.skipped),
-                "first_skip_reason": first_error,
-                "teacher_repairs": split.teacher_report.summary() or None,
-                "teacher_column": {"rows": split.teacher_rows,
-                                   **split.teacher_report.counts()}}
-        info["classes"] = (multilabel_balance(examples, class_names) if multi
-                           else class_balance(examples, class_names))
-        chars = [len(e.text) for e in examples]
-        lengths["characters"][name] = chars
-        info["length_chars"] = length_summary(chars, extra=0)
-        if tok is not None:
-            lengths["tokens"][name], unk = _token_ids(tok, [e.text for e in examples])
-            info["length_tokens"] = length_summary(lengths["tokens"][name], extra=SPECIAL_TOKENS)
-            info["length_tokens"].update(unk)
-        info["duplicates"] = within_duplicates(examples, class_names)
-        info["suspicious"] = suspicious_lines(examples)
-        info["teacher"] = (multilabel_teacher(examples, class_names) if multi
-                           else teacher_agreement(examples))
+        info = _split_stats(split, first_error, class_names, multi, tok, name, lengths)
         result["splits"][name] = info
         result["warnings"] += _split_warnings(name, info)
     result["warnings"] += warn_class_coverage({n: s for n, (s, _) in splits.items()},
@@ -114,6 +95,31 @@ def data_stats(
         result["plots"] = _write_plots(result, lengths, Path(out_dir))
     return result
 
+
+
+def _split_stats(split, first_error: str | None, class_names: list[str], multi: bool, tok,
+                 name: str, lengths: dict[str, dict[str, list[int]]]) -> dict[str, Any]:
+    """One split's entry of :func:`data_stats`; its length lists go into ``lengths``."""
+    examples = split.examples
+    info = {"path": str(split.path), "examples": len(examples),
+            "skipped_lines": split.skipped[:20], "skipped_count": len(split.skipped),
+            "first_skip_reason": first_error,
+            "teacher_repairs": split.teacher_report.summary() or None,
+            "teacher_column": {"rows": split.teacher_rows, **split.teacher_report.counts()}}
+    info["classes"] = (multilabel_balance(examples, class_names) if multi
+                       else class_balance(examples, class_names))
+    chars = [len(e.text) for e in examples]
+    lengths["characters"][name] = chars
+    info["length_chars"] = length_summary(chars, extra=0)
+    if tok is not None:
+        lengths["tokens"][name], unk = _token_ids(tok, [e.text for e in examples])
+        info["length_tokens"] = length_summary(lengths["tokens"][name], extra=SPECIAL_TOKENS)
+        info["length_tokens"].update(unk)
+    info["duplicates"] = within_duplicates(examples, class_names)
+    info["suspicious"] = suspicious_lines(examples)
+    info["teacher"] = (multilabel_teacher(examples, class_names) if multi
+                       else teacher_agreement(examples))
+    return info
 
 def load_tokenizer(name_or_path: str | Path) -> Any:
     """:func:`zhcls.modeling.encoder.load_tokenizer` (hub name, tokenizer directory, or a

@@ -232,13 +232,11 @@ def pretrain(config: PretrainConfig, out_dir: str | Path | None = None) -> Pretr
     """Continue MLM pretraining of ``config.model.pretrained``; the encoder lands in
     ``OUT/encoder``."""
     from transformers import set_seed
-    from transformers.trainer_callback import ProgressCallback
 
     from zhcls.devices import apply_threads
     from zhcls.modeling.encoder import load_tokenizer
     from zhcls.training.mlm_data import MLMDataset, encode_texts
     from zhcls.training.rundir import inspect_run_dir
-    from zhcls.training.trainer import HistoryCallback, ZhclsProgressCallback
 
     apply_threads(config.train.threads, "train.threads")
     config = copy.deepcopy(config)
@@ -257,23 +255,10 @@ def pretrain(config: PretrainConfig, out_dir: str | Path | None = None) -> Pretr
     logger.info("corpus: %d texts -> %d examples, %d tokens (max_length %d); masking %s, rate "
                 "%g", len(texts), len(dataset), tokens, config.corpus.max_length,
                 config.mask.unit, config.mask.rate)
-    model = build_mlm(config.model.pretrained)
+    model = build_mlm(config.model.pretrained)  # before the run directory is touched
     args = training_arguments(config, out)
     plan.apply()
-    history = HistoryCallback()
-    trainer = PretrainTrainer(model=model, args=args, train_dataset=dataset,
-                              data_collator=make_collator(config, tokenizer),
-                              callbacks=[history])
-    if config.train.tensorboard:
-        from zhcls.training.train import _has_tensorboard
-        from zhcls.training.trainer import TensorBoardLogCallback
-
-        if _has_tensorboard():
-            trainer.add_callback(TensorBoardLogCallback(out / "tensorboard"))
-    trainer.run_record = plan.record
-    history.epoch_steps = list(plan.epoch_steps)
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(ZhclsProgressCallback())
+    trainer, history = _build_trainer(config, model, args, tokenizer, dataset, plan, out)
     epochs = config.train.max_steps * config.train.batch_size * config.train.grad_accum / len(dataset)
     logger.info("schedule: %d steps x batch %d x grad_accum %d (%.2f epochs of the corpus), lr "
                 "%g", config.train.max_steps, config.train.batch_size, config.train.grad_accum,
@@ -294,3 +279,28 @@ def pretrain(config: PretrainConfig, out_dir: str | Path | None = None) -> Pretr
                 metrics["first_logged_train_loss"], metrics["last_logged_train_loss"],
                 trainer.state.global_step)
     return PretrainResult(out, encoder_dir, metrics)
+
+
+def _build_trainer(config: PretrainConfig, model, args, tokenizer, dataset, plan, out: Path):
+    """The MLM PretrainTrainer with zhcls's callbacks (history, progress, TensorBoard) and the
+    run record; returns ``(trainer, history)``."""
+    from transformers.trainer_callback import ProgressCallback
+
+    from zhcls.training.train import _has_tensorboard
+    from zhcls.training.trainer import (
+        HistoryCallback,
+        TensorBoardLogCallback,
+        ZhclsProgressCallback,
+    )
+
+    history = HistoryCallback()
+    trainer = PretrainTrainer(model=model, args=args, train_dataset=dataset,
+                              data_collator=make_collator(config, tokenizer),
+                              callbacks=[history])
+    if config.train.tensorboard and _has_tensorboard():
+        trainer.add_callback(TensorBoardLogCallback(out / "tensorboard"))
+    trainer.run_record = plan.record
+    history.epoch_steps = list(plan.epoch_steps)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ZhclsProgressCallback())
+    return trainer, history
