@@ -219,3 +219,28 @@ def test_tensorboard_writer_is_closed_after_train(tiny_model, tiny_data, tmp_pat
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0
     assert writer_threads() == before
+
+
+@pytest.mark.parametrize("file, edit, blamed", [
+    ("encoder_config.json", ("\"hidden_size\": 32", "\"hidden_size\": 64"),
+     "does not fit encoder_config.json: encoder."),
+    ("labels.json", ("]", ", \"extra\"]"), "classifier has 3 outputs but labels.json names 4"),
+])
+def test_an_edited_checkpoint_file_is_named_in_the_error(trained, tmp_path, file, edit, blamed):
+    import shutil
+
+    from zhcls.modeling.checkpoint import LABELS_DIGEST_KEY, weights_metadata
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(trained.best_dir, copy)
+    text = (copy / file).read_text("utf-8")
+    assert edit[0] in text, text[:200]
+    (copy / file).write_text(text.replace(edit[0], edit[1], 1), "utf-8")
+    if file == "labels.json":  # a checkpoint without the labels digest (hand-assembled, old)
+        from safetensors.torch import load_file, save_file
+
+        weights = load_file(copy / "model.safetensors")
+        save_file(weights, copy / "model.safetensors", metadata={})
+        assert LABELS_DIGEST_KEY in weights_metadata(["a"])
+    with pytest.raises(CheckpointError, match=blamed):
+        load_checkpoint(copy)

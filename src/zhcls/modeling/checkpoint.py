@@ -345,8 +345,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # _check_state compared names and shapes; anything else
         raise CheckpointError(f"{path}/model.safetensors does not load into the model "
-                              f"({str(exc).splitlines()[-1].strip()}); restore both files from "
-                              "the same run") from None
+                              f"({str(exc).splitlines()[-1].strip()}); restore the checkpoint's "
+                              "files from the same run") from None
     model.to(device).eval()
     tokenizer = load_tokenizer(str(path))
     return Checkpoint(path=path, model=model, tokenizer=tokenizer, config=config, labels=labels)
@@ -393,29 +393,33 @@ def check_labels_digest(labels: list[str], stored: str | None, where: Path) -> N
 
 
 def _check_state(path: Path, model, state: dict, head: str, num_labels: int) -> None:
-    """The saved tensors must be the ones the files describe: names and shapes. The encoder's
-    come from encoder_config.json, the head's and the n-gram bag's from zhcls.yaml."""
+    """The saved tensors must be the ones the files describe, by name and shape: the encoder's
+    come from encoder_config.json, the classifier's outputs from labels.json, the rest of the
+    head and the n-gram bag from zhcls.yaml. The first file that explains a mismatch is named."""
     expected = model.state_dict()
     missing = sorted(k for k in set(expected) - set(state) if not k.endswith("position_ids"))
     unexpected = sorted(k for k in set(state) - set(expected) if not k.endswith("position_ids"))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    wrong = sorted((k for k in set(state) & set(expected) if state[k].shape != expected[k].shape),
+                   key=lambda k: (not k.startswith("encoder."), k))  # the encoder's first
     if not (missing or unexpected or wrong):
-        found = state["classifier.weight"].shape[0]
-        if found != num_labels:
-            raise CheckpointError(f"{path}: classifier has {found} outputs but labels.json names "
-                                  f"{num_labels} labels")
         return
-    names = missing + unexpected + wrong
-    source = ("encoder_config.json" if all(k.startswith("encoder.") for k in names) else
-              f"the model settings of zhcls.yaml (model.head {head!r}, model.ngram_*, ...)")
+    found = state["classifier.weight"].shape[0] if "classifier.weight" in state else num_labels
+    if any(k.startswith("encoder.") for k in missing + unexpected + wrong):
+        source = "encoder_config.json"
+    elif found != num_labels:
+        raise CheckpointError(f"{path}: classifier has {found} outputs but labels.json names "
+                              f"{num_labels} labels; restore the labels.json written with the "
+                              "checkpoint")
+    else:
+        source = f"the model settings of zhcls.yaml (model.head {head!r}, model.ngram_*, ...)"
     shapes = [f"{k} {tuple(state[k].shape)} saved vs {tuple(expected[k].shape)} built"
               for k in wrong[:3]]
     raise CheckpointError(
         f"{path}/model.safetensors does not fit {source}: "
         + "; ".join([f"missing {missing[:4]}"] * bool(missing)
                     + [f"unexpected {unexpected[:4]}"] * bool(unexpected) + shapes)
-        + ". The weights were saved with other settings: restore the files written with the "
-        "checkpoint (do not edit a trained checkpoint's model settings)")
+        + f". The weights were saved with other settings: restore the {source.split(' (')[0]} "
+        "written with the checkpoint (do not edit a trained checkpoint's model settings)")
 
 
 def check_labels_match(ckpt_labels: list[str], class_names: list[str], where: str) -> None:
