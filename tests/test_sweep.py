@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 import struct
 
 import pytest
@@ -212,8 +213,12 @@ def test_cli_rejects_unknown_grid_key_before_training(tmp_path, capsys):
 def _fake_training(calls: list, after_first=None):
     """A stand-in for train_and_report that records each run's config and writes metrics."""
     def fake_train(config, data_dir, run_dir):
+        from zhcls.training.rundir import RUN_FILE, run_fingerprint, run_record
+
         calls.append(config)
         run_dir.mkdir(parents=True, exist_ok=True)
+        record = run_record(config, run_fingerprint(config, data_dir))  # as train writes it
+        (run_dir / RUN_FILE).write_text(json.dumps(record), encoding="utf-8")
         metrics = {"dev": {"accuracy": 0.5, "macro_f1": 0.5, "loss": 1.0}, "test": None}
         (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
         if after_first is not None and len(calls) == 1:
@@ -262,7 +267,17 @@ def test_sweep_restart_refuses_a_config_file_that_changed_since_it_began(tmp_pat
     with pytest.raises(ConfigError, match=r"data\.max_length"):
         run_sweep(CONFIG, tiny_data, {"train.lr": ["1e-3", "2e-3", "3e-3"]}, 1, out,
                   ["--data.max_length", "48"])
+    with pytest.raises(ConfigError, match=r"data\.files\.train\.txt"):  # other data, same name
+        other = tmp_path / "data"
+        shutil.copytree(tiny_data, other)
+        with (other / "train.txt").open("a", encoding="utf-8") as f:
+            f.write("又一条新闻\t0\n")
+        run_sweep(CONFIG, other, {"train.lr": ["1e-3", "2e-3"]}, 1, out)
     assert len(calls) == 2
-    # Settings that do not change a result (threads, reports, ...) may differ.
-    run_sweep(yaml_file.with_name("sweep.yaml"), tiny_data, {"train.lr": ["1e-3", "2e-3"]}, 1,
-              out, ["--data.max_length", "32", "--train.threads", "1"])
+    # Settings that do not change a result (threads, reports, ...) may differ, and so may the
+    # file's value of a swept key (every run overrides it).
+    yaml_file.write_text(original.replace("lr: 2.0e-3", "lr: 5.0e-3"), encoding="utf-8")
+    assert "lr: 5.0e-3" in yaml_file.read_text(encoding="utf-8")
+    run_sweep(yaml_file, tiny_data, {"train.lr": ["1e-3", "2e-3"]}, 1, out,
+              ["--train.threads", "1"])
+    assert len(calls) == 2

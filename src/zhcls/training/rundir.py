@@ -97,16 +97,11 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def result_settings(config: Config) -> dict[str, Any]:
-    """The config's settings that change a result, flat ``"section.key": value``."""
-    flat: dict[str, Any] = {}
-    _flatten("", config.to_dict(), flat)
-    return {k: v for k, v in flat.items() if k not in NEUTRAL_KEYS}
-
-
 def run_fingerprint(config: Config, data_dir: str | Path) -> dict[str, Any]:
     """Everything that changes the result of a run, flat ``key: value``."""
-    fp = result_settings(config)
+    flat: dict[str, Any] = {}
+    _flatten("", config.to_dict(), flat)
+    fp = {k: v for k, v in flat.items() if k not in NEUTRAL_KEYS}
     for name, digest in _data_files(Path(data_dir)).items():
         fp[f"data.files.{name}"] = digest
     for name, digest in _model_files(config.model.pretrained).items():

@@ -16,8 +16,9 @@ was interrupted picks up where it stopped: finished runs are skipped and a run d
 without ``metrics.json`` (a crash) is resumed from its last complete checkpoint
 (``train.resume``; the run-directory rules refuse it when its settings changed). The config file is
 read once, when the sweep is planned, so an edit of it while the sweep runs does not reach later
-runs; ``sweep.json`` keeps the settings (config file + overrides) and a restart that gives other
-settings is refused, so one summary never mixes two configs. Every training runs in this
+runs; a restart whose config file, overrides, data or encoder files would train a finished run
+differently is refused (each run directory records its fingerprint), so a summary does not mix
+two setups. Every training runs in this
 process through :func:`zhcls.training.train.train`; each one seeds itself and builds its own
 model, Trainer and data, so nothing carries over from one run to the next (a re-run of a run
 reproduces its metrics; see ``tests/test_sweep.py``).
@@ -188,7 +189,6 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
               overrides: list[str] | None = None) -> Path:
     """Train every run of the grid that is not finished yet, then write the summary table and
     plots into ``out_dir`` (returned). See the module docstring for the layout."""
-    from zhcls.training.rundir import result_settings
     from zhcls.workflows.pipeline import train_and_report as train
 
     out = Path(out_dir)
@@ -203,13 +203,12 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
     n_seeds = len({r.seed for r in runs})
     logger.info("sweep: %d runs (%d combinations x %d seeds), %d finished, %d to train, in %s",
                 len(runs), len(runs) // n_seeds, n_seeds, len(runs) - len(todo), len(todo), out)
-    _refuse_changed_settings(out, base)
+    _refuse_changed_runs(runs, data)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep.json", {
         "config": str(config_path) if config_path else None, "data": str(data_dir),
         "grid": {k: [value_text(v) for v in vs] for k, vs in grid.items()},
-        "seeds": sorted({r.seed for r in runs}), "overrides": list(overrides or []),
-        "settings": result_settings(base)})
+        "seeds": sorted({r.seed for r in runs}), "overrides": list(overrides or [])})
     for k, run in enumerate(todo, start=1):
         assert run.config is not None  # plan_sweep sets it
         config = run.config
@@ -228,31 +227,26 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
     return out
 
 
-def _refuse_changed_settings(out: Path, base: Config) -> None:
-    """A restarted sweep must train its remaining runs with the settings its finished runs had
-    (config file + overrides, grid and seed aside); otherwise one table would mix two configs."""
-    from zhcls.training.rundir import fingerprint_differences, result_settings
+def _refuse_changed_runs(runs: list[SweepRun], data: str | Path) -> None:
+    """A restarted sweep must train its remaining runs with the settings its finished runs had,
+    or one table would mix two setups: each finished run's recorded fingerprint (its settings,
+    data files and encoder files; :mod:`zhcls.training.rundir`) must be what its planned config
+    gives now."""
+    from zhcls.training.rundir import fingerprint_differences, read_record, run_fingerprint
 
-    file = out / "sweep.json"
-    if not file.is_file():
-        return
-    try:
-        stored = json.loads(file.read_text(encoding="utf-8")).get("settings")
-    except (OSError, json.JSONDecodeError, AttributeError) as exc:
-        raise ConfigError(f"sweep: {file} is unreadable ({exc}); restore it, or use a new --out "
-                          "for a new sweep") from None
-    if stored is None:  # written before sweeps recorded their settings
-        return
-    current = result_settings(base)
-    stored.pop("train.seed", None)  # the seeds are a sweep axis, like the grid
-    current.pop("train.seed", None)
-    diffs = fingerprint_differences(stored, current)
-    if diffs:
-        raise ConfigError(
-            f"sweep: {out} was started with other settings (config file and overrides): "
-            + "; ".join(d.replace(" in the run ", " at its start ") for d in diffs[:8])
-            + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
-            + ". Restore them to continue this sweep, or use a new --out for a new one")
+    for run in runs:
+        record = read_record(run.run_dir) if run.finished else None
+        if record is None:  # unfinished (resume checks it), or written without a record
+            continue
+        diffs = fingerprint_differences(record.get("fingerprint") or {},
+                                        run_fingerprint(run.config, data))
+        if diffs:
+            raise ConfigError(
+                f"sweep: the finished run {run.run_dir} was trained with other settings than "
+                "this command gives (config file, overrides, --data or encoder files): "
+                + "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8
+                                          else "")
+                + ". Restore them to continue this sweep, or use a new --out for a new one")
 
 
 def collect(runs: list[SweepRun]) -> list[dict[str, Any]]:
