@@ -29,8 +29,6 @@ from zhcls.data.samplers import ShuffledLengthGroupedSampler, longest_first
 from zhcls.training.distributed import gather_with_grad, is_distributed
 
 logger = logging.getLogger(__name__)
-#: ``name`` of the optimizer's param group holding the hashed n-gram table.
-NGRAM_GROUP = "ngram_table"
 
 #: Debug hook: when set to a directory, every rank writes ``rank<N>.json`` there at the end of
 #: training (weight digests, fingerprints of the training rows it saw); used by the DDP tests.
@@ -103,7 +101,7 @@ class ZhclsTrainer(Trainer):
                   {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}]
         if bag is not None:
             groups.append({"params": list(bag.parameters()), "weight_decay": 0.0,
-                           "lr": self.zh_config.model.ngram_lr, "name": NGRAM_GROUP})
+                           "lr": self.zh_config.model.ngram_lr})
         if t.optimizer == "bertadam":
             from zhcls.training.optim import BertAdam
 
@@ -145,11 +143,10 @@ class ZhclsTrainer(Trainer):
         """The Trainer's logs plus the mean of each loss term since the last log
         (``loss_<term>``) and, beside ``learning_rate`` (the encoder's, the Trainer's first
         group), the n-gram table's own rate (``learning_rate_ngram``)."""
+        k = self._ngram_group()
         base = getattr(self.lr_scheduler, "base_lrs", None)  # LambdaLR: one factor, all groups
-        if "learning_rate" in logs and base and self.optimizer is not None:
-            for k, group in enumerate(self.optimizer.param_groups):
-                if group.get("name") == NGRAM_GROUP:  # at the logged step, as learning_rate
-                    logs["learning_rate_ngram"] = logs["learning_rate"] * base[k] / base[0]
+        if "learning_rate" in logs and k is not None and base:  # at the logged step
+            logs["learning_rate_ngram"] = logs["learning_rate"] * base[k] / base[0]
         if "loss" in logs and self._term_count:
             names = sorted(self._term_sums)
             means = torch.stack([self._term_sums[n] for n in names]) / self._term_count  # (K,)
@@ -161,6 +158,19 @@ class ZhclsTrainer(Trainer):
             self._term_sums.clear()
             self._term_count = 0
         super().log(logs, start_time)
+
+    def _ngram_group(self) -> int | None:
+        """Index of the optimizer's param group holding the n-gram table (by identity: a
+        resumed optimizer's groups are the saved dicts), None without a bag."""
+        model = getattr(self.model, "module", self.model)
+        bag = getattr(model, "ngrams", None)
+        if bag is None or self.optimizer is None:
+            return None
+        table = {id(p) for p in bag.parameters()}
+        for k, group in enumerate(self.optimizer.param_groups):
+            if any(id(p) in table for p in group["params"]):
+                return k
+        return None
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
