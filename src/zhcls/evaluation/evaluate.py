@@ -121,7 +121,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
     from zhcls.modeling.ngram import is_baseline_dir
 
     data_dir = resolve_data_dir(data_dir)  # DIR or the research layout DIR/data, for both kinds
-    _warn_if_tuned_on(checkpoint, split)
+    warn_if_tuned_on(checkpoint, split)
     if is_baseline_dir(checkpoint):
         return evaluate_baseline(checkpoint, data_dir, split=split, out_dir=out_dir)
     ckpt = load_checkpoint(checkpoint, resolve_device(device))
@@ -162,7 +162,7 @@ def format_evaluation(metrics: dict, class_names: list[str]) -> str:
 
 
 
-def _warn_if_tuned_on(checkpoint: str | Path, split: str) -> None:
+def warn_if_tuned_on(checkpoint: str | Path, split: str) -> None:
     """A multi-label checkpoint's thresholds were fitted on one split (dev): its numbers on
     that split flatter the model; say so next to them."""
     file = Path(checkpoint) / "thresholds.json"
