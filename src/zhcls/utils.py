@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,30 @@ def _default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _fsync_tree(root: Path) -> None:
+    for file in sorted(root.rglob("*")):
+        if file.is_file():
+            with file.open("rb") as f:
+                os.fsync(f.fileno())
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_dir(staged: str | Path, final: str | Path) -> Path:
+    """Move the fully written directory ``staged`` to ``final`` (a sibling), replacing an
+    existing ``final`` only after ``staged`` is synced to disk."""
+    staged, final = Path(staged), Path(final)
+    _fsync_tree(staged)
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staged, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

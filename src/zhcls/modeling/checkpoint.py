@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from safetensors.torch import save_model
 from zhcls._version import __version__
 from zhcls.config import Config, config_from_dict
 from zhcls.errors import CheckpointError
-from zhcls.utils import atomic_write_json, missing_path_message
+from zhcls.utils import atomic_write_json, missing_path_message, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -183,34 +182,6 @@ def _unit_float(value: Any, where: str, fix: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise CheckpointError(f"{where} must be a number in [0, 1], found {value!r}; {fix}")
     return float(value)
-
-
-def _fsync_tree(root: Path) -> None:
-    for file in sorted(root.rglob("*")):
-        if file.is_file():
-            with file.open("rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_dir(staged: str | Path, final: str | Path) -> Path:
-    """Move the fully written directory ``staged`` to ``final`` (a sibling), replacing an
-    existing ``final`` only after ``staged`` is synced to disk."""
-    staged, final = Path(staged), Path(final)
-    _fsync_tree(staged)
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staged, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
 
 
 def labels_digest(labels: list[str]) -> str:

@@ -174,7 +174,7 @@ def save_encoder(model, tokenizer, dest: Path) -> None:
     """``dest``: the encoder (a BertModel checkpoint) + tokenizer + the MLM head, atomically."""
     from safetensors.torch import save_file
 
-    from zhcls.modeling.checkpoint import replace_dir
+    from zhcls.utils import replace_dir
 
     staging = dest.parent / f".{dest.name}.staging"
     if staging.exists():

@@ -33,8 +33,7 @@ from typing import Any
 
 from zhcls.config import Config
 from zhcls.errors import CheckpointError, ConfigError
-from zhcls.modeling.checkpoint import replace_dir
-from zhcls.utils import atomic_write_json
+from zhcls.utils import atomic_write_json, replace_dir
 
 logger = logging.getLogger(__name__)
 
