@@ -91,7 +91,7 @@ def iter_records(path: str | Path, text_field: str = "text", encoding: str = "ut
     if not path.is_file():
         raise DataError("input file not found", path)
     suffix = path.suffix.lower()
-    # Lines end at "\n" only, as training reads them (zhcls.data.formats.split_lines); CSV
+    # Lines end at "\n" only, as training reads them (zhcls.data.records.split_lines); CSV
     # records follow the csv module's own rules.
     with path.open(encoding=encoding, newline="" if suffix == ".csv" else "\n") as f:
         try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from zhcls.data.formats import split_lines
+from zhcls.data.records import split_lines
 from zhcls.errors import ConfigError, DataError
 from zhcls.label.parse import choice_labels
 
