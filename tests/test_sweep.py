@@ -214,10 +214,13 @@ def _fake_training(calls: list, after_first=None):
     """A stand-in for train_and_report that records each run's config and writes metrics."""
     def fake_train(config, data_dir, run_dir):
         from zhcls.training.rundir import RUN_FILE, run_fingerprint, run_record
+        from zhcls.training.train import resolve_run_config
 
         calls.append(config)
         run_dir.mkdir(parents=True, exist_ok=True)
-        record = run_record(config, run_fingerprint(config, data_dir))  # as train writes it
+        resolved, data, _ = resolve_run_config(config, data_dir, run_dir)  # as train does:
+        assert resolved.data.task == "single_label" != config.data.task  # auto, detected
+        record = run_record(resolved, run_fingerprint(resolved, data))
         (run_dir / RUN_FILE).write_text(json.dumps(record), encoding="utf-8")
         metrics = {"dev": {"accuracy": 0.5, "macro_f1": 0.5, "loss": 1.0}, "test": None}
         (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")

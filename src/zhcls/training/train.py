@@ -183,6 +183,25 @@ def build_objective(config: Config, pos_weight: torch.Tensor | None = None) -> t
     return objective
 
 
+
+def resolve_run_config(config: Config, data_dir: str | Path | None,
+                       out_dir: str | Path | None) -> tuple[Config, Path, Path]:
+    """The run's resolved copy of ``config`` (the caller's is untouched): data and output
+    directories set, ``data.task`` auto detected from the training file. Its fingerprint is
+    what a run directory records (``zhcls sweep`` checks finished runs against it)."""
+    from zhcls.training.tasks import resolve_task
+
+    data_dir = data_dir or config.data.dir
+    if data_dir is None:
+        raise ZhclsError("no dataset given: pass --data DIR (or set data.dir in the config)")
+    data_dir = resolve_data_dir(data_dir)
+    config = copy.deepcopy(config)
+    config.data.dir = str(data_dir)
+    out = Path(out_dir or config.train.output_dir)
+    config.train.output_dir = str(out)
+    resolve_task(config, data_dir, read_class_names(data_dir / "class.txt", config.data.encoding))
+    return config, data_dir, out
+
 def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Path | None = None
           ) -> TrainResult:
     """Fine-tune ``config.model`` on ``data_dir``; the best checkpoint lands in ``OUT/best``."""
@@ -193,20 +212,11 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     from zhcls.modeling.model import build_model
     from zhcls.training.guards import check_max_length
     from zhcls.training.rundir import inspect_run_dir, run_fingerprint
-    from zhcls.training.tasks import resolve_task
 
     threads = apply_threads(config.train.threads, "train.threads")
     logger.info("CPU threads for training: %d (train.threads / $ZHCLS_THREADS; unset = torch's "
                 "default)", threads)
-    data_dir = data_dir or config.data.dir
-    if data_dir is None:
-        raise ZhclsError("no dataset given: pass --data DIR (or set data.dir in the config)")
-    data_dir = resolve_data_dir(data_dir)
-    config = copy.deepcopy(config)  # the run's resolved copy; the caller's config is untouched
-    config.data.dir = str(data_dir)
-    out = Path(out_dir or config.train.output_dir)
-    config.train.output_dir = str(out)
-    resolve_task(config, data_dir, read_class_names(data_dir / "class.txt", config.data.encoding))
+    config, data_dir, out = resolve_run_config(config, data_dir, out_dir)
     run_dir = inspect_run_dir(out, config, run_fingerprint(config, data_dir))  # refuse early
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(config.model.pretrained)

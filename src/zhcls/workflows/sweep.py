@@ -233,13 +233,15 @@ def _refuse_changed_runs(runs: list[SweepRun], data: str | Path) -> None:
     data files and encoder files; :mod:`zhcls.training.rundir`) must be what its planned config
     gives now."""
     from zhcls.training.rundir import fingerprint_differences, read_record, run_fingerprint
+    from zhcls.training.train import resolve_run_config
 
     for run in runs:
         record = read_record(run.run_dir) if run.finished else None
         if record is None:  # unfinished (resume checks it), or written without a record
             continue
+        config, data_dir, _ = resolve_run_config(run.config, data, run.run_dir)  # as train does
         diffs = fingerprint_differences(record.get("fingerprint") or {},
-                                        run_fingerprint(run.config, data))
+                                        run_fingerprint(config, data_dir))
         if diffs:
             raise ConfigError(
                 f"sweep: the finished run {run.run_dir} was trained with other settings than "
