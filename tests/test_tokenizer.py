@@ -7,6 +7,7 @@ Chinese text tokenizes to [UNK] on any path zhcls uses.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -78,3 +79,19 @@ def test_non_chinese_vocab_is_rejected(tmp_path):
                                                    "the", "a", "news"]), encoding="utf-8")
     with pytest.raises(CheckpointError, match=r"\[UNK\]"):
         load_tokenizer(str(tmp_path))
+
+
+@requires_vocab
+def test_init_tiny_refuses_to_overwrite_a_directory_silently(tmp_path, capsys, caplog):
+    from zhcls.cli import main
+
+    out = tmp_path / "m"
+    init_tiny(out, vocab=VOCAB, layers=1, hidden=32, heads=2)
+    before = (out / "config.json").read_text(encoding="utf-8")
+    args = ["init-tiny", "--vocab", str(VOCAB), "--layers", "2", "--hidden", "32", "--out", str(out)]
+    assert main(args) == 2
+    assert "already exists and is not empty; pass --overwrite" in caplog.text
+    assert (out / "config.json").read_text(encoding="utf-8") == before  # nothing lost
+    assert main([*args, "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no staging left behind

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--intermediate", type=int, default=None, help="default 4 × hidden")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing, non-empty --out directory")
     p.set_defaults(func=run)
 
 
@@ -26,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
 
     out = init_tiny(args.out, vocab=args.vocab, vocab_from=args.vocab_from, layers=args.layers,
                     hidden=args.hidden, heads=args.heads, intermediate=args.intermediate,
-                    seed=args.seed)
+                    seed=args.seed, overwrite=args.overwrite)
     print(f"tiny model written to {out}")
     return 0

@@ -15,7 +15,7 @@ from transformers import BertConfig, BertModel, BertTokenizer
 from zhcls.data.formats import find_split_file, read_class_names, read_split
 from zhcls.errors import ZhclsError
 from zhcls.modeling.encoder import check_tokenizer_knows_chinese
-from zhcls.utils import is_cjk
+from zhcls.utils import is_cjk, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +48,21 @@ def init_tiny(
     intermediate: int | None = None,
     max_position: int = 512,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a randomly initialised BERT (config.json + model.safetensors) and its tokenizer."""
+    """Write a randomly initialised BERT (config.json + model.safetensors) and its tokenizer
+    into ``out``: a new or empty directory, or with ``overwrite`` an existing one, replaced as
+    a whole once the new one is complete."""
     if (vocab is None) == (vocab_from is None):
         raise ZhclsError("init-tiny: give exactly one of --vocab FILE or --vocab-from DATA_DIR")
     if hidden % heads:
         raise ZhclsError(f"init-tiny: --hidden {hidden} must be divisible by --heads {heads}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ZhclsError(f"init-tiny: --out {out} is a file; give a directory path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ZhclsError(f"init-tiny: --out {out} already exists and is not empty; pass "
+                         "--overwrite to replace it, or choose another --out")
     with tempfile.TemporaryDirectory() as tmp:
         vocab_path = Path(tmp) / "vocab.txt"
         if vocab is not None:
@@ -74,8 +81,12 @@ def init_tiny(
         num_attention_heads=heads, intermediate_size=intermediate or 4 * hidden,
         max_position_embeddings=max_position, pad_token_id=tokenizer.pad_token_id,
     )
-    BertModel(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    staging = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)  # a leftover of an interrupted init-tiny
+    staging.mkdir(parents=True)
+    BertModel(config).save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    replace_dir(staging, out)
     logger.info("wrote tiny BERT (%d layers, hidden %d, vocab %d) to %s",
                 layers, hidden, len(tokenizer), out)
     return out
