@@ -177,8 +177,9 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
     from zhcls.report.html import render_run_page
 
     report.html.write_text(render_run_page(report), encoding="utf-8")
-    logger.info("report of %s written to %s (silhouette %s on %d %s examples)",
-                run, report.html, "–" if score is None else f"{score:.3f}", len(labels), split)
+    logger.info("report of %s written to %s (silhouette of the sentence representations by "
+                "gold class, %d %s examples: %s)", run, report.html, len(labels), split,
+                "–" if score is None else f"{score:.3f}")
     return report
 
 
@@ -236,7 +237,8 @@ def build_comparison(reports: list[RunReport], out: str | Path, *, method: str =
     if any(r.baseline_metrics for r in reports):
         logger.info("baseline beside each run on its own page (%s) and in comparison.json",
                     ", ".join(str(r.run_dir / "report" / "report.html") for r in reports))
-    logger.info("comparison of %d runs written to %s (silhouette %s)", len(reports), page,
+    logger.info("comparison of %d runs written to %s (silhouette of the sentence "
+                "representations by gold class: %s)", len(reports), page,
                 ", ".join(f"{r.name} {s:.3f}" for r, s in zip(reports, scores, strict=True)))
     return page
 
