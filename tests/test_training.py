@@ -4,6 +4,7 @@ predictions; every head trains from its shipped YAML; mismatches are clear error
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -244,3 +245,17 @@ def test_an_edited_checkpoint_file_is_named_in_the_error(trained, tmp_path, file
         assert LABELS_DIGEST_KEY in weights_metadata(["a"])
     with pytest.raises(CheckpointError, match=blamed):
         load_checkpoint(copy)
+
+
+def test_a_missing_local_encoder_is_named_by_its_setting_before_data_is_read(tmp_path, caplog,
+                                                                              tiny_data):
+    missing = tmp_path / "no-such-tiny"
+    with caplog.at_level(logging.INFO):
+        code = main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data",
+                     str(tiny_data), "--out", str(tmp_path / "run"),
+                     "--model.pretrained", str(missing)])
+    assert code == 2
+    assert f"--model.pretrained (or model.pretrained in the config file): {missing}" in caplog.text
+    assert "zhcls init-tiny" in caplog.text
+    assert "rows have 2+" not in caplog.text  # refused before the training file was read
+    assert not (tmp_path / "run").exists()

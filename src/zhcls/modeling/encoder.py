@@ -23,7 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from zhcls.errors import CheckpointError
+from zhcls.errors import CheckpointError, ConfigError
 from zhcls.utils import is_cjk, looks_like_local_path, missing_path_message
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,16 @@ def ensure_hub_reachable(name: str, timeout: float | None = None) -> None:
         raise CheckpointError(f"{where}: unreachable ({type(exc).__name__}: {exc}); set "
                               "HF_ENDPOINT / HTTPS_PROXY if you use a mirror or a proxy, "
                               f"HF_HUB_ETAG_TIMEOUT to wait longer. {HUB_HINT}") from None
+
+
+def check_encoder_path(name: str | None, flag: str = "--model.pretrained") -> None:
+    """Refuse early (before any data is read) a local-looking encoder path that does not
+    exist, naming the setting it came from."""
+    if name and looks_like_local_path(name) and not Path(name).expanduser().exists():
+        raise ConfigError(f"{flag} (or model.pretrained in the config file): "
+                          + missing_path_message(name) + "; build a local encoder with `zhcls "
+                          "init-tiny --vocab VOCAB --out DIR`, or give a hub id such as "
+                          "bert-base-chinese")
 
 
 def _from_hub(loader, name: str, **kwargs):

@@ -234,7 +234,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path | None = None) -> Pretr
     from transformers import set_seed
 
     from zhcls.devices import apply_threads
-    from zhcls.modeling.encoder import load_tokenizer
+    from zhcls.modeling.encoder import check_encoder_path, load_tokenizer
     from zhcls.training.mlm_data import MLMDataset, encode_texts
     from zhcls.training.rundir import inspect_run_dir
 
@@ -245,6 +245,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path | None = None) -> Pretr
     if not config.model.pretrained:
         raise ConfigError("no encoder given: pass --model.pretrained DIR_OR_HUB_NAME (e.g. the "
                           "output of `zhcls init-tiny`)")
+    check_encoder_path(config.model.pretrained)
     files = corpus_files(config)
     plan = inspect_run_dir(out, config, fingerprint(config, files), OUTPUTS)
     set_seed(config.train.seed)

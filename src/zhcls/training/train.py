@@ -208,7 +208,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     from transformers import set_seed
 
     from zhcls.devices import apply_threads
-    from zhcls.modeling.encoder import load_encoder, load_tokenizer
+    from zhcls.modeling.encoder import check_encoder_path, load_encoder, load_tokenizer
     from zhcls.modeling.model import build_model
     from zhcls.training.guards import check_max_length
     from zhcls.training.rundir import inspect_run_dir, run_fingerprint
@@ -216,6 +216,7 @@ def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Pat
     threads = apply_threads(config.train.threads, "train.threads")
     logger.info("CPU threads for training: %d (train.threads / $ZHCLS_THREADS; unset = torch's "
                 "default)", threads)
+    check_encoder_path(config.model.pretrained)
     config, data_dir, out = resolve_run_config(config, data_dir, out_dir)
     run_dir = inspect_run_dir(out, config, run_fingerprint(config, data_dir))  # refuse early
     set_seed(config.train.seed)
