@@ -175,3 +175,14 @@ def test_bad_input_exits_2_naming_where(name, files, argv, needles, tiny_model, 
 
 def test_there_are_enough_cases():
     assert len(CASES) >= 40
+
+
+def test_a_mistyped_command_gets_the_closest_commands(capsys):
+    assert main(["trian", "--data", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'trian'; did you mean train or pretrain?" in err
+    assert "Traceback" not in err and "sweep" in err  # and every command is listed
+    assert main(["-v", "evalute"]) == 2
+    assert "did you mean evaluate?" in capsys.readouterr().err
+    assert main(["xyz"]) == 2
+    assert "unknown command 'xyz' (`zhcls --help`" in capsys.readouterr().err

@@ -60,9 +60,29 @@ def join_option_values(argv: list[str]) -> list[str]:
     return out
 
 
+def unknown_command(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """The error for a first word that is no subcommand, with the closest ones (argparse's
+    own "invalid choice" lists all fourteen and suggests none); None when it is one."""
+    import difflib
+
+    commands = next((a.choices for a in parser._actions
+                     if isinstance(a, argparse._SubParsersAction)), {})
+    first = next((a for a in argv if a not in ("-v", "--verbose")), None)
+    if first is None or first.startswith("-") or first in commands:
+        return None
+    close = difflib.get_close_matches(first, list(commands), n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return (f"zhcls: unknown command {first!r}{hint} (`zhcls --help` lists the commands: "
+            f"{', '.join(commands)})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = join_option_values(sys.argv[1:] if argv is None else argv)
+    message = unknown_command(parser, argv)
+    if message is not None:
+        print(message, file=sys.stderr)
+        return 2
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
