@@ -110,14 +110,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
                         out_dir: str | Path | None = None, batch_size: int | None = None,
                         device: str = "auto") -> dict:
     """Load ``checkpoint`` and evaluate it on ``data_dir``'s split (class.txt must match)."""
-    from zhcls.data.formats import (
-        find_split_file,
-        read_class_names,
-        read_split,
-        resolve_data_dir,
-    )
+    from zhcls.data.formats import resolve_data_dir
     from zhcls.devices import resolve_device
-    from zhcls.modeling.checkpoint import check_labels_match, load_checkpoint
+    from zhcls.modeling.checkpoint import load_checkpoint
     from zhcls.modeling.ngram import is_baseline_dir
 
     data_dir = resolve_data_dir(data_dir)  # DIR or the research layout DIR/data, for both kinds
@@ -125,15 +120,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
     if is_baseline_dir(checkpoint):
         return evaluate_baseline(checkpoint, data_dir, split=split, out_dir=out_dir)
     ckpt = load_checkpoint(checkpoint, resolve_device(device))
-    class_names = read_class_names(Path(data_dir) / "class.txt", ckpt.config.data.encoding)
-    check_labels_match(ckpt.labels, class_names, str(Path(data_dir) / "class.txt"))
-    kind = "logits" if ckpt.config.objective.teacher_input == "logits" else "probs"
-    decision = checkpoint_decision(checkpoint, ckpt.config, class_names)
-    task = {"task": "multi_label", "label_separator": ckpt.config.data.label_separator} \
-        if decision is not None else {}  # single-label: read exactly as before
-    data = read_split(find_split_file(data_dir, split), class_names, teacher_kind=kind,
-                      teacher_policy="skip", encoding=ckpt.config.data.encoding,
-                      label_format=ckpt.config.data.label_format, **task)
+    decision = checkpoint_decision(checkpoint, ckpt.config, ckpt.labels)
+    data = read_eval_split(ckpt.config, ckpt.labels, data_dir, split, decision is not None)
+    class_names = ckpt.labels  # read_eval_split checked that class.txt names the same
     out = Path(out_dir) if out_dir else Path(checkpoint) / f"eval_{split}"
     thresholds, at_least_one = decision if decision is not None else (None, None)
     return evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
@@ -141,6 +130,26 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
                           batch_size=batch_size or ckpt.config.train.eval_batch_size,
                           precision=ckpt.config.train.precision,  # as training evaluated it
                           thresholds=thresholds, at_least_one=at_least_one)
+
+
+def read_eval_split(config, labels: list[str], data_dir: str | Path, split: str,
+                    multi_label: bool) -> SplitData:
+    """``split`` of ``data_dir`` read as the model with ``config`` and ``labels`` was trained:
+    class.txt must name the same classes in the same order; its encoding, label format and
+    (multi-label) separator; the teacher column, if any, as the objective reads it (kept for
+    wrong_samples.jsonl, never required)."""
+    from zhcls.data.formats import find_split_file, read_class_names, read_split
+    from zhcls.modeling.checkpoint import check_labels_match
+
+    class_file = Path(data_dir) / "class.txt"
+    class_names = read_class_names(class_file, config.data.encoding)
+    check_labels_match(labels, class_names, str(class_file))
+    kind = "logits" if config.objective.teacher_input == "logits" else "probs"
+    task = {"task": "multi_label", "label_separator": config.data.label_separator} \
+        if multi_label else {}  # single-label: read exactly as before
+    return read_split(find_split_file(data_dir, split), class_names, teacher_kind=kind,
+                      teacher_policy="skip", encoding=config.data.encoding,
+                      label_format=config.data.label_format, **task)
 
 
 def checkpoint_decision(checkpoint: str | Path, config, class_names: list[str]

@@ -24,24 +24,18 @@ def evaluate_export(export_dir: str | Path, data_dir: str | Path, *, split: str 
     """Metrics of the ONNX export ``export_dir`` on ``data_dir``'s ``split``; writes them into
     ``out_dir`` (default ``EXPORT/eval_SPLIT``) and returns them. ``quantized``: the int8 model
     of an export made with ``--quantize int8``."""
-    from zhcls.data.formats import find_split_file, read_class_names, read_split, resolve_data_dir
-    from zhcls.evaluation.evaluate import warn_if_tuned_on, write_evaluation
+    from zhcls.data.formats import resolve_data_dir
+    from zhcls.evaluation.evaluate import read_eval_split, warn_if_tuned_on, write_evaluation
     from zhcls.inference.classifier import Classifier
-    from zhcls.modeling.checkpoint import check_labels_match, read_config
+    from zhcls.modeling.checkpoint import read_config
 
     data_dir = resolve_data_dir(data_dir)
     warn_if_tuned_on(export_dir, split)  # an export keeps the checkpoint's thresholds.json
     config = read_config(Path(export_dir))
     clf = Classifier.load(export_dir, device, quantized=quantized,
                           batch_size=batch_size or config.train.eval_batch_size)
-    class_names = read_class_names(Path(data_dir) / "class.txt", config.data.encoding)
-    check_labels_match(clf.labels, class_names, str(Path(data_dir) / "class.txt"))
-    task = {"task": "multi_label", "label_separator": config.data.label_separator} \
-        if clf.task == "multi_label" else {}
-    kind = "logits" if config.objective.teacher_input == "logits" else "probs"
-    data = read_split(find_split_file(data_dir, split), class_names, teacher_kind=kind,
-                      teacher_policy="skip", encoding=config.data.encoding,
-                      label_format=config.data.label_format, **task)
+    data = read_eval_split(config, clf.labels, data_dir, split, clf.task == "multi_label")
+    class_names = clf.labels
     probs = clf.predict_proba(data.texts)  # (N, C): distributions or per-class scores
     out = Path(out_dir) if out_dir else Path(export_dir) / f"eval_{split}"
     logger.info("evaluated ONNX export %s (%s) on %s", export_dir, clf.source, data.path)

@@ -96,7 +96,6 @@ def data_stats(
     return result
 
 
-
 def _split_stats(split, first_error: str | None, class_names: list[str], multi: bool, tok,
                  name: str, lengths: dict[str, dict[str, list[int]]]) -> dict[str, Any]:
     """One split's entry of :func:`data_stats`; its length lists go into ``lengths``."""
@@ -120,6 +119,7 @@ def _split_stats(split, first_error: str | None, class_names: list[str], multi: 
     info["teacher"] = (multilabel_teacher(examples, class_names) if multi
                        else teacher_agreement(examples))
     return info
+
 
 def load_tokenizer(name_or_path: str | Path) -> Any:
     """:func:`zhcls.modeling.encoder.load_tokenizer` (hub name, tokenizer directory, or a

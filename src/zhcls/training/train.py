@@ -183,7 +183,6 @@ def build_objective(config: Config, pos_weight: torch.Tensor | None = None) -> t
     return objective
 
 
-
 def resolve_run_config(config: Config, data_dir: str | Path | None,
                        out_dir: str | Path | None) -> tuple[Config, Path, Path]:
     """The run's resolved copy of ``config`` (the caller's is untouched): data and output
@@ -201,6 +200,7 @@ def resolve_run_config(config: Config, data_dir: str | Path | None,
     config.train.output_dir = str(out)
     resolve_task(config, data_dir, read_class_names(data_dir / "class.txt", config.data.encoding))
     return config, data_dir, out
+
 
 def train(config: Config, data_dir: str | Path | None = None, out_dir: str | Path | None = None
           ) -> TrainResult:
