@@ -256,3 +256,30 @@ def test_editing_the_bag_of_a_trained_checkpoint_blames_zhcls_yaml(ngram_checkpo
     message = str(err.value)
     assert "model settings of zhcls.yaml" in message, message
     assert "ngrams.embedding.weight" in message and "encoder_config.json" not in message, message
+
+
+def test_the_tables_learning_rate_is_logged_after_a_resume(tiny_model, tmp_path, monkeypatch):
+    """A resumed optimizer's param groups are the dicts saved in the checkpoint (a checkpoint
+    of an older zhcls carries no marker in them): the table's group is found by its tensors."""
+    from torch.optim.lr_scheduler import LambdaLR
+    from transformers import Trainer, TrainingArguments
+
+    from zhcls.training.trainer import ZhclsTrainer
+
+    model, config = _model(tiny_model, 256)
+    config.model.ngram_lr = 0.05
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=config.train.lr,
+                             report_to=[], use_cpu=True)
+    trainer = ZhclsTrainer.__new__(ZhclsTrainer)  # the optimizer factory and log() under test
+    trainer.model, trainer.args, trainer.zh_config, trainer.optimizer = model, args, config, None
+    trainer._term_count, trainer._term_sums = 0, {}
+    optimizer = trainer.create_optimizer()
+    saved = optimizer.state_dict()
+    for group in saved["param_groups"]:  # as an older checkpoint wrote them
+        group.pop("name", None)
+    optimizer.load_state_dict(saved)  # what resuming from the checkpoint does
+    trainer.lr_scheduler = LambdaLR(optimizer, lambda step: 0.5)
+    logged: dict = {}
+    monkeypatch.setattr(Trainer, "log", lambda self, logs, start_time=None: logged.update(logs))
+    trainer.log({"loss": 1.0, "learning_rate": config.train.lr * 0.5})
+    assert logged["learning_rate_ngram"] == pytest.approx(0.05 * 0.5)
