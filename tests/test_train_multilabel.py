@@ -261,3 +261,20 @@ def test_a_baseline_evaluates_from_the_research_layout_and_warns_on_its_tuning_s
     with caplog.at_level(logging.WARNING):
         metrics = evaluate_checkpoint(base, research, split="dev", out_dir=tmp_path / "ev")
     assert metrics["task"] == "multi_label" and "tuned on this dev split" in caplog.text
+
+
+def test_a_multilabel_onnx_export_evaluates_as_its_checkpoint_and_warns_on_dev(
+        ml_run, ml_data, tmp_path, caplog):
+    pytest.importorskip("onnxruntime")
+    from zhcls.evaluation.evaluate import evaluate_checkpoint
+    from zhcls.inference.evaluate_export import evaluate_export
+    from zhcls.inference.export import export_onnx
+
+    out = export_onnx(ml_run.best_dir, tmp_path / "onnx").out_dir
+    with caplog.at_level(logging.WARNING):
+        onnx_dev = evaluate_export(out, ml_data, split="dev", out_dir=tmp_path / "onnx-dev")
+    assert "tuned on this dev split" in caplog.text  # the export keeps thresholds.json
+    torch_dev = evaluate_checkpoint(ml_run.best_dir, ml_data, split="dev",
+                                    out_dir=tmp_path / "torch-dev")
+    for key in ("micro_f1", "macro_f1", "subset_accuracy"):
+        assert onnx_dev[key] == pytest.approx(torch_dev[key], abs=1e-6), key
