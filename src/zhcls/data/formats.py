@@ -33,6 +33,7 @@ from zhcls.data.teacher import (
     clean_teacher_probs,
     parse_teacher_field,
 )
+from zhcls.data.text_rules import blank_text_reason
 from zhcls.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -265,8 +266,9 @@ def detect_task(path: str | Path, class_names: list[str], *, label_separator: st
 def _make_example(fields, line: int, labels: LabelReader, rules: TeacherRules | None,
                   split: SplitData, separator: str | None) -> Example:
     text = fields["text"]
-    if not isinstance(text, str) or not text.strip():
-        raise RowError("empty text; every example needs a non-empty sentence")
+    reason = blank_text_reason(text) if isinstance(text, str) else "empty text"
+    if reason is not None:
+        raise RowError(f"{reason}; every example needs a non-empty sentence")
     if separator is not None:
         label: int | list[int] = labels.parse_multi(fields["label"], line, separator)
     elif isinstance(fields["label"], list):

@@ -1,17 +1,20 @@
 """What :class:`zhcls.inference.classifier.Classifier` returns and the text rule it shares
 with :mod:`zhcls.inference.io`: :class:`Prediction` (with :class:`LabelScore`),
-:class:`InputTextError` and :func:`blank_text_reason`."""
+:class:`InputTextError` and :func:`blank_text_reason` (from :mod:`zhcls.data.text_rules`)."""
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from zhcls.data.text_rules import blank_text_reason
 from zhcls.errors import ZhclsError
+
+__all__ = ["InputTextError", "LabelScore", "Prediction", "blank_text_reason",
+           "multilabel_predictions", "ranked_predictions", "unknown_token_warnings"]
 
 
 class InputTextError(ZhclsError, ValueError):
@@ -70,21 +73,6 @@ class Prediction:
         if self.warning is not None:
             out["warning"] = self.warning
         return out
-
-
-def blank_text_reason(text: str) -> str | None:
-    """Why ``text`` is empty after normalisation (None when it has a visible character):
-    whitespace, control and format characters (Unicode category C*: U+0000-U+001F, U+200B,
-    U+FEFF, ...) are what a BERT tokenizer drops before splitting."""
-    if any(not ch.isspace() and unicodedata.category(ch)[0] != "C" for ch in text):
-        return None
-    if not text:
-        return "empty text"
-    codes = sorted({ch for ch in text if not ch.isspace()})
-    if not codes:
-        return "empty text (whitespace only)"
-    shown = " ".join(f"U+{ord(ch):04X}" for ch in codes[:4]) + (" ..." if len(codes) > 4 else "")
-    return f"empty text after normalisation (only whitespace and invisible characters {shown})"
 
 
 def ranked_predictions(probs: np.ndarray, labels: Sequence[str], top_k: int = 1,
