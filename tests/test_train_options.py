@@ -147,3 +147,35 @@ def test_dev_and_test_splits_are_evaluated_at_the_training_precision(tiny_model,
                          train__eval_steps=2)
     train(config, tiny_data, tmp_path / "run")
     assert seen == ["fp32", "fp32"]  # dev and test of the best checkpoint
+
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_bars_only_on_a_terminal_and_the_train_loss_logged_without(
+        monkeypatch, caplog, tty):
+    """A log file (stderr not a terminal) gets log lines, not thousands of carriage-return
+    progress-bar redraws; a terminal keeps its bar. Fine-tuning and MLM pretraining share the
+    callback."""
+    import logging
+    import sys
+    from types import SimpleNamespace
+
+    from zhcls.training.trainer import ZhclsProgressCallback
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    callback = ZhclsProgressCallback()
+    state = SimpleNamespace(is_world_process_zero=True, max_steps=4, global_step=0)
+    args = SimpleNamespace(bf16=False, fp16=False)
+    callback.on_train_begin(args, state, None)
+    assert (callback.training_bar is not None) is tty
+    state.global_step = 2
+    callback.on_step_end(args, state, None)
+    with caplog.at_level(logging.INFO, logger="zhcls.training.trainer"):
+        callback.on_log(args, state, None, logs={"loss": 0.25, "learning_rate": 1e-3})
+    logged = "step 2: train loss 0.2500" in caplog.text
+    assert logged is (not tty)
+    callback.on_prediction_step(args, state, None, eval_dataloader=[1, 2])
+    assert (callback.prediction_bar is not None) is tty
+    callback.on_evaluate(args, state, None)
+    callback.on_train_end(args, state, None)
+    assert callback.training_bar is None

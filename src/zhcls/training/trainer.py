@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -272,18 +273,41 @@ def _predictions(eval_pred) -> tuple[np.ndarray, np.ndarray]:
 
 class ZhclsProgressCallback(ProgressCallback):
     """A progress bar whose postfix shows the running train loss and the last dev accuracy;
-    log dicts go to the logger instead of being printed over the bar."""
+    log dicts go to the logger instead of being printed over the bar. When stderr is not a
+    terminal (a log file, ``nohup``, CI) there are no bars, whose redraws would fill the file,
+    and the train loss gets a log line at every ``logging_steps`` instead."""
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = 0.5, bars: bool | None = None):
         super().__init__()
         self._postfix: dict[str, str] = {}
         self.threshold = threshold  # multi-label dev metrics decide every class at it
+        self.bars = sys.stderr.isatty() if bars is None else bars
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.current_step = 0
+        if self.bars:
+            super().on_train_begin(args, state, control, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_step_end(args, state, control, **kwargs)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if self.bars:
+            super().on_prediction_step(args, state, control, eval_dataloader, **kwargs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_train_end(args, state, control, **kwargs)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         if "loss" in logs:
             self._postfix["loss"] = f"{logs['loss']:.4f}"
+            if not self.bars:
+                logger.info("step %d: train loss %.4f (mean since the last line), lr %.3g",
+                            state.global_step, logs["loss"], logs.get("learning_rate", float("nan")))
         if "eval_accuracy" in logs:
             if "eval_micro_f1" not in logs:  # multi-label shows micro-F1 instead (below)
                 self._postfix["dev_acc"] = f"{logs['eval_accuracy']:.4f}"
