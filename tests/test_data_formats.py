@@ -64,6 +64,7 @@ def test_missing_class_txt(tmp_path):
     ("文本\t汽车", "'汽车' is neither an integer id nor a class name"),
     ("   \t0", "empty text"),
     ("\u200b\ufeff\t0", "empty text after normalisation.*U\\+200B U\\+FEFF"),
+    ("\ufffd \u0301\t0", "empty text after normalisation.*U\\+0301 U\\+FFFD"),
     ("文本\t0\t[0.5, 0.5]", "2 values but class.txt names 3"),
     ("文本\t0\t[0.5, 0.5", "not a JSON list"),
     ("文本\t0\t[0.5, -0.1, 0.6]", "must be >= 0"),

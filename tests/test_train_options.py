@@ -172,7 +172,7 @@ def test_progress_bars_only_on_a_terminal_and_the_train_loss_logged_without(
     callback.on_step_end(args, state, None)
     with caplog.at_level(logging.INFO, logger="zhcls.training.trainer"):
         callback.on_log(args, state, None, logs={"loss": 0.25, "learning_rate": 1e-3})
-    logged = "step 2: train loss 0.2500" in caplog.text
+    logged = "step 2/4: train loss 0.2500" in caplog.text
     assert logged is (not tty)
     callback.on_prediction_step(args, state, None, eval_dataloader=[1, 2])
     assert (callback.prediction_bar is not None) is tty

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -281,10 +282,13 @@ class ZhclsProgressCallback(ProgressCallback):
         super().__init__()
         self._postfix: dict[str, str] = {}
         self.threshold = threshold  # multi-label dev metrics decide every class at it
-        self.bars = sys.stderr.isatty() if bars is None else bars
+        stderr_isatty = getattr(sys.stderr, "isatty", None)  # sys.stderr may be None
+        self.bars = bool(stderr_isatty and stderr_isatty()) if bars is None else bars
+        self._started = time.monotonic()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.current_step = 0
+        self._started = time.monotonic()
         if self.bars:
             super().on_train_begin(args, state, control, **kwargs)
 
@@ -306,8 +310,10 @@ class ZhclsProgressCallback(ProgressCallback):
         if "loss" in logs:
             self._postfix["loss"] = f"{logs['loss']:.4f}"
             if not self.bars:
-                logger.info("step %d: train loss %.4f (mean since the last line), lr %.3g",
-                            state.global_step, logs["loss"], logs.get("learning_rate", float("nan")))
+                logger.info("step %d/%d: train loss %.4f (mean over the last logging_steps), "
+                            "lr %.3g, %.0f s", state.global_step, state.max_steps, logs["loss"],
+                            logs.get("learning_rate", float("nan")),
+                            time.monotonic() - self._started)
         if "eval_accuracy" in logs:
             if "eval_micro_f1" not in logs:  # multi-label shows micro-F1 instead (below)
                 self._postfix["dev_acc"] = f"{logs['eval_accuracy']:.4f}"
