@@ -75,7 +75,11 @@ def test_hf_export_loads_without_zhcls_and_matches(tmp_path_factory, tiny_model)
     for head, out in outs.items():
         clf = Classifier.load(ckpts[head], "cpu")
         expected = clf.predict_proba(texts)  # (40, 3)
-        assert expected.max(axis=1).mean() > 0.6, "near-uniform probabilities prove little"
+        # The probabilities must depend on the text well beyond the 1e-5 tolerance below, or an
+        # export that ignored its input (or truncated differently) could pass. (Their size does
+        # not matter: without ../shared's vocab this untrained model is near-uniform, ~0.42.)
+        spread = float(np.ptp(expected, axis=0).max())
+        assert spread > 1e-3, f"probabilities barely depend on the text ({spread:.1e})"
         res = got["results"][str(out)]
         for name in ("auto", "pipeline"):
             diff = float(np.abs(np.asarray(res[name]) - expected).max())
