@@ -149,7 +149,6 @@ def test_dev_and_test_splits_are_evaluated_at_the_training_precision(tiny_model,
     assert seen == ["fp32", "fp32"]  # dev and test of the best checkpoint
 
 
-
 @pytest.mark.parametrize("tty", [False, True])
 def test_progress_bars_only_on_a_terminal_and_the_train_loss_logged_without(
         monkeypatch, caplog, tty):
@@ -171,9 +170,12 @@ def test_progress_bars_only_on_a_terminal_and_the_train_loss_logged_without(
     state.global_step = 2
     callback.on_step_end(args, state, None)
     with caplog.at_level(logging.INFO, logger="zhcls.training.trainer"):
-        callback.on_log(args, state, None, logs={"loss": 0.25, "learning_rate": 1e-3})
-    logged = "step 2/4: train loss 0.2500" in caplog.text
-    assert logged is (not tty)
+        callback.on_log(args, state, None, logs={
+            "loss": 0.25, "loss_kd": 0.2, "loss_scl": 0.05, "learning_rate": 1e-3,
+            "learning_rate_ngram": 0.03})
+    line = ("step 2/4: train loss 0.2500 (kd 0.2000, scl 0.0500; mean over the last "
+            "logging_steps), encoder lr 0.001, n-gram table lr 0.03")
+    assert (line in caplog.text) is (not tty), caplog.text
     callback.on_prediction_step(args, state, None, eval_dataloader=[1, 2])
     assert (callback.prediction_bar is not None) is tty
     callback.on_evaluate(args, state, None)

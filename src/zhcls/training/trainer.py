@@ -284,10 +284,9 @@ class ZhclsProgressCallback(ProgressCallback):
         self.threshold = threshold  # multi-label dev metrics decide every class at it
         stderr_isatty = getattr(sys.stderr, "isatty", None)  # sys.stderr may be None
         self.bars = bool(stderr_isatty and stderr_isatty()) if bars is None else bars
-        self._started = time.monotonic()
+        self._started = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.current_step = 0
         self._started = time.monotonic()
         if self.bars:
             super().on_train_begin(args, state, control, **kwargs)
@@ -304,16 +303,26 @@ class ZhclsProgressCallback(ProgressCallback):
         if self.training_bar is not None:
             super().on_train_end(args, state, control, **kwargs)
 
+    def _train_line(self, logs: dict) -> str:
+        """The train loss (and its terms), both learning rates and the time, from one log."""
+        terms = ", ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(logs.items())
+                          if k.startswith("loss_"))
+        line = (f"train loss {logs['loss']:.4f} ({terms + '; ' if terms else ''}mean over the "
+                f"last logging_steps)")
+        if "learning_rate" in logs:
+            line += f", encoder lr {logs['learning_rate']:.3g}"
+        if "learning_rate_ngram" in logs:
+            line += f", n-gram table lr {logs['learning_rate_ngram']:.3g}"
+        return line + f", {time.monotonic() - self._started:.0f} s since training (re)started"
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         if "loss" in logs:
             self._postfix["loss"] = f"{logs['loss']:.4f}"
             if not self.bars:
-                logger.info("step %d/%d: train loss %.4f (mean over the last logging_steps), "
-                            "lr %.3g, %.0f s", state.global_step, state.max_steps, logs["loss"],
-                            logs.get("learning_rate", float("nan")),
-                            time.monotonic() - self._started)
+                logger.info("step %d/%d: %s", state.global_step, state.max_steps,
+                            self._train_line(logs))
         if "eval_accuracy" in logs:
             if "eval_micro_f1" not in logs:  # multi-label shows micro-F1 instead (below)
                 self._postfix["dev_acc"] = f"{logs['eval_accuracy']:.4f}"
@@ -356,6 +365,18 @@ class TensorBoardLogCallback(TrainerCallback):
     def __init__(self, log_dir: str | Path):
         self.log_dir = Path(log_dir)
         self.writer = None
+
+    def _train_line(self, logs: dict) -> str:
+        """The train loss (and its terms), both learning rates and the time, from one log."""
+        terms = ", ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(logs.items())
+                          if k.startswith("loss_"))
+        line = (f"train loss {logs['loss']:.4f} ({terms + '; ' if terms else ''}mean over the "
+                f"last logging_steps)")
+        if "learning_rate" in logs:
+            line += f", encoder lr {logs['learning_rate']:.3g}"
+        if "learning_rate_ngram" in logs:
+            line += f", n-gram table lr {logs['learning_rate_ngram']:.3g}"
+        return line + f", {time.monotonic() - self._started:.0f} s since training (re)started"
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
