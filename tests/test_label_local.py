@@ -1,5 +1,6 @@
 """zhcls label --teacher: a Hugging Face classifier as teacher reads texts at zhcls' data
-max_length (not a fixed 128), so it labels exactly as the same model in zhcls form."""
+max_length (not a fixed 128), so it labels exactly as the same model in zhcls form; its
+progress bar is shown on a terminal only."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from conftest import CLASSES
 from predict_fixtures import head_checkpoint, sample_texts
 from zhcls.inference.export_hf import export_hf
-from zhcls.label.local import load_teacher
+from zhcls.label.local import label_with_checkpoint, load_teacher
 from zhcls.modeling.forward import forward_texts, softmax
 
 
@@ -28,3 +29,13 @@ def test_hf_teacher_uses_the_data_max_length(tmp_path_factory, tiny_model):
     np.testing.assert_allclose(probs["hf"], probs["zhcls"], atol=1e-5)
     assert load_teacher(hf_dir, CLASSES, cpu, max_length=64)[2] == 64
     assert load_teacher(hf_dir, CLASSES, cpu, max_length=10_000)[2] == 512  # position limit
+
+
+def test_checkpoint_teacher_draws_no_bar_when_stderr_is_not_a_terminal(tmp_path_factory,
+                                                                       tiny_model, tiny_data,
+                                                                       capsys):
+    """A log file or a pipe got one "predicting" bar per call (every redraw written out)."""
+    ckpt = head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, "bert")
+    report = label_with_checkpoint(ckpt, tiny_data, "train", tmp_path_factory.mktemp("kd"))
+    assert report.examples > 0
+    assert "predicting" not in capsys.readouterr().err

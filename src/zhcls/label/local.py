@@ -128,7 +128,7 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
         teacher_task = _checkpoint_task(teacher)
         logger.info("labelling %d examples of %s with %s", len(examples), split_path, teacher)
         logits = forward_texts(model, tokenizer, texts, max_length, batch_size,
-                               progress=True).logits  # (N, C)
+                               progress=None).logits  # (N, C); a bar on a terminal only
     multi = _check_tasks(teacher, teacher_task, data.task, split_path)
     probs = sigmoid(logits) if multi else softmax(logits)  # (N, C): scores or a distribution
     rows = (probs if emit == "probs" else logits).tolist()

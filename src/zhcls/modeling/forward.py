@@ -55,10 +55,11 @@ def autocast_dtype(device: torch.device, precision: str | None = "auto") -> torc
 
 @torch.inference_mode()
 def forward_texts(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 256,
-                  with_representations: bool = False, progress: bool = False,
+                  with_representations: bool = False, progress: bool | None = False,
                   precision: str | None = None) -> ForwardResult:
     """Run ``model`` over ``texts``; returns float32 arrays in the order of ``texts``. Long
     texts follow the model's ``long_text`` (truncate, head_tail, or every window of chunks).
+    ``progress``: True / False, or None for a bar only when stderr is a terminal.
     ``precision``: see :func:`autocast_dtype`."""
     ids = encode_with(tokenizer, texts, max_length, getattr(model, "long_text", None))
     return forward_ids(model, ids, tokenizer.pad_token_id, batch_size, with_representations,
@@ -67,7 +68,7 @@ def forward_texts(model, tokenizer, texts: list[str], max_length: int, batch_siz
 
 @torch.inference_mode()
 def forward_ids(model, ids: list[list[int]], pad_id: int, batch_size: int = 256,
-                with_representations: bool = False, progress: bool = False,
+                with_representations: bool = False, progress: bool | None = False,
                 precision: str | None = None) -> ForwardResult:
     """``ids``: one id list per text, or (chunks) a list of windows per text, run at most
     ``batch_size`` windows at a time and pooled per text after the encoder, so memory is
@@ -80,7 +81,8 @@ def forward_ids(model, ids: list[list[int]], pad_id: int, batch_size: int = 256,
     windowed = is_windowed(ids)
     batches = (window_groups(ids, batch_size) if windowed
                else length_sorted_batches([len(x) for x in ids], batch_size))
-    for batch in tqdm(batches, desc="predicting", unit="batch", disable=not progress):
+    bar_off = None if progress is None else not progress  # tqdm: None is off when not a TTY
+    for batch in tqdm(batches, desc="predicting", unit="batch", disable=bar_off):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             if windowed:
                 out = _pooled_forward(model, [ids[i] for i in batch], pad_id, batch_size, device)
