@@ -5,8 +5,10 @@
         --eval /tmp/bl_reviews/eval_dev /tmp/i21/oof-acc/eval_dev [more eval dirs] \
         --sample 20 --seed 0
 
-Each ``--eval`` directory is one written by ``zhcls train`` / ``zhcls evaluate``
-(``predictions.npz``: ``probs`` (N, C) and ``gold`` (N,) in the split file's line order).
+Each ``--eval`` directory is one written by ``zhcls train`` / ``zhcls evaluate`` /
+``zhcls baseline`` (``predictions.npz``: ``probs`` (N, C) and ``gold`` (N,) in the split file's
+order). Single-label splits in THUCNews format with label ids (``text<TAB>id``) only; "line N"
+is the line number in the split file.
 Printed: each model's accuracy, the agreement of the first two, the share of rows both get
 wrong / only one gets right, the accuracy of the mean of all models' probabilities, and a
 seeded sample of the rows the first two both get wrong (gold id, then the text), to read.
@@ -25,17 +27,28 @@ import numpy as np
 def _load(eval_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     path = eval_dir / "predictions.npz"
     if not path.is_file():
-        sys.exit(f"{path}: no such file (expected an eval directory of zhcls train/evaluate)")
+        sys.exit(f"{path}: no such file (expected an eval directory of zhcls "
+                 "train / evaluate / baseline, e.g. RUN/eval_dev)")
     with np.load(path) as z:
-        return z["probs"], z["gold"]  # (N, C), (N,)
+        probs, gold = z["probs"], z["gold"]  # (N, C), (N,)
+    if gold.ndim != 1:
+        sys.exit(f"{path}: gold has shape {gold.shape}; this script handles single-label "
+                 "predictions only")
+    return probs, gold
 
 
-def _read_split(path: Path) -> list[tuple[str, str]]:
+def _read_split(path: Path) -> list[tuple[str, str, int]]:
+    """(text, label id, line number) per non-blank line."""
+    if not path.is_file():
+        sys.exit(f"--split-file {path}: no such file")
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             text, _, label = line.rpartition("\t")
-            rows.append((text, label))
+            if not label.isdigit():
+                sys.exit(f"{path}:{number}: expected a label id after a tab, got {label!r} "
+                         "(class-name labels are not handled by this script)")
+            rows.append((text, label, number))
     return rows
 
 
@@ -47,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     args = p.parse_args(argv)
     if len(args.eval) < 2:
-        sys.exit("--eval: give at least two eval directories")
+        p.error("--eval: give at least two eval directories")
+    if args.sample < 0:
+        p.error(f"--sample: expected a count >= 0, got {args.sample}")
     loaded = [_load(d) for d in args.eval]
     gold = loaded[0][1]
     if any(g.shape != gold.shape or (g != gold).any() for _, g in loaded):
@@ -55,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = _read_split(args.split_file)
     if len(rows) != len(gold):
         sys.exit(f"{args.split_file}: {len(rows)} rows, the predictions {len(gold)}")
-    if any(label != str(g) for (_, label), g in zip(rows, gold, strict=True)):
+    if any(label != str(g) for (_, label, _), g in zip(rows, gold, strict=True)):
         sys.exit(f"{args.split_file}: its label ids differ from the predictions' gold ids "
                  "(not the split these models were evaluated on?)")
     right = [probs.argmax(1) == gold for probs, _ in loaded]  # each (N,)
@@ -73,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     pick = np.random.default_rng(args.seed).choice(both, min(args.sample, len(both)),
                                                    replace=False)
     for i in pick:
-        print(f"line {i + 1}\tgold {rows[i][1]}\t{rows[i][0][:110]}")
+        text, label, number = rows[i]
+        print(f"line {number}\tgold {label}\t{text[:110]}")
     return 0
 
 

@@ -4,6 +4,9 @@ progress bar is shown on a terminal only."""
 
 from __future__ import annotations
 
+import io
+import sys
+
 import numpy as np
 import torch
 
@@ -31,11 +34,19 @@ def test_hf_teacher_uses_the_data_max_length(tmp_path_factory, tiny_model):
     assert load_teacher(hf_dir, CLASSES, cpu, max_length=10_000)[2] == 512  # position limit
 
 
-def test_checkpoint_teacher_draws_no_bar_when_stderr_is_not_a_terminal(tmp_path_factory,
-                                                                       tiny_model, tiny_data,
-                                                                       capsys):
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_checkpoint_teacher_draws_its_bar_on_a_terminal_only(tmp_path_factory, tiny_model,
+                                                             tiny_data, capsys, monkeypatch):
     """A log file or a pipe got one "predicting" bar per call (every redraw written out)."""
     ckpt = head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, "bert")
     report = label_with_checkpoint(ckpt, tiny_data, "train", tmp_path_factory.mktemp("kd"))
     assert report.examples > 0
     assert "predicting" not in capsys.readouterr().err
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    label_with_checkpoint(ckpt, tiny_data, "train", tmp_path_factory.mktemp("kd-tty"))
+    assert "predicting" in terminal.getvalue()

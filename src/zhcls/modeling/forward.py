@@ -59,7 +59,8 @@ def forward_texts(model, tokenizer, texts: list[str], max_length: int, batch_siz
                   precision: str | None = None) -> ForwardResult:
     """Run ``model`` over ``texts``; returns float32 arrays in the order of ``texts``. Long
     texts follow the model's ``long_text`` (truncate, head_tail, or every window of chunks).
-    ``progress``: True / False, or None for a bar only when stderr is a terminal.
+    ``progress``: True / False, or None for a bar only when stderr is a terminal (tqdm.auto:
+    in a notebook, None shows the notebook bar).
     ``precision``: see :func:`autocast_dtype`."""
     ids = encode_with(tokenizer, texts, max_length, getattr(model, "long_text", None))
     return forward_ids(model, ids, tokenizer.pad_token_id, batch_size, with_representations,
@@ -72,7 +73,8 @@ def forward_ids(model, ids: list[list[int]], pad_id: int, batch_size: int = 256,
                 precision: str | None = None) -> ForwardResult:
     """``ids``: one id list per text, or (chunks) a list of windows per text, run at most
     ``batch_size`` windows at a time and pooled per text after the encoder, so memory is
-    bounded by ``batch_size`` windows plus one (W, R) row per window of the longest text."""
+    bounded by ``batch_size`` windows plus one (W, R) row per window of the longest text.
+    ``progress``: as in :func:`forward_texts`."""
     device = next(model.parameters()).device
     dtype = autocast_dtype(device, precision)
     was_training = model.training
