@@ -366,18 +366,6 @@ class TensorBoardLogCallback(TrainerCallback):
         self.log_dir = Path(log_dir)
         self.writer = None
 
-    def _train_line(self, logs: dict) -> str:
-        """The train loss (and its terms), both learning rates and the time, from one log."""
-        terms = ", ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(logs.items())
-                          if k.startswith("loss_"))
-        line = (f"train loss {logs['loss']:.4f} ({terms + '; ' if terms else ''}mean over the "
-                f"last logging_steps)")
-        if "learning_rate" in logs:
-            line += f", encoder lr {logs['learning_rate']:.3g}"
-        if "learning_rate_ngram" in logs:
-            line += f", n-gram table lr {logs['learning_rate_ngram']:.3g}"
-        return line + f", {time.monotonic() - self._started:.0f} s since training (re)started"
-
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
