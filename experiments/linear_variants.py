@@ -9,8 +9,9 @@ a linear SVM; NB-weighted binary character n-grams with logistic regression (Wan
 2012, "Baselines and Bigrams", the NBSVM features); jieba words (1-2 grams) alone and beside
 the characters (skipped when jieba is not installed: ``pip install jieba``). These are plain
 LinearSVC / LogisticRegression scores; ``zhcls baseline`` calibrates its SVM, so its own dev
-number differs slightly from the fourth row (its features: char 1-3, sublinear tf, C 1). Binary
-tasks with label ids 0 / 1 in THUCNews format only (the NB rows weigh class 1 against class 0).
+number differs slightly from the fourth row (its features: char 1-3, sublinear tf, C 1). The
+splits are read as zhcls reads them; single-label tasks of two classes only (the NB rows weigh
+class id 1 against class id 0).
 Nothing here is imported by the package.
 """
 
@@ -27,24 +28,25 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
+from zhcls.errors import ZhclsError
+from zhcls.evaluation.metrics import headline_metrics
+from zhcls.label.writer import read_label_data
 
-def _read(path: Path) -> tuple[list[str], np.ndarray]:
-    if not path.is_file():
-        sys.exit(f"{path}: no such file (expected text<TAB>label_id lines)")
-    texts, labels = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            text, _, label = line.rpartition("\t")
-            if label not in ("0", "1"):
-                sys.exit(f"{path}:{number}: expected label id 0 or 1 after a tab, got {label!r} "
-                         "(this script handles binary tasks only)")
-            texts.append(text)
-            labels.append(int(label))
-    return texts, np.array(labels)
+
+def _read(data_dir: Path, split: str) -> tuple[list[str], np.ndarray]:
+    try:
+        data = read_label_data(data_dir, split, task="single_label")
+    except ZhclsError as exc:
+        sys.exit(str(exc))
+    if len(data.class_names) != 2:
+        sys.exit(f"{data_dir / 'class.txt'}: {len(data.class_names)} classes; this script "
+                 "handles two-class tasks only")
+    return [e.text for e in data.examples], np.array([e.label for e in data.examples])
 
 
 def _acc(model, train, y_train, dev, y_dev) -> float:
-    return 100 * float((model.fit(train, y_train).predict(dev) == y_dev).mean())
+    pred = model.fit(train, y_train).predict(dev)  # (N,)
+    return 100 * headline_metrics(y_dev, pred, 2)["accuracy"]
 
 
 def _char_rows(tr, ytr, dv, ydv) -> None:
@@ -96,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True, help="dir with train.txt and dev.txt")
     args = p.parse_args(argv)
-    tr, ytr = _read(args.data / "train.txt")
-    dv, ydv = _read(args.data / "dev.txt")
-    print(f"dev accuracy (%) on {args.data / 'dev.txt'} ({len(dv)} texts), "
+    tr, ytr = _read(args.data, "train")
+    dv, ydv = _read(args.data, "dev")
+    print(f"dev accuracy (%) on {args.data} dev ({len(dv)} texts), "
           f"fit on {len(tr)} train texts")
     _char_rows(tr, ytr, dv, ydv)
     _nb_rows(tr, ytr, dv, ydv)
