@@ -102,12 +102,21 @@ def test_the_encoder_trains_a_classifier(pretrained_run, tiny_data, tmp_path):
     assert "pooler.dense.weight" in pre and not any(k.startswith("cls.") for k in pre)
 
 
-def test_word_masking_on_a_segmented_corpus_runs(tiny_model, tmp_path):
+def test_word_masking_on_a_segmented_corpus_runs(tiny_model, tmp_path, capsys):
     corpus = write_corpus(tmp_path / "seg.txt", segmented=True)
     args = pretrain_args(tiny_model, tmp_path / "run", "--corpus.segmented", str(corpus),
                          "--mask.unit", "word", "--mask.max_ngram", "2",
                          "--train.max_steps", "2")
     assert main(args) == 0
+    # 2 steps < logging_steps 5: no loss was logged, and the summary says so (not "None")
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "None" not in summary and "not logged" in summary and "train.logging_steps 5" in summary
+
+
+def test_the_summary_line_says_which_steps_its_losses_are_of(pretrained_run):
+    out, _ = pretrained_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["first_logged_step"], metrics["last_logged_step"]) == (5, 30)
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "unknown_masking", "no_corpus",

@@ -44,11 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
-    from zhcls.training.pretrain import pretrain
+    from zhcls.training.pretrain import loss_summary, pretrain
 
     result = pretrain(config)
-    m = result.metrics
-    print(f"encoder (step {m['global_step']}): {result.encoder_dir}; MLM train loss "
-          f"{m['first_logged_train_loss']} (first log) -> {m['last_logged_train_loss']} (last "
-          "log)")
+    print(f"encoder (step {result.metrics['global_step']}): {result.encoder_dir}; "
+          f"{loss_summary(result.metrics)}")
     return 0

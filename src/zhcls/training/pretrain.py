@@ -265,21 +265,35 @@ def pretrain(config: PretrainConfig, out_dir: str | Path | None = None) -> Pretr
                 "%g", config.train.max_steps, config.train.batch_size, config.train.grad_accum,
                 epochs, config.train.lr)
     trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    logs = [e for e in trainer.state.log_history if "loss" in e]
     metrics = {"global_step": trainer.state.global_step, "examples": len(dataset),
                "tokens": tokens, "texts": len(texts),
-               "first_logged_train_loss": losses[0] if losses else None,
-               "last_logged_train_loss": losses[-1] if losses else None,
+               "first_logged_train_loss": logs[0]["loss"] if logs else None,
+               "first_logged_step": logs[0]["step"] if logs else None,
+               "last_logged_train_loss": logs[-1]["loss"] if logs else None,
+               "last_logged_step": logs[-1]["step"] if logs else None,
+               "logging_steps": config.train.logging_steps,
                "epochs": epochs if math.isfinite(epochs) else None}
     encoder_dir = out / "encoder"
     save_encoder(trainer.model, tokenizer, encoder_dir)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "history.json", {"log_history": trainer.state.log_history,
                                              "epoch_steps": history.epoch_steps})
-    logger.info("encoder written to %s (MLM train loss %s -> %s, step %d)", encoder_dir,
-                metrics["first_logged_train_loss"], metrics["last_logged_train_loss"],
-                trainer.state.global_step)
+    logger.info("encoder written to %s (step %d; %s)", encoder_dir, trainer.state.global_step,
+                loss_summary(metrics))
     return PretrainResult(out, encoder_dir, metrics)
+
+
+def loss_summary(metrics: dict) -> str:
+    """The MLM train loss of a run's first and last log, each with its step (the mean over the
+    ``logging_steps`` before it), or why none was logged."""
+    if metrics.get("first_logged_step") is None:
+        return (f"MLM train loss not logged: {metrics['global_step']} steps, fewer than "
+                f"train.logging_steps {metrics['logging_steps']}")
+    return (f"MLM train loss {metrics['first_logged_train_loss']:.4f} at step "
+            f"{metrics['first_logged_step']} -> {metrics['last_logged_train_loss']:.4f} at step "
+            f"{metrics['last_logged_step']} (each the mean over the {metrics['logging_steps']} "
+            "steps before it)")
 
 
 def _build_trainer(config: PretrainConfig, model, args, tokenizer, dataset, plan, out: Path):
