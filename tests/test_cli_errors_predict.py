@@ -150,3 +150,34 @@ def test_abbreviated_options_are_not_guessed(caplog, ckpt):
     code, message = run(caplog, ["predict", str(ckpt), "--text", "股市"])
     assert code == 2 and "--text" in message and "\n" not in message, message
 
+
+
+def test_out_naming_the_input_file_is_refused_and_the_input_kept(tmp_path, caplog, ckpt):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("体育新闻\n财经新闻\n", encoding="utf-8")
+    before = texts.read_bytes()
+    same = str(tmp_path / "." / "texts.txt")  # the same file under another spelling
+    code, message = run(caplog, ["predict", str(ckpt), "--file", str(texts), "--out", same,
+                                 "--format", "jsonl", "--device", "cpu"])
+    assert code == 2 and "--out" in message and "--file" in message and "\n" not in message
+    assert texts.read_bytes() == before
+
+
+def test_a_failed_prediction_leaves_no_partial_output_and_keeps_an_old_one(tmp_path, caplog,
+                                                                           ckpt):
+    bad = tmp_path / "bad.txt"  # the empty text of line 5 comes after a first chunk of 2
+    bad.write_text("体育\n财经\n股市\n足球\n\u200b\n", encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    out.write_text("an earlier result\n", encoding="utf-8")
+    code, message = run(caplog, ["predict", str(ckpt), "--file", str(bad), "--out", str(out),
+                                 "--format", "jsonl", "--chunk-size", "2", "--device", "cpu"])
+    assert code == 2 and f"{bad}:5" in message, message
+    assert out.read_text(encoding="utf-8") == "an earlier result\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "pred.jsonl"]
+
+
+def test_a_missing_input_file_prints_nothing_on_stdout(tmp_path, caplog, capsys, ckpt):
+    code, message = run(caplog, ["predict", str(ckpt), "--file", str(tmp_path / "no.txt"),
+                                 "--device", "cpu"])
+    assert code == 2 and str(tmp_path / "no.txt") in message, message
+    assert capsys.readouterr().out == ""

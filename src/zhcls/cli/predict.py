@@ -60,6 +60,23 @@ def check_options(args: argparse.Namespace) -> None:
     except LookupError:
         raise ConfigError(f"--encoding {args.encoding!r} is not a known encoding; use e.g. "
                           "utf-8, gbk or gb18030") from None
+    check_paths(args.file, args.out)
+
+
+def check_paths(file: str | None, out: str | None) -> None:
+    """``--file`` exists, and ``--out`` is not that same file (writing would empty it)."""
+    import os
+    from pathlib import Path
+
+    from zhcls.errors import ConfigError, DataError
+
+    if file in (None, "-"):
+        return
+    if not Path(file).is_file():
+        raise DataError("input file not found (--file)", file)
+    if out not in (None, "-") and Path(out).exists() and os.path.samefile(file, out):
+        raise ConfigError(f"--out {out} is the --file being read; writing it would destroy the "
+                          "input: give --out another path")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         InputRecord,
         count_records,
         iter_records,
-        open_output,
+        output_stream,
         predict_records,
     )
 
@@ -98,14 +115,10 @@ def run(args: argparse.Namespace) -> int:
     clf.check_top_k(args.top_k)
     if args.texts:
         clf.check_texts(args.texts)  # fail before any output is written
-    out = open_output(args.out)
-    try:
+    with output_stream(args.out) as out:
         stats = predict_records(clf, records, out, fmt=args.format, top_k=args.top_k,
                                 chunk_size=args.chunk_size, with_probs=args.probs,
                                 total=total, progress=args.progress, source=source)
-    finally:
-        if out is not sys.stdout:
-            out.close()
     if source is not None or args.out:
         print(f"predicted {stats.count} texts in {stats.seconds:.2f} s "
               f"({stats.texts_per_second:.0f} texts/s, {clf.backend.name})"

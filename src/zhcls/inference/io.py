@@ -29,11 +29,13 @@ import io
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -373,11 +375,23 @@ def _where(source: str | None, record: InputRecord, row: int) -> str:
     return f"text {row}"
 
 
-def open_output(path: str | None) -> TextIO:
-    """``path`` opened for UTF-8 text, or stdout (as UTF-8) when None or ``-``."""
+@contextmanager
+def output_stream(path: str | None) -> Iterator[TextIO]:
+    """stdout (as UTF-8) when ``path`` is None or ``-``; otherwise a UTF-8 text file written
+    beside ``path`` and renamed onto it only when the block ends without an error, so a failed
+    run leaves neither a partial file nor a damaged earlier one."""
     if path in (None, "-"):
         if isinstance(sys.stdout, io.TextIOWrapper):
             sys.stdout.reconfigure(encoding="utf-8")
-        return sys.stdout
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - caller closes
+        yield sys.stdout
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as f:  # mode follows the umask
+            yield f
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, target)
