@@ -119,6 +119,29 @@ def test_export_errors(tmp_path, tmp_path_factory, tiny_model):
         Classifier.load(plain)
 
 
+def test_export_refuses_a_non_empty_out_and_replaces_only_an_earlier_export(
+        tmp_path, tmp_path_factory, tiny_model, caplog):
+    import logging
+
+    ckpt = head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, "bert")
+    data = tmp_path / "data"  # a dataset directory: nothing may be written among its files
+    data.mkdir()
+    (data / "train.txt").write_text("体育新闻\t0\n", encoding="utf-8")
+    for fmt in ("onnx", "hf"):
+        with caplog.at_level(logging.ERROR, logger="zhcls"):
+            assert main(["export", str(ckpt), "--format", fmt, "--out", str(data)]) == 2
+            assert main(["export", str(ckpt), "--format", fmt, "--out", str(data),
+                         "--overwrite"]) == 2
+        assert sorted(p.name for p in data.iterdir()) == ["train.txt"]
+        assert "not empty" in caplog.text and "train.txt" in caplog.text
+    out = tmp_path / "onnx"
+    assert main(["export", str(ckpt), "--out", str(out)]) == 0
+    (out / "eval_test").mkdir()  # what an `evaluate` of the earlier export left there
+    assert main(["export", str(ckpt), "--out", str(out)]) == 2
+    assert main(["export", str(ckpt), "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "eval_test").exists() and (out / "export.json").is_file()
+
+
 @requires_vocab
 def test_real_ernie_encoder_exports_with_parity(tmp_path, tiny_model, texts):
     """ERNIE checkpoints carry an ErnieModel encoder (task-type embeddings), not BERT."""

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="onnx", choices=("onnx", "hf"),
                    help="onnx: any head, onnxruntime; hf: bert/ERNIE heads as "
                         "AutoModelForSequenceClassification (loads without zhcls)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help="output directory, new or empty")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export in --out (any other content is refused)")
     p.add_argument("--quantize", default="none", choices=("none", "int8"),
                    help="also write an int8 dynamically quantised model (model.int8.onnx)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from zhcls.utils import require_extra
 
     require_extra("export")
-    result = export_onnx(args.checkpoint, args.out, opset=args.opset, quantize=args.quantize)
+    result = export_onnx(args.checkpoint, args.out, opset=args.opset, quantize=args.quantize,
+                         overwrite=args.overwrite)
     print(f"wrote {result.model_path} (head {result.head}, opset {result.opset})")
     print(f"parity on {result.check_texts} texts: max |p_onnx - p_torch| = "
           f"{result.max_abs_prob_diff:.2e}")
@@ -46,7 +49,7 @@ def _run_hf(args: argparse.Namespace) -> int:
 
     if args.quantize != "none":
         raise ZhclsError("--quantize applies to --format onnx only; drop it for --format hf")
-    result = export_hf(args.checkpoint, args.out)
+    result = export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
     print(f"wrote {result.out_dir} ({result.extra['architecture']}, head {result.head})")
     print(f"parity on {result.check_texts} texts: max |p_transformers - p_zhcls| = "
           f"{result.max_abs_prob_diff:.2e}")

@@ -113,9 +113,31 @@ def min_seq_len(config) -> int:
     return max(config.model.filter_sizes) if config.model.head == "bert_CNN" else 1
 
 
+def prepare_export_dir(checkpoint: str | Path, out_dir: str | Path, overwrite: bool) -> Path:
+    """``out_dir``, new or empty; with ``overwrite`` an earlier export there (its
+    ``export.json``) is removed first. Any other content is refused and left as it is."""
+    out = Path(out_dir)
+    if out.resolve() == Path(checkpoint).resolve():
+        raise ZhclsError(f"--out {out} is the checkpoint itself; pick a new directory")
+    if out.exists() and not out.is_dir():
+        raise ZhclsError(f"--out {out} is a file; pass a new or empty directory")
+    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if names and not (overwrite and (out / "export.json").is_file()):
+        held = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        how = ("it was not written by `zhcls export`, so --overwrite does not replace it"
+               if overwrite else "or --overwrite to replace an earlier export there")
+        raise ZhclsError(f"--out {out} is not empty (it holds {held}); pass a new or empty "
+                         f"directory, {how} (nothing was changed)")
+    if names:
+        logger.info("replacing the earlier export in %s", out)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEFAULT_OPSET,
                 quantize: str = "none", check_texts: list[str] | None = None,
-                tolerance: float = 1e-4) -> ExportResult:
+                tolerance: float = 1e-4, overwrite: bool = False) -> ExportResult:
     """Export ``checkpoint`` to ``out_dir`` and verify it (see module docstring)."""
     from zhcls.modeling.checkpoint import load_checkpoint
     from zhcls.utils import require_extra
@@ -124,10 +146,7 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEF
     if quantize not in QUANTIZE:
         raise ZhclsError(f"--quantize must be one of {QUANTIZE}, got {quantize!r}")
     ckpt = load_checkpoint(checkpoint, "cpu")
-    out = Path(out_dir)
-    if out.resolve() == Path(checkpoint).resolve():
-        raise ZhclsError(f"--out {out} is the checkpoint itself; pick a new directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_export_dir(checkpoint, out_dir, overwrite)
     model_path = out / "model.onnx"
     min_len = min_seq_len(ckpt.config)
     pool_path = out / POOL_FILE if ckpt.config.data.long_text == "chunks" else None

@@ -38,6 +38,7 @@ from zhcls.inference.export import (
     _max_diff,
     _torch_probs,
     checkpoint_task,
+    prepare_export_dir,
     scores_from_logits,
 )
 from zhcls.utils import atomic_write_json
@@ -49,7 +50,8 @@ HF_WEIGHTS = "model.safetensors"
 
 
 def export_hf(checkpoint: str | Path, out_dir: str | Path, *,
-              check_texts: list[str] | None = None, tolerance: float = 1e-5) -> ExportResult:
+              check_texts: list[str] | None = None, tolerance: float = 1e-5,
+              overwrite: bool = False) -> ExportResult:
     """Write ``checkpoint`` as a transformers sequence-classification directory and verify it
     (see module docstring)."""
     from zhcls.modeling.checkpoint import load_checkpoint
@@ -74,11 +76,8 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *,
             "transformers sequence-classification model does not do (it truncates); serve the "
             "checkpoint itself (zhcls predict / zhcls serve / Classifier.load(CKPT))"
             + ("" if ckpt.config.data.long_text == "chunks" else " or use --format onnx"))
-    out = Path(out_dir)
-    if out.resolve() == Path(checkpoint).resolve():
-        raise ZhclsError(f"--out {out} is the checkpoint itself; pick a new directory")
     hf_model = to_hf_model(ckpt)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_export_dir(checkpoint, out_dir, overwrite)
     hf_model.save_pretrained(str(out))
     tokenizer = copy.deepcopy(ckpt.tokenizer)
     tokenizer.model_max_length = ckpt.config.data.max_length  # truncation=True cuts here
