@@ -201,6 +201,48 @@ def test_stale_report_is_rebuilt(runs, single, caplog):
     assert (a / "cmp" / "report.html").is_file()
 
 
+def _run_on(run: Path, copy: Path, data: Path) -> Path:
+    """A copy of ``run`` whose config names ``data`` as its dataset (data.dir)."""
+    import yaml
+
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "report", ignore_errors=True)
+    file = copy / "best" / "zhcls.yaml"
+    raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    raw["data"]["dir"] = str(data)
+    file.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return copy
+
+
+def test_comparison_refuses_runs_evaluated_on_different_splits(runs, tmp_path, tiny_data):
+    a = runs["run_ce"]
+    other = shutil.copytree(tiny_data, tmp_path / "other-data")
+    dev = (other / "dev.txt").read_text(encoding="utf-8").splitlines()
+    (other / "dev.txt").write_text("\n".join(dev[:-2]) + "\n", encoding="utf-8")
+    b = _run_on(runs["run_scl"], tmp_path / "run_b", other)
+    n = len(dev)
+    with pytest.raises(ZhclsError) as exc:
+        build_report([a, b], tmp_path / "cmp")
+    message = str(exc.value)
+    assert "\n" not in message and "different dev splits" in message
+    assert f"{tiny_data / 'dev.txt'} ({n} examples" in message
+    assert f"{other / 'dev.txt'} ({n - 2} examples" in message
+    assert "--data DIR" in message
+    assert not (tmp_path / "cmp").exists()
+    # one --data for all: every run on that one split, named on the page
+    page = build_report([a, b], tmp_path / "cmp", data_dir=other)
+    html = page.read_text(encoding="utf-8")
+    split = re.search(r"the same dev split\s*\(<code>([^<]*)</code>\)", html)
+    assert split and split.group(1) == str(other / "dev.txt")
+    # an identical copy of the split elsewhere is the same split; each run's file recorded
+    same = shutil.copytree(tiny_data, tmp_path / "same-data")
+    c = _run_on(runs["run_scl"], tmp_path / "run_c", same)
+    page = build_report([a, c], tmp_path / "cmp2")
+    paths = json.loads((page.parent / "comparison.json").read_text(encoding="utf-8"))
+    assert paths["split_paths"] == {"run_ce": str(tiny_data / "dev.txt"),
+                                    "run_c": str(same / "dev.txt")}
+
+
 # ----------------------------------------------------------------------------- errors
 def test_report_errors_name_what_is_wrong(runs, tmp_path, tiny_data):
     with pytest.raises(CheckpointError, match="run directory not found"):

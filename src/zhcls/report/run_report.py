@@ -33,6 +33,7 @@ import numpy as np
 
 from zhcls.errors import CheckpointError, ZhclsError
 from zhcls.report.errors import ConfusedPair
+from zhcls.report.split_identity import check_same_split, split_digest
 from zhcls.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class RunReport:
     baseline_metrics: dict | None = None  # a ``zhcls baseline`` on the same split
     task: str = "single_label"
     label_errors: dict | None = None  # multi-label: :func:`zhcls.report.errors.write_label_errors`
+    split_digest: str = ""  # SHA-256 of the split file as evaluated ("" when unknown)
 
     @property
     def html(self) -> Path:
@@ -151,9 +153,10 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
     config, class_names = read_config(best), read_labels(best)
     split_path = _split_file(run, config, data_dir, split)
     name = name or run.resolve().name
-    stamp = _checkpoint_stamp(best)
+    stamp, digest = _checkpoint_stamp(best), split_digest(split_path)
     if reuse:
-        cached = _load_cached(run, report_dir, split_path, max_points, method, stamp, name)
+        cached = _load_cached(run, report_dir, split_path, digest, max_points, method, stamp,
+                              name)
         if cached is not None:
             logger.info("reusing the up-to-date report in %s", report_dir)
             return cached
@@ -172,7 +175,7 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
                        config.to_dict(), split_metrics, _read_json(run / "metrics.json"), score,
                        len(labels), max_points, method, images, pairs, has_history, reps, labels,
                        _baseline_metrics(run, baseline, split_path, split, report_dir),
-                       task, label_errors)
+                       task, label_errors, digest)
     atomic_write_json(report_dir / "report.json", _summary(report, stamp))
     from zhcls.report.html import render_run_page
 
@@ -216,6 +219,7 @@ def build_comparison(reports: list[RunReport], out: str | Path, *, method: str =
         if other.task != first.task:
             raise ZhclsError(f"cannot compare {other.run_dir} ({other.task}) with "
                              f"{first.run_dir} ({first.task}); compare runs of one task")
+    check_same_split(reports)
     out.mkdir(parents=True, exist_ok=True)
     runs = [(f"{r.name} ({r.objective})", r.representations, r.labels) for r in reports]
     scores = plot_embedding_maps(runs, first.class_names, out / "representation_maps.png",
@@ -228,6 +232,8 @@ def build_comparison(reports: list[RunReport], out: str | Path, *, method: str =
     page.write_text(render_comparison_page(reports, scores, out), encoding="utf-8")
     atomic_write_json(out / "comparison.json", {
         "runs": [str(r.run_dir) for r in reports], "split": first.split,
+        "split_paths": {r.name: r.split_path for r in reports},
+        "split_sha256": first.split_digest or None,
         "silhouette": {r.name: s for r, s in zip(reports, scores, strict=True)},
         # the baseline is evaluated on each run's own split, beside it on its run page
         "baseline": {r.name: r.baseline_metrics and {k: r.baseline_metrics.get(k) for k in (
@@ -374,19 +380,20 @@ def _summary(report: RunReport, stamp: list[int]) -> dict:
     task = {"task": report.task} if report.task != "single_label" else {}
     return {**task, "format": REPORT_FORMAT, "run_dir": str(report.run_dir.resolve()),
             "split": report.split, "split_path": report.split_path,
+            "split_digest": report.split_digest,
             "max_points": report.max_points, "method": report.method, "checkpoint_stamp": stamp,
             "silhouette": report.silhouette, "n_points": report.n_points,
             "objective": report.objective, "class_names": report.class_names,
             "images": report.images, "has_history": report.has_history}
 
 
-def _load_cached(run: Path, report_dir: Path, split_path: Path, max_points: int, method: str,
-                 stamp: list[int], name: str) -> RunReport | None:
+def _load_cached(run: Path, report_dir: Path, split_path: Path, digest: str, max_points: int,
+                 method: str, stamp: list[int], name: str) -> RunReport | None:
     from zhcls.modeling.checkpoint import read_config
 
     summary = _read_json(report_dir / "report.json")
-    wanted = {"format": REPORT_FORMAT, "split_path": str(split_path), "max_points": max_points,
-              "method": method, "checkpoint_stamp": stamp}
+    wanted = {"format": REPORT_FORMAT, "split_path": str(split_path), "split_digest": digest,
+              "max_points": max_points, "method": method, "checkpoint_stamp": stamp}
     if summary is None or any(summary.get(k) != v for k, v in wanted.items()):
         return None
     task = summary.get("task", "single_label")
@@ -405,7 +412,8 @@ def _load_cached(run: Path, report_dir: Path, split_path: Path, max_points: int,
                      _read_json(report_dir / "metrics.json"), _read_json(run / "metrics.json"),
                      summary["silhouette"], int(summary["n_points"]), max_points, method,
                      summary["images"], pairs, bool(summary["has_history"]), reps, labels,
-                     _read_json(report_dir / "baseline" / "metrics.json"), task, label_errors)
+                     _read_json(report_dir / "baseline" / "metrics.json"), task, label_errors,
+                     digest)
 
 
 def _read_json(path: Path):
