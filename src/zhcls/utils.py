@@ -6,6 +6,7 @@ behaves the same."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -14,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from zhcls.errors import ZhclsError
+from zhcls.errors import ConfigError, ZhclsError
 
 # The optional extras of pyproject.toml: what each adds (module names as imported).
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -90,13 +91,50 @@ def missing_path_message(path: str | Path, what: str = "path does not exist") ->
     return message
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it
+    (``/proc/self/status``); elsewhere set to 0o077 for an instant and restored (a file another
+    thread creates in that instant is private rather than world-writable)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_normal(path: Path, umask: int, executable: bool = False) -> None:
+    """Give a file zhcls just created the permissions of a normal ``open()``:
+    ``0o666 & ~umask`` (``0o777`` when ``executable``); where the file system refuses chmod
+    (some network or FAT mounts) the file keeps what it has."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, (0o777 if executable else 0o666) & ~umask)
+
+
+def check_at_least_one(args: Any, *flags: str) -> None:
+    """Raise a one-line :class:`~zhcls.errors.ConfigError` naming the flag (``--batch-size
+    must be >= 1, got 0``) when an integer option of ``args`` (an argparse namespace;
+    ``flags`` are its attribute names, e.g. ``"batch_size"``) is below 1; None is allowed
+    (the option's default). The CLI turns it into exit status 2."""
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+
+
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it into
-    place: a reader (or a kill -9) never sees a half-written file."""
+    place: a reader (or a kill -9) never sees a half-written file. The file gets the
+    permissions a plain ``open(path, "w")`` gives (``0o666 & ~umask``), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _chmod_normal(Path(tmp), current_umask())
         with os.fdopen(fd, "w", encoding=encoding, newline="") as f:
             f.write(text)
             f.flush()
@@ -124,8 +162,14 @@ def _default(value: Any) -> Any:
 
 
 def _fsync_tree(root: Path) -> None:
+    """fsync every file under ``root`` and ``root`` itself; each file also gets the
+    permissions of a normal ``open()`` (executables keep their x bits): writers such as
+    safetensors >= 0.8 create 0600 files, and a staged directory holds nothing private."""
+    umask = current_umask()
     for file in sorted(root.rglob("*")):
         if file.is_file():
+            if not file.is_symlink():  # a link's target is not ours to change
+                _chmod_normal(file, umask, executable=bool(file.stat().st_mode & 0o111))
             with file.open("rb") as f:
                 os.fsync(f.fileno())
     fd = os.open(root, os.O_RDONLY)
@@ -137,7 +181,8 @@ def _fsync_tree(root: Path) -> None:
 
 def replace_dir(staged: str | Path, final: str | Path) -> Path:
     """Move the fully written directory ``staged`` to ``final`` (a sibling), replacing an
-    existing ``final`` only after ``staged`` is synced to disk."""
+    existing ``final`` only after ``staged`` is synced to disk. Its files get the permissions
+    of a normal ``open()`` (``0o666 & ~umask``), whatever the library that wrote them chose."""
     staged, final = Path(staged), Path(final)
     _fsync_tree(staged)
     old = final.with_name(f".{final.name}.old")

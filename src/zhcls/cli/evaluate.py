@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from zhcls.inference.backends import is_onnx_dir
     from zhcls.modeling.checkpoint import read_labels
     from zhcls.report.plots import plot_evaluation
+    from zhcls.utils import check_at_least_one
 
+    check_at_least_one(args, "batch_size")
     common = {"split": args.split, "out_dir": args.out, "batch_size": args.batch_size,
               "device": args.device}
     if is_onnx_dir(args.checkpoint):

@@ -50,11 +50,9 @@ def check_options(args: argparse.Namespace) -> None:
     import codecs
 
     from zhcls.errors import ConfigError
+    from zhcls.utils import check_at_least_one
 
-    for flag in ("batch_size", "chunk_size", "top_k", "threads"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    check_at_least_one(args, "batch_size", "chunk_size", "top_k", "threads")
     try:
         codecs.lookup(args.encoding)
     except LookupError:

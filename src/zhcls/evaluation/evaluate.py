@@ -109,7 +109,12 @@ def _write_wrong_samples(path: Path, split: SplitData, probs: np.ndarray, pred: 
 def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: str = "test",
                         out_dir: str | Path | None = None, batch_size: int | None = None,
                         device: str = "auto") -> dict:
-    """Load ``checkpoint`` and evaluate it on ``data_dir``'s split (class.txt must match)."""
+    """Load ``checkpoint`` and evaluate it on ``data_dir``'s split (class.txt must match).
+    ``batch_size``: texts per forward pass, >= 1 (ValueError otherwise); None takes the
+    checkpoint's ``train.eval_batch_size``, as training evaluated."""
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"evaluate_checkpoint: batch_size must be >= 1 or None, got "
+                         f"{batch_size}")
     from zhcls.data.formats import resolve_data_dir
     from zhcls.devices import resolve_device
     from zhcls.modeling.checkpoint import load_checkpoint
@@ -127,7 +132,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
     thresholds, at_least_one = decision if decision is not None else (None, None)
     return evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
                           config=ckpt.config,
-                          batch_size=batch_size or ckpt.config.train.eval_batch_size,
+                          batch_size=(ckpt.config.train.eval_batch_size if batch_size is None
+                                      else batch_size),
                           precision=ckpt.config.train.precision,  # as training evaluated it
                           thresholds=thresholds, at_least_one=at_least_one)
 
