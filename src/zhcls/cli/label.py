@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     local = p.add_argument_group("--teacher options")
     local.add_argument("--emit", choices=("probs", "logits"), default="probs",
                        help="teacher column: probabilities or raw logits (default: probs)")
-    local.add_argument("--batch-size", type=int, default=64)
+    local.add_argument("--batch-size", type=int, default=64,
+                       help="texts per forward pass of the teacher (default: 64)")
     local.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
     local.add_argument("--cross-fit", type=int, default=None, metavar="K",
                        help="baseline teacher only: out-of-fold labels; refit the baseline's "
@@ -57,11 +58,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from zhcls.utils import check_at_least_one
+
+    if args.teacher:  # before OUT is looked at or written
+        check_at_least_one(args, "batch_size")
     if args.cross_fit is not None and not args.teacher:
         raise ConfigError("--cross-fit refits a `zhcls baseline` teacher per fold; it needs "
                           "--teacher BASELINE_DIR, not --llm")
+    from zhcls.label.report_file import merge_label_report, prepare_output
+
+    # an OUT with splits labelled earlier: check before any (paid) labelling that they can
+    # be kept, then keep their records in label_report.json
+    teacher, emit = _teacher_identity(args)
+    task = "auto" if args.teacher else getattr(args, "task", None) or "auto"
+    kept = prepare_output(args.data, args.split, args.out, teacher, emit, task)
     if args.teacher:
-        return _run_teacher(args)
+        _run_teacher(args)
+        merge_label_report(args.out, args.split, teacher, emit, kept)
+        return 0
     if not getattr(args, "verbose", False):
         logging.getLogger("httpx").setLevel(logging.WARNING)
     from zhcls.label import llm
@@ -72,8 +86,20 @@ def run(args: argparse.Namespace) -> int:
         print("----- first prompt -----")
         print(report.prompt_preview)
         print("------------------------")
+    else:
+        merge_label_report(args.out, args.split, teacher, emit, kept)
     print(report.summary())
     return 0
+
+
+def _teacher_identity(args: argparse.Namespace) -> tuple[str, str]:
+    """(``"--teacher /abs/path"`` or ``"--llm MODEL"``, what its column holds)."""
+    from pathlib import Path
+
+    if not args.teacher:
+        return f"--llm {args.model}", "probs"
+    path = Path(args.teacher)
+    return f"--teacher {path.resolve() if path.exists() else args.teacher}", args.emit
 
 
 def _run_teacher(args: argparse.Namespace) -> int:

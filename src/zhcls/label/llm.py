@@ -29,6 +29,7 @@ from zhcls.label.options import LLMOptions
 from zhcls.label.prompt import Prompt, build_prompt, pick_few_shot, read_descriptions
 from zhcls.label.ratelimit import RateLimiter, estimate_tokens
 from zhcls.label.writer import (
+    REPORT_NAME,
     LabelReport,
     read_label_data,
     teacher_quality,
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 
 CACHE_NAME = ".zhcls_label_cache.sqlite"
-REPORT_NAME = "label_report.json"
 
 
 def label_with_llm(data_dir: str | Path, split: str, out_dir: str | Path,

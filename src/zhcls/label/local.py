@@ -102,7 +102,12 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
     (``max_length``: see :func:`load_teacher`). ``cross_fit=K`` (baseline teachers only):
     out-of-fold labels from K refits on stratified folds seeded by ``seed`` (module docstring)."""
     from zhcls.devices import resolve_device
-    from zhcls.label.writer import read_label_data, teacher_quality, write_labelled_dataset
+    from zhcls.label.writer import (
+        REPORT_NAME,
+        read_label_data,
+        teacher_quality,
+        write_labelled_dataset,
+    )
     from zhcls.modeling.forward import forward_texts, sigmoid, softmax
     from zhcls.modeling.ngram import is_baseline_dir
 
@@ -145,7 +150,7 @@ def label_with_checkpoint(teacher: str | Path, data_dir: str | Path, split: str,
         seconds=round(time.perf_counter() - start, 2),
         cross_fit=None if cross_fit is None else {"folds": cross_fit, "seed": seed,
                                                   "stratified": True})
-    atomic_write_json(Path(out_dir) / "label_report.json", asdict(report))
+    atomic_write_json(Path(out_dir) / REPORT_NAME, asdict(report))
     what = "" if cross_fit is None else f" out-of-fold ({cross_fit} stratified folds, seed {seed})"
     logger.info("teacher%s agrees with gold on %.2f%% of %s (mean confidence %.3f); wrote %s",
                 what, 100 * report.agreement, split_path, report.mean_confidence, out_file)

@@ -6,6 +6,14 @@ logits``); rows whose teacher is missing are written with the two columns
 ``text<TAB>label_id`` — train such a dataset with ``data.teacher_missing: hard_label_only``. ``class.txt`` and the other split files are copied unchanged, so OUT can
 be passed to ``zhcls train`` directly. Shared by ``zhcls label --llm`` and ``--teacher``.
 
+OUT may already hold splits labelled by an earlier run (``--split train`` then ``--split dev``):
+those are kept, never replaced by a plain copy, after checking that they are still safe to
+keep — the same ``class.txt`` and the same rows as the source split — else a
+:class:`~zhcls.errors.DataError` is raised before anything is written
+(:func:`labelled_splits`). ``OUT/label_report.json`` keeps one record per labelled split under
+``"splits"`` (:mod:`zhcls.label.report_file`; the CLI also refuses a
+teacher other than the one the kept splits were labelled with).
+
 Multi-label data (``task="multi_label"``, or detected from the train file): ``OUT/{split}.jsonl``
 with one object a line, ``{"text": ..., "labels": [names], "teacher_probs": [p0, ...]}``:
 the gold label set kept as read, and C independent per-class probabilities (6 decimals,
@@ -29,6 +37,7 @@ from zhcls.data.formats import (
     SPLIT_SUFFIXES,
     Example,
     find_split_file,
+    has_split,
     read_class_names,
     read_split,
 )
@@ -62,9 +71,10 @@ def write_labelled_dataset(
     if len(teacher_rows) != len(examples):
         raise ValueError(f"{split_path}: {len(examples)} examples but {len(teacher_rows)} "
                          "teacher rows; pass exactly one row (or None) per example")
+    keep = set(labelled_splits(data_dir, split, out_dir, data.task))  # raises before writing
     out_dir.mkdir(parents=True, exist_ok=True)
     if data.task == "multi_label":
-        return _write_multilabel(data, data_dir, split, out_dir, teacher_rows)
+        return _write_multilabel(data, data_dir, split, out_dir, teacher_rows, keep)
     lines, sanitised = [], 0
     for example, row in zip(examples, teacher_rows, strict=True):
         text = example.text
@@ -81,7 +91,7 @@ def write_labelled_dataset(
                        "(the THUCNews format is one line per example)", split_path, sanitised)
     target = out_dir / f"{split}.txt"
     atomic_write_text(target, "\n".join(lines) + "\n")
-    _copy_other_files(data_dir, out_dir, split)
+    _copy_other_files(data_dir, out_dir, split, keep)
     missing = sum(r is None for r in teacher_rows)
     logger.info("wrote %s (%d rows, %d without teacher)", target, len(lines), missing)
     return target
@@ -108,7 +118,7 @@ class LabelData:
 def read_label_data(data_dir: str | Path, split: str, task: str = "auto") -> LabelData:
     """Read ``DATA/{split}`` for labelling. ``task="auto"``: multi_label when the train file
     (or, without one, the split itself) holds multi-label rows (logged)."""
-    from zhcls.data.formats import detect_task, has_split
+    from zhcls.data.formats import detect_task
 
     data_dir = Path(data_dir)
     class_names = read_class_names(data_dir / "class.txt")
@@ -128,7 +138,7 @@ def read_label_data(data_dir: str | Path, split: str, task: str = "auto") -> Lab
 
 
 def _write_multilabel(data: LabelData, data_dir: Path, split: str, out_dir: Path,
-                      teacher_rows: Sequence[list[float] | None]) -> Path:
+                      teacher_rows: Sequence[list[float] | None], keep: set[str]) -> Path:
     lines = []
     for example, row in zip(data.examples, teacher_rows, strict=True):
         obj: dict = {"text": example.text, "labels": [data.class_names[i] for i in example.label]}
@@ -136,7 +146,7 @@ def _write_multilabel(data: LabelData, data_dir: Path, split: str, out_dir: Path
             _check_row(row, len(data.class_names), data.path, example.line)
             obj["teacher_probs"] = [round(float(p), 6) for p in row]
         lines.append(json.dumps(obj, ensure_ascii=False))
-    _copy_other_files(data_dir, out_dir, split)  # first: it removes a stale OUT/{split}.jsonl
+    _copy_other_files(data_dir, out_dir, split, keep)  # first: removes a stale OUT/{split}.jsonl
     target = out_dir / f"{split}.jsonl"
     atomic_write_text(target, "\n".join(lines) + "\n")
     for suffix in SPLIT_SUFFIXES:  # the reader takes the first split file it finds
@@ -162,11 +172,15 @@ def _check_row(row: Sequence[float], k: int, path: Path, line: int) -> None:
                          "finite numbers (probabilities, or logits for --emit logits)")
 
 
-def _copy_other_files(data_dir: Path, out_dir: Path, split: str) -> None:
+def _copy_other_files(data_dir: Path, out_dir: Path, split: str, keep: set[str]) -> None:
+    """Copy ``class.txt`` and the other splits into OUT, except those in ``keep`` (already
+    labelled there; no file of theirs is copied, so no second format sits beside them)."""
     for src in sorted(data_dir.iterdir()):
         if not src.is_file():
             continue
         is_split = src.suffix.lower() in SPLIT_SUFFIXES and src.stem != "class"
+        if is_split and src.stem in keep:
+            continue
         if src.name == "class.txt" or (is_split and src.stem != split):
             tmp = _tmp_name(out_dir / src.name)
             shutil.copyfile(src, tmp)
@@ -175,6 +189,71 @@ def _copy_other_files(data_dir: Path, out_dir: Path, split: str) -> None:
             stale = out_dir / src.name
             if stale.exists():
                 stale.unlink()
+
+
+REPORT_NAME = "label_report.json"
+
+
+def labelled_splits(data_dir: str | Path, split: str, out_dir: str | Path,
+                    task: str = "auto") -> list[str]:
+    """The splits other than ``split`` that OUT already holds with teacher labels (an
+    ``OUT/{s}.txt`` or ``.jsonl`` with a teacher column), which the writer keeps. Raises a
+    DataError when keeping them is unsafe: ``DATA/class.txt`` differs from ``OUT/class.txt``
+    (their teacher columns would name other classes) or ``DATA/{s}`` no longer holds the
+    rows they were labelled from."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not out_dir.is_dir() or out_dir.resolve() == data_dir.resolve():
+        return []
+    names = read_class_names(data_dir / "class.txt")
+    out_names = read_class_names(out_dir / "class.txt") if (out_dir / "class.txt").is_file() \
+        else names
+    if task == "auto":
+        task = read_label_data(data_dir, split).task
+    found = {}
+    for path in sorted(out_dir.iterdir()):
+        if (path.suffix in (".txt", ".jsonl") and path.stem not in (split, "class")
+                and path.is_file() and _has_teacher(path, out_names, task)):
+            found[path.stem] = path
+    if found and out_names != names:
+        files = ", ".join(p.name for p in found.values())
+        raise DataError(f"lists {len(names)} classes {names[:5]} but {out_dir / 'class.txt'}, "
+                        f"which {files} were labelled with, lists {out_names[:5]}; their "
+                        "teacher columns would name other classes. Label into a new --out, "
+                        f"or delete {files} from {out_dir} to drop them",
+                        data_dir / "class.txt")
+    for name, path in found.items():
+        if has_split(data_dir, name):
+            _check_same_rows(data_dir, name, path, names, task)
+    return sorted(found)
+
+
+def _has_teacher(path: Path, class_names: list[str], task: str) -> bool:
+    split = read_split(path, class_names, task=task, read_teacher=False)
+    return split.teacher_rows > 0
+
+
+def _check_same_rows(data_dir: Path, name: str, path: Path, class_names: list[str],
+                     task: str) -> None:
+    """``path`` (labelled from ``DATA/{name}``) must hold the same (text, label) rows."""
+    source = read_label_data(data_dir, name, task)
+    kept = read_split(path, class_names, task=task, teacher_policy="skip",
+                      ignore_teacher=True).examples
+    clean = path.suffix == ".txt"  # the .txt writer turns tabs and line breaks into spaces
+    want = [(_one_line(e.text) if clean else e.text, e.label) for e in source.examples]
+    have = [(e.text, e.label) for e in kept]
+    if want == have:
+        return
+    pairs = enumerate(zip(want, have, strict=False))
+    at = next((i for i, (a, b) in pairs if a != b), min(len(want), len(have)))
+    where = f"line {kept[at].line}" if at < len(kept) else "its end"
+    raise DataError(f"holds teacher labels for {len(have)} rows that no longer match "
+                    f"{source.path} ({len(want)} rows; first difference at {where}); relabel "
+                    f"it with --split {name}, or delete {path.name} to take a fresh copy",
+                    path)
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ").strip()
 
 
 def _tmp_name(path: Path) -> Path:
