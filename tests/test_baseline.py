@@ -99,6 +99,28 @@ def test_bad_input_exits_2(tmp_path, tiny_data, baseline_dir):
     assert main(["predict", str(weird), "文本"]) == 2
 
 
+def test_exporting_a_baseline_says_what_it_is(baseline_dir, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.ERROR, logger="zhcls"):
+        assert main(["export", str(baseline_dir), "--out", str(tmp_path / "onnx")]) == 2
+    assert "zhcls baseline" in caplog.text and "model.safetensors" not in caplog.text
+
+
+def test_labelling_another_dataset_names_labelling_not_evaluating(baseline_dir, tmp_path,
+                                                                  caplog):
+    import logging
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "class.txt").write_text("好\n坏\n", encoding="utf-8")
+    (other / "train.txt").write_text("很好\t0\n很差\t1\n", encoding="utf-8")
+    with caplog.at_level(logging.ERROR, logger="zhcls"):
+        assert main(["label", "--teacher", str(baseline_dir), "--data", str(other),
+                     "--out", str(tmp_path / "kd")]) == 2
+    assert "class.txt" in caplog.text and "evaluate on" not in caplog.text
+
+
 def test_train_baseline_option_puts_its_numbers_in_the_report(tiny_model, tiny_data,
                                                              tmp_path, baseline_dir):
     from zhcls.workflows.pipeline import train_and_report

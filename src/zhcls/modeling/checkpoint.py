@@ -271,6 +271,11 @@ def check_checkpoint_dir(path: str | Path) -> Path:
         if all((path / "best" / f).is_file() for f in REQUIRED_FILES):
             hint = (f" (this is a run directory; its best model is {path / 'best'}: pass that "
                     "directory)")
+        elif (path / "model.skops").is_file():
+            raise CheckpointError(
+                f"{path}: a `zhcls baseline` model (model.skops), not a neural checkpoint: "
+                "zhcls predict, evaluate, report --baseline and label --teacher take it; "
+                "export, explain and fine-tuning need a checkpoint from `zhcls train`")
         elif (path / "config.json").is_file():
             hint = (" (this looks like an encoder, not a zhcls checkpoint: train one with "
                     "`zhcls train`, whose best model lands in OUT/best)")
@@ -399,5 +404,6 @@ def check_labels_match(ckpt_labels: list[str], class_names: list[str], where: st
         raise CheckpointError(
             f"{where}: class.txt names {len(class_names)} classes {class_names[:6]} but the "
             f"checkpoint was trained on {len(ckpt_labels)} classes {list(ckpt_labels)[:6]}; "
-            "evaluate on the dataset the model was trained on (same class.txt, same order)"
+            "use a dataset whose class.txt lists the checkpoint's classes in the same order "
+            "(as the dataset it was trained on does)"
         )
