@@ -114,6 +114,20 @@ def test_resume_with_changed_data_is_refused(reference, tiny_model, tiny_data, t
         train(run_config(tiny_model, train__resume="true"), data, out)
 
 
+def test_resume_of_a_finished_run_is_refused_and_trains_nothing(reference, tiny_model,
+                                                                tiny_data, tmp_path, caplog):
+    out = copy_run(reference, tmp_path / "run")
+    for ckpt in ("checkpoint-2", "checkpoint-6"):  # save_total_limit 1 kept only the best one
+        shutil.rmtree(out / "checkpoints" / ckpt)
+    stamp = (out / "best" / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(ConfigError) as info:
+        train(run_config(tiny_model, train__resume="true"), tiny_data, out)
+    message = str(info.value)
+    assert "finished run" in message and "metrics.json" in message and "--overwrite" in message
+    assert (out / "best" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-4"]
+
+
 def test_resume_of_a_directory_zhcls_did_not_write_is_refused(tiny_model, tiny_data, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine", encoding="utf-8")

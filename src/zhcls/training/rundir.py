@@ -16,6 +16,8 @@ Rules (docs/design.md, "Run directories and resume"):
   ``checkpoints/checkpoint-N`` when complete; a resume skips (and removes) incomplete
   checkpoints and leftover staging directories with a warning and continues from the
   newest complete one.
+* A finished run (its ``metrics.json``, written last, is there) is not resumed: the refusal
+  says so, since training its last steps again would only replace its results.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ NEUTRAL_KEYS = frozenset({
     "train.tensorboard", "train.evaluate_test", "train.report", "train.report_max_points",
     "data.dir", "data.cache_dir",
 })
+#: What ``zhcls train`` and ``zhcls pretrain`` write last: a run directory holding it is finished.
+FINISHED_FILE = "metrics.json"
 #: Files a Trainer checkpoint needs to be resumed from.
 CHECKPOINT_FILES = ("model.safetensors", "trainer_state.json", "optimizer.pt", "scheduler.pt",
                     RUN_FILE)
@@ -206,6 +210,12 @@ def _plan_resume(plan: RunDirPlan, entries: list[Path], fingerprint: dict[str, A
             f"verify (it holds {', '.join(e.name for e in entries[:8])}); pass a new --out, or "
             "--overwrite to train anew there")
     _refuse_differences(out / RUN_FILE, stored["fingerprint"], fingerprint)
+    if (out / FINISHED_FILE).is_file():
+        raise ConfigError(
+            f"--train.resume: {out} is a finished run (its {FINISHED_FILE}, written when "
+            "training ends, is there): there is nothing to continue, and training its last "
+            "steps again would replace its results. Use it as it is, or pass --overwrite / a "
+            "new --out to train another run")
     plan.remove = [e for e in entries if _is_temp(e.name)]
     ckpt_root = out / "checkpoints"
     if (ckpt_root / STAGING).exists():
