@@ -99,6 +99,24 @@ def test_bad_input_exits_2(tmp_path, tiny_data, baseline_dir):
     assert main(["predict", str(weird), "文本"]) == 2
 
 
+def test_evaluating_another_dataset_keeps_the_recorded_evaluation(baseline_dir, tiny_data,
+                                                                   tmp_path, caplog):
+    import logging
+    import shutil
+
+    other = shutil.copytree(tiny_data, tmp_path / "other")
+    recorded = (baseline_dir / "eval_dev" / "metrics.json").read_bytes()
+    with caplog.at_level(logging.ERROR, logger="zhcls"):
+        assert main(["evaluate", str(baseline_dir), "--data", str(other), "--split", "dev"]) == 2
+    assert "--out" in caplog.text and str(other / "dev.txt") in caplog.text
+    assert (baseline_dir / "eval_dev" / "metrics.json").read_bytes() == recorded
+    assert main(["evaluate", str(baseline_dir), "--data", str(other), "--split", "dev",
+                 "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["split"].startswith(
+        str(other))
+    assert main(["evaluate", str(baseline_dir), "--data", str(tiny_data), "--split", "dev"]) == 0
+
+
 def test_exporting_a_baseline_says_what_it_is(baseline_dir, tmp_path, caplog):
     import logging
 

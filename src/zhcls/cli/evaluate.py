@@ -11,7 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "baseline` directory or an ONNX export directory (`zhcls export`)")
     p.add_argument("--data", required=True, help="dataset directory with class.txt")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--out", help="output directory (default: CKPT/eval_SPLIT)")
+    p.add_argument("--out", help="output directory (default: CKPT/eval_SPLIT, which is not "
+                   "replaced by the evaluation of another split file)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="default: the checkpoint's train.eval_batch_size (as in training)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

@@ -106,6 +106,27 @@ def _write_wrong_samples(path: Path, split: SplitData, probs: np.ndarray, pred: 
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def eval_out_dir(checkpoint: str | Path, split: str, split_path: str | Path,
+                 out_dir: str | Path | None = None) -> Path:
+    """Where an evaluation of ``split_path`` goes: ``out_dir``, else ``CKPT/eval_{split}``,
+    which keeps the evaluation recorded there (e.g. by ``zhcls baseline``) unless it is of the
+    same split file: the evaluation of another dataset is refused, pointing at ``--out``."""
+    from zhcls.errors import ConfigError
+
+    if out_dir:
+        return Path(out_dir)
+    out = Path(checkpoint) / f"eval_{split}"
+    try:
+        earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("split")
+    except (OSError, ValueError, AttributeError):
+        return out
+    if isinstance(earlier, str) and Path(earlier).resolve() != Path(split_path).resolve():
+        raise ConfigError(f"{out} holds the evaluation of {earlier}, not of {split_path}: "
+                          "pass --out DIR to evaluate another dataset without replacing it "
+                          f"(or delete {out})")
+    return out
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: str = "test",
                         out_dir: str | Path | None = None, batch_size: int | None = None,
                         device: str = "auto") -> dict:
@@ -128,7 +149,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
     decision = checkpoint_decision(checkpoint, ckpt.config, ckpt.labels)
     data = read_eval_split(ckpt.config, ckpt.labels, data_dir, split, decision is not None)
     class_names = ckpt.labels  # read_eval_split checked that class.txt names the same
-    out = Path(out_dir) if out_dir else Path(checkpoint) / f"eval_{split}"
+    out = eval_out_dir(checkpoint, split, data.path, out_dir)
     thresholds, at_least_one = decision if decision is not None else (None, None)
     return evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
                           config=ckpt.config,
@@ -201,7 +222,7 @@ def evaluate_baseline(checkpoint: str | Path, data_dir: str | Path, *, split: st
     data = read_split(find_split_file(data_dir, split), class_names, teacher_policy="skip",
                       task=ckpt.task)  # a multi-label baseline reads label sets
     probs = BaselineBackend(ckpt).probs(data.texts)  # (N, C): distributions or per-class scores
-    out = Path(out_dir) if out_dir else Path(checkpoint) / f"eval_{split}"
+    out = eval_out_dir(checkpoint, split, data.path, out_dir)
     if ckpt.task == "multi_label":
         return write_evaluation(probs, probs, data, class_names, out,
                                 thresholds=ckpt.thresholds, at_least_one=ckpt.at_least_one)

@@ -25,7 +25,12 @@ def evaluate_export(export_dir: str | Path, data_dir: str | Path, *, split: str 
     ``out_dir`` (default ``EXPORT/eval_SPLIT``) and returns them. ``quantized``: the int8 model
     of an export made with ``--quantize int8``."""
     from zhcls.data.formats import resolve_data_dir
-    from zhcls.evaluation.evaluate import read_eval_split, warn_if_tuned_on, write_evaluation
+    from zhcls.evaluation.evaluate import (
+        eval_out_dir,
+        read_eval_split,
+        warn_if_tuned_on,
+        write_evaluation,
+    )
     from zhcls.inference.classifier import Classifier
     from zhcls.modeling.checkpoint import read_config
 
@@ -37,7 +42,7 @@ def evaluate_export(export_dir: str | Path, data_dir: str | Path, *, split: str 
     data = read_eval_split(config, clf.labels, data_dir, split, clf.task == "multi_label")
     class_names = clf.labels
     probs = clf.predict_proba(data.texts)  # (N, C): distributions or per-class scores
-    out = Path(out_dir) if out_dir else Path(export_dir) / f"eval_{split}"
+    out = eval_out_dir(export_dir, split, data.path, out_dir)
     logger.info("evaluated ONNX export %s (%s) on %s", export_dir, clf.source, data.path)
     if clf.task == "multi_label":
         return write_evaluation(probs, probs, data, class_names, out,
