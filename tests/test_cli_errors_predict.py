@@ -181,3 +181,25 @@ def test_a_missing_input_file_prints_nothing_on_stdout(tmp_path, caplog, capsys,
                                  "--device", "cpu"])
     assert code == 2 and str(tmp_path / "no.txt") in message, message
     assert capsys.readouterr().out == ""
+
+
+def test_out_as_a_directory_is_refused_and_a_device_is_written_in_place(tmp_path, caplog, ckpt):
+    code, message = run(caplog, ["predict", str(ckpt), "体育新闻", "--out", str(tmp_path),
+                                 "--device", "cpu"])
+    assert code == 2 and "--out" in message and "directory" in message, message
+    assert list(tmp_path.iterdir()) == []
+    import os
+
+    fifo = tmp_path / "fifo"  # like /dev/null: not a regular file, so not renamed over
+    os.mkfifo(fifo)
+    import threading
+
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text(encoding="utf-8")))
+    reader.start()
+    code, message = run(caplog, ["predict", str(ckpt), "体育新闻", "--out", str(fifo),
+                                 "--format", "jsonl", "--device", "cpu"])
+    reader.join(timeout=60)
+    assert code == 0, message
+    assert fifo.exists() and not fifo.is_file() and '"体育新闻"' in got[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]

@@ -68,6 +68,8 @@ def check_paths(file: str | None, out: str | None) -> None:
 
     from zhcls.errors import ConfigError, DataError
 
+    if out not in (None, "-") and Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file path (e.g. {out}/pred.jsonl)")
     if file in (None, "-"):
         return
     if not Path(file).is_file():

@@ -386,12 +386,18 @@ def output_stream(path: str | None) -> Iterator[TextIO]:
         yield sys.stdout
         return
     target = Path(path)
+    if target.exists() and not target.is_file():  # /dev/null, a FIFO: written as it is
+        if target.is_dir():
+            raise DataError("is a directory; --out takes a file path", target)
+        with open(target, "w", encoding="utf-8", newline="") as f:
+            yield f
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         with open(partial, "w", encoding="utf-8", newline="") as f:  # mode follows the umask
             yield f
+        os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    os.replace(partial, target)
