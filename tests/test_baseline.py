@@ -105,6 +105,8 @@ def test_evaluating_another_dataset_keeps_the_recorded_evaluation(baseline_dir, 
     import shutil
 
     other = shutil.copytree(tiny_data, tmp_path / "other")
+    dev = (other / "dev.txt").read_text(encoding="utf-8").splitlines()
+    (other / "dev.txt").write_text("\n".join(dev[:-1]) + "\n", encoding="utf-8")  # one fewer
     recorded = (baseline_dir / "eval_dev" / "metrics.json").read_bytes()
     with caplog.at_level(logging.ERROR, logger="zhcls"):
         assert main(["evaluate", str(baseline_dir), "--data", str(other), "--split", "dev"]) == 2
@@ -115,6 +117,25 @@ def test_evaluating_another_dataset_keeps_the_recorded_evaluation(baseline_dir, 
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["split"].startswith(
         str(other))
     assert main(["evaluate", str(baseline_dir), "--data", str(tiny_data), "--split", "dev"]) == 0
+
+
+def test_the_same_examples_evaluate_into_the_recorded_place_from_any_directory(
+        tiny_data, tmp_path, monkeypatch):
+    """Recorded with a relative path, read from elsewhere, or a byte-different copy with the
+    same rows (a teacher column added): the same examples, so eval_dev is updated."""
+    import shutil
+
+    shutil.copytree(tiny_data, tmp_path / "a" / "data")
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["baseline", "--data", "data", "--out", "base"]) == 0
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["evaluate", "../a/base", "--data", "../a/data", "--split", "dev"]) == 0
+    kd = tmp_path / "kd"
+    assert main(["label", "--teacher", "../a/base", "--data", "../a/data", "--split", "dev",
+                 "--out", str(kd)]) == 0
+    assert (kd / "dev.txt").read_bytes() != (tmp_path / "a" / "data" / "dev.txt").read_bytes()
+    assert main(["evaluate", "../a/base", "--data", str(kd), "--split", "dev"]) == 0
 
 
 def test_exporting_a_baseline_says_what_it_is(baseline_dir, tmp_path, caplog):

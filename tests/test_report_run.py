@@ -18,6 +18,7 @@ import pytest
 
 from conftest import tiny_config
 from zhcls.cli import main
+from zhcls.data.formats import read_class_names
 from zhcls.errors import CheckpointError, DataError, ZhclsError
 from zhcls.report.errors import (
     ConfusedPair,
@@ -241,6 +242,21 @@ def test_comparison_refuses_runs_evaluated_on_different_splits(runs, tmp_path, t
     paths = json.loads((page.parent / "comparison.json").read_text(encoding="utf-8"))
     assert paths["split_paths"] == {"run_ce": str(tiny_data / "dev.txt"),
                                     "run_c": str(same / "dev.txt")}
+    # the same rows with a teacher column (a `zhcls label` output): the same examples
+    kd = shutil.copytree(tiny_data, tmp_path / "kd-data")
+    k = len(read_class_names(kd / "class.txt"))
+    (kd / "dev.txt").write_text("".join(f"{line}\t{','.join(['%.4f' % (1 / k)] * k)}\n"
+                                        for line in dev), encoding="utf-8")
+    d = _run_on(runs["run_scl"], tmp_path / "run_d", kd)
+    assert build_report([a, d], tmp_path / "cmp3").is_file()
+    # as many rows, one label changed: other examples
+    relabelled = shutil.copytree(tiny_data, tmp_path / "relabelled")
+    text, label = dev[0].split("\t")[:2]
+    (relabelled / "dev.txt").write_text("\n".join([f"{text}\t{(int(label) + 1) % k}", *dev[1:]])
+                                        + "\n", encoding="utf-8")
+    e = _run_on(runs["run_scl"], tmp_path / "run_e", relabelled)
+    with pytest.raises(ZhclsError, match="different dev splits"):
+        build_report([a, e], tmp_path / "cmp4")
 
 
 # ----------------------------------------------------------------------------- errors

@@ -12,6 +12,8 @@ tasks apart from a training file.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -73,6 +75,14 @@ class SplitData:
     @property
     def labels(self) -> list[int] | list[list[int]]:
         return [e.label for e in self.examples]
+
+    def examples_digest(self) -> str:
+        """SHA-256 (hex) of the (text, label) rows in order: which examples these are,
+        whatever the file's format or extra columns (a teacher column does not change it)."""
+        h = hashlib.sha256()
+        for e in self.examples:
+            h.update(json.dumps([e.text, e.label], ensure_ascii=False).encode("utf-8") + b"\n")
+        return h.hexdigest()
 
     def label_sets(self) -> list[list[int]]:
         """Every example's labels as a list (a single label -> a list of one)."""

@@ -82,6 +82,7 @@ def write_evaluation(probs: np.ndarray, representations: np.ndarray, split: Spli
     metrics["loss"] = round(float(-np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, 1)
                                           ).mean()), 4)
     metrics["split"] = str(split.path)
+    metrics["examples_sha256"] = split.examples_digest()
     atomic_write_json(out / "metrics.json", metrics)
     text = format_report(metrics, class_names)
     (out / "report.txt").write_text(text + "\n", encoding="utf-8")
@@ -106,24 +107,31 @@ def _write_wrong_samples(path: Path, split: SplitData, probs: np.ndarray, pred: 
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def eval_out_dir(checkpoint: str | Path, split: str, split_path: str | Path,
+def eval_out_dir(checkpoint: str | Path, split: str, data: SplitData,
                  out_dir: str | Path | None = None) -> Path:
-    """Where an evaluation of ``split_path`` goes: ``out_dir``, else ``CKPT/eval_{split}``,
-    which keeps the evaluation recorded there (e.g. by ``zhcls baseline``) unless it is of the
-    same split file: the evaluation of another dataset is refused, pointing at ``--out``."""
+    """Where an evaluation of ``data`` goes: ``out_dir``, else ``CKPT/eval_{split}``, which
+    keeps the evaluation recorded there (e.g. by ``zhcls baseline``) unless it is of the same
+    examples (its ``examples_sha256``; for older records, the same file where its recorded
+    path still exists): the evaluation of another dataset is refused, pointing at ``--out``."""
     from zhcls.errors import ConfigError
 
     if out_dir:
         return Path(out_dir)
     out = Path(checkpoint) / f"eval_{split}"
     try:
-        earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("split")
-    except (OSError, ValueError, AttributeError):
+        earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        where = str(earlier["split"])
+    except (OSError, ValueError, KeyError, TypeError):
         return out
-    if isinstance(earlier, str) and Path(earlier).resolve() != Path(split_path).resolve():
-        raise ConfigError(f"{out} holds the evaluation of {earlier}, not of {split_path}: "
-                          "pass --out DIR to evaluate another dataset without replacing it "
-                          f"(or delete {out})")
+    digest = earlier.get("examples_sha256")
+    if digest is not None:
+        same = digest == data.examples_digest()
+    else:
+        same = not Path(where).is_file() or Path(where).resolve() == Path(data.path).resolve()
+    if not same:
+        raise ConfigError(f"{out} holds the evaluation of {where}, not of {data.path}: pass "
+                          f"--out DIR to evaluate another dataset without replacing it (or "
+                          f"delete {out})")
     return out
 
 
@@ -149,7 +157,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, *, split: 
     decision = checkpoint_decision(checkpoint, ckpt.config, ckpt.labels)
     data = read_eval_split(ckpt.config, ckpt.labels, data_dir, split, decision is not None)
     class_names = ckpt.labels  # read_eval_split checked that class.txt names the same
-    out = eval_out_dir(checkpoint, split, data.path, out_dir)
+    out = eval_out_dir(checkpoint, split, data, out_dir)
     thresholds, at_least_one = decision if decision is not None else (None, None)
     return evaluate_model(ckpt.model, ckpt.tokenizer, data, class_names, out,
                           config=ckpt.config,
@@ -222,7 +230,7 @@ def evaluate_baseline(checkpoint: str | Path, data_dir: str | Path, *, split: st
     data = read_split(find_split_file(data_dir, split), class_names, teacher_policy="skip",
                       task=ckpt.task)  # a multi-label baseline reads label sets
     probs = BaselineBackend(ckpt).probs(data.texts)  # (N, C): distributions or per-class scores
-    out = eval_out_dir(checkpoint, split, data.path, out_dir)
+    out = eval_out_dir(checkpoint, split, data, out_dir)
     if ckpt.task == "multi_label":
         return write_evaluation(probs, probs, data, class_names, out,
                                 thresholds=ckpt.thresholds, at_least_one=ckpt.at_least_one)

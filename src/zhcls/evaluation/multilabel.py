@@ -80,6 +80,7 @@ def write_multilabel_evaluation(probs: np.ndarray, representations: np.ndarray, 
     metrics = multilabel_metrics(gold, pred, class_names)
     metrics["loss"] = round(mean_bce(probs, gold), 4)
     metrics["split"] = str(split.path)
+    metrics["examples_sha256"] = split.examples_digest()
     metrics["task"] = "multi_label"
     metrics["thresholds"] = {n: round(float(t), 4) for n, t in zip(class_names, th, strict=True)}
     metrics["at_least_one"] = bool(at_least_one)

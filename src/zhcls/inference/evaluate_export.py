@@ -42,7 +42,7 @@ def evaluate_export(export_dir: str | Path, data_dir: str | Path, *, split: str 
     data = read_eval_split(config, clf.labels, data_dir, split, clf.task == "multi_label")
     class_names = clf.labels
     probs = clf.predict_proba(data.texts)  # (N, C): distributions or per-class scores
-    out = eval_out_dir(export_dir, split, data.path, out_dir)
+    out = eval_out_dir(export_dir, split, data, out_dir)
     logger.info("evaluated ONNX export %s (%s) on %s", export_dir, clf.source, data.path)
     if clf.task == "multi_label":
         return write_evaluation(probs, probs, data, class_names, out,

@@ -16,10 +16,13 @@ if TYPE_CHECKING:
 def check_same_split(reports: list[RunReport]) -> None:
     """Refuse to compare runs evaluated on different splits: a comparison's numbers and
     per-class differences only mean something on one set of examples. The same split is the
-    same content (number of examples and SHA-256; the resolved path where no hash is known),
-    so identical copies of a split in two dataset directories count as one."""
+    same examples: the SHA-256 of its (text, label) rows (``examples_sha256`` of the
+    evaluation), so a copy elsewhere or the same rows with a teacher column count as one; for
+    reports saved before that was recorded, the file's SHA-256 (else its resolved path) and
+    the number of examples."""
     def key(r: RunReport) -> tuple:
-        where = r.split_digest or str(Path(r.split_path).resolve())
+        rows = r.split_metrics.get("examples_sha256")
+        where = rows or r.split_digest or str(Path(r.split_path).resolve())
         return where, r.split_metrics.get("num_examples")
 
     if len({key(r) for r in reports}) == 1:
@@ -27,7 +30,8 @@ def check_same_split(reports: list[RunReport]) -> None:
     split = reports[0].split
     found = "; ".join(
         f"{r.name} on {r.split_path} ({r.split_metrics.get('num_examples', '?')} examples"
-        + (f", sha256 {r.split_digest[:12]})" if r.split_digest else ")") for r in reports)
+        + (f", rows sha256 {r.split_metrics['examples_sha256'][:12]})"
+           if r.split_metrics.get("examples_sha256") else ")") for r in reports)
     raise ZhclsError(f"cannot compare runs evaluated on different {split} splits: expected "
                      f"every run on one {split} split, found {found}; pass --data DIR to "
                      f"evaluate every run on one dataset (e.g. --data "
@@ -35,7 +39,7 @@ def check_same_split(reports: list[RunReport]) -> None:
 
 
 def split_digest(path: Path) -> str:
-    """SHA-256 (hex) of a split file: what the report evaluated, beyond its path."""
+    """SHA-256 (hex) of a split file's bytes: a saved report is reused only while it holds."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
