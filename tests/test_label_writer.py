@@ -41,6 +41,18 @@ def test_labelling_dev_keeps_the_labelled_train_split(dataset, tmp_path):
     assert "[0.100000, 0.800000, 0.100000]" in (out / "dev.txt").read_text("utf-8")
 
 
+def test_other_text_files_in_data_or_out_do_not_stop_the_next_split(dataset, tmp_path):
+    (dataset / "descriptions.txt").write_text("财经: 股票、银行\n房产: 楼市\n", encoding="utf-8")
+    out = tmp_path / "out"
+    write_labelled_dataset(dataset, "train", out, P_TRAIN)  # copies descriptions.txt into OUT
+    (out / "notes.txt").write_text("my notes\tabout this run\n", encoding="utf-8")
+    labelled = (out / "train.txt").read_bytes()
+    write_labelled_dataset(dataset, "dev", out, [[0.1, 0.8, 0.1]])
+    write_labelled_dataset(dataset, "dev", out, [[0.1, 0.8, 0.1]])  # a rerun of the same split
+    assert (out / "train.txt").read_bytes() == labelled
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "my notes\tabout this run\n"
+
+
 def test_a_labelled_csv_split_is_not_copied_back_beside_its_txt(dataset, tmp_path):
     out = tmp_path / "out"
     write_labelled_dataset(dataset, "test", out, [[0, 0, 1]])

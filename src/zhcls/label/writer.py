@@ -10,9 +10,11 @@ OUT may already hold splits labelled by an earlier run (``--split train`` then `
 those are kept, never replaced by a plain copy, after checking that they are still safe to
 keep — the same ``class.txt`` and the same rows as the source split — else a
 :class:`~zhcls.errors.DataError` is raised before anything is written
-(:func:`labelled_splits`). ``OUT/label_report.json`` keeps one record per labelled split under
-``"splits"`` (:mod:`zhcls.label.report_file`; the CLI also refuses a
-teacher other than the one the kept splits were labelled with).
+(:func:`labelled_splits`). Text files in OUT that are not splits with a teacher column are
+left alone. ``zhcls label`` also keeps one record per labelled split in
+``OUT/label_report.json`` under ``"splits"`` and refuses a teacher other than the one the kept
+splits were labelled with (:mod:`zhcls.label.report_file`; the Python labelling functions
+write a one-run report).
 
 Multi-label data (``task="multi_label"``, or detected from the train file): ``OUT/{split}.jsonl``
 with one object a line, ``{"text": ..., "labels": [names], "teacher_probs": [p0, ...]}``:
@@ -228,7 +230,12 @@ def labelled_splits(data_dir: str | Path, split: str, out_dir: str | Path,
 
 
 def _has_teacher(path: Path, class_names: list[str], task: str) -> bool:
-    split = read_split(path, class_names, task=task, read_teacher=False)
+    """Whether ``path`` is a split file with a teacher column; any other text file in OUT (a
+    descriptions file copied from DATA, the user's notes) is not, and is left alone."""
+    try:
+        split = read_split(path, class_names, task=task, read_teacher=False)
+    except DataError:
+        return False
     return split.teacher_rows > 0
 
 
