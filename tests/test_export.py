@@ -142,6 +142,21 @@ def test_export_refuses_a_non_empty_out_and_replaces_only_an_earlier_export(
     assert not (out / "eval_test").exists() and (out / "export.json").is_file()
 
 
+def test_a_failed_overwrite_keeps_the_earlier_export(tmp_path, tmp_path_factory, tiny_model,
+                                                     monkeypatch):
+    import zhcls.inference.export as export
+
+    ckpt = head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, "bert")
+    out = tmp_path / "onnx"
+    export_onnx(ckpt, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    monkeypatch.setattr(export, "_max_diff", lambda a, b: 1.0)  # the parity check fails
+    with pytest.raises(ZhclsError, match="the export is wrong"):
+        export_onnx(ckpt, out, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]
+
+
 @requires_vocab
 def test_real_ernie_encoder_exports_with_parity(tmp_path, tiny_model, texts):
     """ERNIE checkpoints carry an ErnieModel encoder (task-type embeddings), not BERT."""

@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -113,9 +115,12 @@ def min_seq_len(config) -> int:
     return max(config.model.filter_sizes) if config.model.head == "bert_CNN" else 1
 
 
-def prepare_export_dir(checkpoint: str | Path, out_dir: str | Path, overwrite: bool) -> Path:
-    """``out_dir``, new or empty; with ``overwrite`` an earlier export there (its
-    ``export.json``) is removed first. Any other content is refused and left as it is."""
+@contextmanager
+def export_target(checkpoint: str | Path, out_dir: str | Path, overwrite: bool
+                  ) -> Iterator[Path]:
+    """``out_dir``, new or empty, to export into. With ``overwrite`` an earlier export there
+    (its ``export.json``) is moved aside and removed only when the new export succeeds, or
+    put back when it fails. Any other content is refused and left as it is."""
     out = Path(out_dir)
     if out.resolve() == Path(checkpoint).resolve():
         raise ZhclsError(f"--out {out} is the checkpoint itself; pick a new directory")
@@ -128,11 +133,29 @@ def prepare_export_dir(checkpoint: str | Path, out_dir: str | Path, overwrite: b
                if overwrite else "or --overwrite to replace an earlier export there")
         raise ZhclsError(f"--out {out} is not empty (it holds {held}); pass a new or empty "
                          f"directory, {how} (nothing was changed)")
-    if names:
-        logger.info("replacing the earlier export in %s", out)
-        shutil.rmtree(out)
+    old = out.with_name(f".{out.name}.old") if names else None
+    if old is not None:
+        _remove(old)
+        out.rename(old)
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    try:
+        yield out
+    except BaseException:
+        _remove(out)
+        if old is not None:
+            old.rename(out)
+            logger.warning("export failed: the earlier export in %s is back as it was", out)
+        raise
+    if old is not None:
+        _remove(old)
+        logger.info("replaced the earlier export in %s", out)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEFAULT_OPSET,
@@ -146,15 +169,21 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEF
     if quantize not in QUANTIZE:
         raise ZhclsError(f"--quantize must be one of {QUANTIZE}, got {quantize!r}")
     ckpt = load_checkpoint(checkpoint, "cpu")
-    out = prepare_export_dir(checkpoint, out_dir, overwrite)
+    texts = list(CHECK_TEXTS) + list(check_texts or [])
+    with export_target(checkpoint, out_dir, overwrite) as out:
+        return _write_onnx(ckpt, Path(checkpoint), out, opset, quantize, texts, tolerance)
+
+
+def _write_onnx(ckpt, checkpoint: Path, out: Path, opset: int, quantize: str, texts: list[str],
+                tolerance: float) -> ExportResult:
+    """The graph(s), side files and export.json in ``out``, verified on ``texts``."""
     model_path = out / "model.onnx"
     min_len = min_seq_len(ckpt.config)
     pool_path = out / POOL_FILE if ckpt.config.data.long_text == "chunks" else None
     _trace_to_onnx(ckpt, model_path, opset, min_len, windows=pool_path is not None)
     if pool_path is not None:
         _trace_pool(ckpt, pool_path, opset)
-    _copy_side_files(Path(checkpoint), out)
-    texts = list(CHECK_TEXTS) + list(check_texts or [])
+    _copy_side_files(checkpoint, out)
     torch_probs = _torch_probs(ckpt, texts)  # (N, C); multi-label: sigmoid scores
     diff = _max_diff(torch_probs, _onnx_probs(model_path, texts, min_len, ckpt, pool_path))
     result = ExportResult(out_dir=out, model_path=model_path, head=ckpt.config.model.head,

@@ -38,7 +38,7 @@ from zhcls.inference.export import (
     _max_diff,
     _torch_probs,
     checkpoint_task,
-    prepare_export_dir,
+    export_target,
     scores_from_logits,
 )
 from zhcls.utils import atomic_write_json
@@ -77,14 +77,21 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *,
             "checkpoint itself (zhcls predict / zhcls serve / Classifier.load(CKPT))"
             + ("" if ckpt.config.data.long_text == "chunks" else " or use --format onnx"))
     hf_model = to_hf_model(ckpt)
-    out = prepare_export_dir(checkpoint, out_dir, overwrite)
+    texts = list(CHECK_TEXTS) + list(check_texts or [])
+    with export_target(checkpoint, out_dir, overwrite) as out:
+        return _write_hf(ckpt, hf_model, checkpoint, out, texts, tolerance)
+
+
+def _write_hf(ckpt, hf_model, checkpoint: str | Path, out: Path, texts: list[str],
+              tolerance: float) -> ExportResult:
+    """The transformers directory in ``out``, verified on ``texts``."""
+    head = ckpt.config.model.head
     hf_model.save_pretrained(str(out))
     tokenizer = copy.deepcopy(ckpt.tokenizer)
     tokenizer.model_max_length = ckpt.config.data.max_length  # truncation=True cuts here
     tokenizer.save_pretrained(str(out))
     if checkpoint_task(ckpt) == "multi_label":
         shutil.copy2(ckpt.path / "thresholds.json", out / "thresholds.json")
-    texts = list(CHECK_TEXTS) + list(check_texts or [])
     diff = _max_diff(_torch_probs(ckpt, texts), hf_probs(out, texts))
     result = ExportResult(out_dir=out, model_path=out / HF_WEIGHTS, head=head, opset=0,
                           check_texts=len(texts), max_abs_prob_diff=diff,
