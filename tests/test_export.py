@@ -140,6 +140,11 @@ def test_export_refuses_a_non_empty_out_and_replaces_only_an_earlier_export(
     assert main(["export", str(ckpt), "--out", str(out)]) == 2
     assert main(["export", str(ckpt), "--out", str(out), "--overwrite"]) == 0
     assert not (out / "eval_test").exists() and (out / "export.json").is_file()
+    (out / "NOTES.txt").write_text("mine", encoding="utf-8")  # not the export's: kept
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="zhcls"):
+        assert main(["export", str(ckpt), "--out", str(out), "--overwrite"]) == 2
+    assert "NOTES.txt" in caplog.text and (out / "NOTES.txt").read_text(encoding="utf-8") == "mine"
 
 
 def test_a_failed_overwrite_keeps_the_earlier_export(tmp_path, tmp_path_factory, tiny_model,

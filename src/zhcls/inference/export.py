@@ -22,6 +22,7 @@ weights, activations quantised on the fly) and records how far its probabilities
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import warnings
@@ -45,6 +46,9 @@ POOL_FILE = "pool.onnx"  # chunks checkpoints: window pooling + classifier
 COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                 "vocab.txt", "labels.json", "zhcls.yaml", "meta.json", "encoder_config.json",
                 "README.md", "thresholds.json")
+MANIFEST = ".zhcls-export-files.json"  # what the export wrote (--overwrite removes only that)
+KNOWN_OUTPUTS = (*COPIED_FILES, "model.onnx", POOL_FILE, "model.int8.onnx", "export.json",
+                 "config.json", "model.safetensors", "added_tokens.json")
 # Parity probes: short, long, mixed script, a single character.
 CHECK_TEXTS = (
     "好", "中超联赛第十轮主队逆转取胜", "央行宣布下调存款准备金率 银行理财产品收益率继续下滑",
@@ -127,12 +131,16 @@ def export_target(checkpoint: str | Path, out_dir: str | Path, overwrite: bool
     if out.exists() and not out.is_dir():
         raise ZhclsError(f"--out {out} is a file; pass a new or empty directory")
     names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if names and not (overwrite and (out / "export.json").is_file()):
-        held = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-        how = ("it was not written by `zhcls export`, so --overwrite does not replace it"
-               if overwrite else "or --overwrite to replace an earlier export there")
+    foreign = _not_exported(out, names)
+    if names and not (overwrite and not foreign):
+        shown = foreign if overwrite else names
+        held = ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "")
+        if overwrite:
+            raise ZhclsError(f"--overwrite: {out} holds what `zhcls export` did not write "
+                             f"({held}); move it away or pass a new --out (nothing was changed)")
         raise ZhclsError(f"--out {out} is not empty (it holds {held}); pass a new or empty "
-                         f"directory, {how} (nothing was changed)")
+                         "directory, or --overwrite to replace an earlier export there (nothing "
+                         "was changed)")
     old = out.with_name(f".{out.name}.old") if names else None
     if old is not None:
         _remove(old)
@@ -146,9 +154,23 @@ def export_target(checkpoint: str | Path, out_dir: str | Path, overwrite: bool
             old.rename(out)
             logger.warning("export failed: the earlier export in %s is back as it was", out)
         raise
+    atomic_write_json(out / MANIFEST, sorted(p.name for p in out.iterdir()))
     if old is not None:
         _remove(old)
         logger.info("replaced the earlier export in %s", out)
+
+
+def _not_exported(out: Path, names: list[str]) -> list[str]:
+    """The names in ``out`` that no export wrote: all of them without ``export.json``; else
+    those outside its manifest (exports before the manifest: outside the known outputs), an
+    ``evaluate`` of the export (``eval_*``) counting as the export's."""
+    if not (out / "export.json").is_file():
+        return names
+    try:
+        written = set(json.loads((out / MANIFEST).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        written = set(KNOWN_OUTPUTS)
+    return [n for n in names if n not in written and n != MANIFEST and not n.startswith("eval_")]
 
 
 def _remove(path: Path) -> None:
