@@ -113,7 +113,7 @@ def test_word_masking_on_a_segmented_corpus_runs(tiny_model, tmp_path, capsys):
     assert "None" not in summary and "not logged" in summary and "train.logging_steps 5" in summary
 
 
-def test_the_summary_line_says_which_steps_its_losses_are_of(pretrained_run):
+def test_metrics_record_the_step_of_each_logged_loss(pretrained_run):
     out, _ = pretrained_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["first_logged_step"], metrics["last_logged_step"]) == (5, 30)

@@ -28,14 +28,14 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from zhcls.errors import ZhclsError
-from zhcls.utils import atomic_write_json
+from zhcls.utils import atomic_write_json, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,11 @@ class ExportResult:
     int8_max_abs_prob_diff: float | None = None
     int8_top1_agreement: float | None = None
     extra: dict = field(default_factory=dict)
+
+    def moved_to(self, out_dir: Path) -> ExportResult:
+        """This result with its paths in ``out_dir`` (the export was written elsewhere)."""
+        return replace(self, out_dir=out_dir, model_path=out_dir / self.model_path.name,
+                       int8_path=self.int8_path and out_dir / self.int8_path.name)
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -122,42 +127,42 @@ def min_seq_len(config) -> int:
 @contextmanager
 def export_target(checkpoint: str | Path, out_dir: str | Path, overwrite: bool
                   ) -> Iterator[Path]:
-    """``out_dir``, new or empty, to export into. With ``overwrite`` an earlier export there
-    (its ``export.json``) is moved aside and removed only when the new export succeeds, or
-    put back when it fails. Any other content is refused and left as it is."""
+    """A staging directory beside ``out_dir`` to export into; when the block succeeds it
+    replaces ``out_dir`` (:func:`zhcls.utils.replace_dir`), when it fails it is removed and
+    ``out_dir`` is as it was. ``out_dir`` must be new or empty, or with ``overwrite`` an
+    earlier export (its ``export.json``) holding only what that export wrote."""
     out = Path(out_dir)
     if out.resolve() == Path(checkpoint).resolve():
         raise ZhclsError(f"--out {out} is the checkpoint itself; pick a new directory")
     if out.exists() and not out.is_dir():
         raise ZhclsError(f"--out {out} is a file; pass a new or empty directory")
     names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if names and not overwrite:
+        raise ZhclsError(f"--out {out} is not empty (it holds {_listed(names)}); pass a new or "
+                         "empty directory, or --overwrite to replace an earlier export there "
+                         "(nothing was changed)")
     foreign = _not_exported(out, names)
-    if names and not (overwrite and not foreign):
-        shown = foreign if overwrite else names
-        held = ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "")
-        if overwrite:
-            raise ZhclsError(f"--overwrite: {out} holds what `zhcls export` did not write "
-                             f"({held}); move it away or pass a new --out (nothing was changed)")
-        raise ZhclsError(f"--out {out} is not empty (it holds {held}); pass a new or empty "
-                         "directory, or --overwrite to replace an earlier export there (nothing "
-                         "was changed)")
-    old = out.with_name(f".{out.name}.old") if names else None
-    if old is not None:
-        _remove(old)
-        out.rename(old)
-    out.mkdir(parents=True, exist_ok=True)
+    if foreign:
+        raise ZhclsError(f"--overwrite: {out} holds what `zhcls export` did not write "
+                         f"({_listed(foreign)}); move it away or pass a new --out (nothing was "
+                         "changed)")
+    staging = out.with_name(f".{out.name}.staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
     try:
-        yield out
+        yield staging
+        atomic_write_json(staging / MANIFEST, sorted(p.name for p in staging.iterdir()))
     except BaseException:
-        _remove(out)
-        if old is not None:
-            old.rename(out)
-            logger.warning("export failed: the earlier export in %s is back as it was", out)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    atomic_write_json(out / MANIFEST, sorted(p.name for p in out.iterdir()))
-    if old is not None:
-        _remove(old)
-        logger.info("replaced the earlier export in %s", out)
+    if names:
+        logger.info("replacing the earlier export in %s", out)
+    replace_dir(staging, out)
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
 
 
 def _not_exported(out: Path, names: list[str]) -> list[str]:
@@ -173,13 +178,6 @@ def _not_exported(out: Path, names: list[str]) -> list[str]:
     return [n for n in names if n not in written and n != MANIFEST and not n.startswith("eval_")]
 
 
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
-
-
 def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEFAULT_OPSET,
                 quantize: str = "none", check_texts: list[str] | None = None,
                 tolerance: float = 1e-4, overwrite: bool = False) -> ExportResult:
@@ -192,8 +190,12 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, opset: int = DEF
         raise ZhclsError(f"--quantize must be one of {QUANTIZE}, got {quantize!r}")
     ckpt = load_checkpoint(checkpoint, "cpu")
     texts = list(CHECK_TEXTS) + list(check_texts or [])
-    with export_target(checkpoint, out_dir, overwrite) as out:
-        return _write_onnx(ckpt, Path(checkpoint), out, opset, quantize, texts, tolerance)
+    with export_target(checkpoint, out_dir, overwrite) as staging:
+        result = _write_onnx(ckpt, Path(checkpoint), staging, opset, quantize, texts, tolerance)
+    result = result.moved_to(Path(out_dir))
+    logger.info("exported %s to %s (max |Δp| %.2e on %d texts)", checkpoint, result.model_path,
+                result.max_abs_prob_diff, result.check_texts)
+    return result
 
 
 def _write_onnx(ckpt, checkpoint: Path, out: Path, opset: int, quantize: str, texts: list[str],
@@ -211,17 +213,16 @@ def _write_onnx(ckpt, checkpoint: Path, out: Path, opset: int, quantize: str, te
     result = ExportResult(out_dir=out, model_path=model_path, head=ckpt.config.model.head,
                           opset=opset, check_texts=len(texts), max_abs_prob_diff=diff)
     if diff > tolerance:
-        raise ZhclsError(f"{model_path}: onnxruntime probabilities differ from PyTorch by up to "
-                         f"{diff:.2e} (> {tolerance:g}) on {len(texts)} check texts for head "
-                         f"{result.head!r}; the export is wrong. Try another --opset")
+        raise ZhclsError(f"{checkpoint}: the ONNX export's onnxruntime probabilities differ "
+                         f"from PyTorch by up to {diff:.2e} (> {tolerance:g}) on {len(texts)} "
+                         f"check texts for head {result.head!r}; the export is wrong (nothing "
+                         "was written). Try another --opset")
     if quantize == "int8":
         result.int8_path = _quantize_int8(model_path, out / "model.int8.onnx")
         q_probs = _onnx_probs(result.int8_path, texts, min_len, ckpt, pool_path)
         result.int8_max_abs_prob_diff = _max_diff(torch_probs, q_probs)
         result.int8_top1_agreement = float((q_probs.argmax(1) == torch_probs.argmax(1)).mean())
     _write_info(out, result, ckpt, min_len, pool_path)
-    logger.info("exported %s to %s (max |Δp| %.2e on %d texts)", checkpoint, model_path, diff,
-                len(texts))
     return result
 
 

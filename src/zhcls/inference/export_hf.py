@@ -78,8 +78,13 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *,
             + ("" if ckpt.config.data.long_text == "chunks" else " or use --format onnx"))
     hf_model = to_hf_model(ckpt)
     texts = list(CHECK_TEXTS) + list(check_texts or [])
-    with export_target(checkpoint, out_dir, overwrite) as out:
-        return _write_hf(ckpt, hf_model, checkpoint, out, texts, tolerance)
+    with export_target(checkpoint, out_dir, overwrite) as staging:
+        result = _write_hf(ckpt, hf_model, checkpoint, staging, texts, tolerance)
+    result = result.moved_to(Path(out_dir))
+    logger.info("exported %s to %s as %s (max |Δp| %.2e on %d texts)", checkpoint,
+                result.out_dir, result.extra["architecture"], result.max_abs_prob_diff,
+                result.check_texts)
+    return result
 
 
 def _write_hf(ckpt, hf_model, checkpoint: str | Path, out: Path, texts: list[str],
@@ -97,12 +102,10 @@ def _write_hf(ckpt, hf_model, checkpoint: str | Path, out: Path, texts: list[str
                           check_texts=len(texts), max_abs_prob_diff=diff,
                           extra={"architecture": type(hf_model).__name__})
     if diff > tolerance:
-        raise ZhclsError(f"{out}: transformers' probabilities differ from zhcls' by up to "
-                         f"{diff:.2e} (> {tolerance:g}) on {len(texts)} check texts; the "
-                         "export is wrong (please report it)")
+        raise ZhclsError(f"{checkpoint}: the transformers export's probabilities differ from "
+                         f"zhcls' by up to {diff:.2e} (> {tolerance:g}) on {len(texts)} check "
+                         "texts; the export is wrong (nothing was written; please report it)")
     _write_card(out, ckpt, result)
-    logger.info("exported %s to %s as %s (max |Δp| %.2e on %d texts)", checkpoint, out,
-                result.extra["architecture"], diff, len(texts))
     return result
 
 
