@@ -187,6 +187,9 @@ class TrainConfig:
     compile: bool = opt(False, "torch.compile the model")
     resume: bool = opt(False, "continue the run in output_dir from its newest complete checkpoint")
     overwrite: bool = opt(False, "remove the earlier run's outputs in output_dir first (--overwrite)")
+    ema_decay: float = opt(0.0, "evaluate and keep an exponential moving average of the "
+                           "weights, decay d (about 1/(1-d) steps; e.g. 0.99); 0: off",
+                           low=0.0, high=1.0, high_open=True)
     save_total_limit: int = opt(2, "Trainer checkpoints kept on disk", low=1)
     tensorboard: bool = opt(True, "write TensorBoard logs to output_dir/tensorboard")
     evaluate_test: bool = opt(True, "evaluate the best checkpoint on the test split")

@@ -280,8 +280,15 @@ def _build_trainer(config: Config, data: PreparedData, tokenizer, model, args, o
         trainer.add_callback(tensorboard)
     trainer.run_record = run_dir.record  # stored with every Trainer checkpoint
     history.epoch_steps = list(run_dir.epoch_steps)
+    if config.train.ema_decay > 0:
+        from zhcls.training.ema import WeightAverage, WeightAverageCallback
+
+        trainer.weight_average = WeightAverage(trainer.model, config.train.ema_decay)
+        trainer.add_callback(WeightAverageCallback(trainer))
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(ZhclsProgressCallback(config.decision.threshold))
+    weights = (f"weight average at this step, train.ema_decay {config.train.ema_decay:g}"
+               if config.train.ema_decay > 0 else "model at this step")
+    trainer.add_callback(ZhclsProgressCallback(config.decision.threshold, weights=weights))
     return trainer, history, tensorboard
 
 
@@ -323,6 +330,8 @@ def _final_evaluation(trainer, model, tokenizer, config: Config, data: PreparedD
 
     step = trainer.state.best_global_step or trainer.state.global_step
     what = f"best checkpoint, step {step}"  # computed as `zhcls evaluate` computes it
+    if config.train.ema_decay > 0:
+        what += f", its weight average (train.ema_decay {config.train.ema_decay:g})"
     extra = {} if decision is None else {"thresholds": decision.thresholds,
                                          "at_least_one": decision.at_least_one}
     results: dict[str, dict | None] = {"dev": None, "test": None}
@@ -387,7 +396,9 @@ def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:
                 "(train.warmup_ratio %g)", plan.processes, "" if plan.processes == 1 else "es",
                 plan.per_device_batch, plan.grad_accum, plan.global_batch, plan.steps_per_epoch,
                 plan.total_steps, length, plan.warmup_steps, t.warmup_ratio)
-    logger.info("optimizer %s", t.optimizer)
+    logger.info("optimizer %s%s", t.optimizer, "" if not t.ema_decay else
+                f"; dev evaluations and best/ of the weights' moving average, decay "
+                f"{t.ema_decay:g} (train.ema_decay)")
 
 
 def _write_history(out: Path, log_history: list[dict], epoch_steps: list[int]) -> None:

@@ -29,6 +29,7 @@ from transformers.trainer_callback import ProgressCallback
 from zhcls.config import Config
 from zhcls.data.samplers import ShuffledLengthGroupedSampler, longest_first
 from zhcls.training.distributed import gather_with_grad, is_distributed
+from zhcls.training.ema import WeightAveraging
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ logger = logging.getLogger(__name__)
 #: training (weight digests, fingerprints of the training rows it saw); used by the DDP tests.
 
 
-class ZhclsTrainer(Trainer):
-    """Trainer whose loss is a :class:`zhcls.losses.Objective`."""
+class ZhclsTrainer(WeightAveraging, Trainer):
+    """Trainer whose loss is a :class:`zhcls.losses.Objective` (and, with ``train.ema_decay``,
+    whose evaluated and saved weights are an average: :class:`WeightAveraging`)."""
 
     def __init__(self, *args, objective: torch.nn.Module, zh_config: Config, **kwargs):
         super().__init__(*args, **kwargs)
@@ -278,10 +280,12 @@ class ZhclsProgressCallback(ProgressCallback):
     terminal (a log file, ``nohup``, CI) there are no bars, whose redraws would fill the file,
     and the train loss gets a log line at every ``logging_steps`` instead."""
 
-    def __init__(self, threshold: float = 0.5, bars: bool | None = None):
+    def __init__(self, threshold: float = 0.5, bars: bool | None = None,
+                 weights: str = "model at this step"):
         super().__init__()
         self._postfix: dict[str, str] = {}
         self.threshold = threshold  # multi-label dev metrics decide every class at it
+        self.weights = weights  # what the dev numbers are of
         stderr_isatty = getattr(sys.stderr, "isatty", None)  # sys.stderr may be None
         self.bars = bool(stderr_isatty and stderr_isatty()) if bars is None else bars
         self._started = 0.0
@@ -330,15 +334,15 @@ class ZhclsProgressCallback(ProgressCallback):
             how = "bf16 autocast" if args.bf16 else "fp16 autocast" if args.fp16 else "fp32"
             if "eval_micro_f1" in logs:  # multi-label: label sets at decision.threshold
                 logger.info("step %d: dev loss %.4f, micro-F1 %.4f, macro-F1 %.4f, subset "
-                            "accuracy %.4f (model at this step, every class at threshold "
+                            "accuracy %.4f (%s, every class at threshold "
                             "%g, %s)", state.global_step, logs["eval_loss"],
                             logs["eval_micro_f1"], logs.get("eval_macro_f1", float("nan")),
-                            logs["eval_accuracy"], self.threshold, how)
+                            logs["eval_accuracy"], self.weights, self.threshold, how)
                 self._postfix["dev_micro_f1"] = f"{logs['eval_micro_f1']:.4f}"
             else:
-                logger.info("step %d: dev loss %.4f, dev accuracy %.4f, macro-F1 %.4f (model "
-                            "at this step, %s)", state.global_step, logs["eval_loss"],
-                            logs["eval_accuracy"], logs.get("eval_macro_f1", float("nan")), how)
+                logger.info("step %d: dev loss %.4f, dev accuracy %.4f, macro-F1 %.4f (%s, %s)",
+                            state.global_step, logs["eval_loss"], logs["eval_accuracy"],
+                            logs.get("eval_macro_f1", float("nan")), self.weights, how)
         if self.training_bar is not None:
             self.training_bar.set_postfix(self._postfix, refresh=False)
 
