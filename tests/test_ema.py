@@ -30,18 +30,19 @@ def set_weights(layer: torch.nn.Linear, *weights: float) -> None:
 
 def test_average_matches_hand_computed_values():
     model = linear(1.0, 2.0)
-    avg = WeightAverage(model, decay=0.5)
-    set_weights(model, 3.0, 4.0)
-    avg.update(model)  # d_0 = min(0.5, 1/10) = 0.1: 0.1·[1, 2] + 0.9·[3, 4]
-    assert torch.allclose(avg.shadow["weight"], torch.tensor([[2.8, 3.8]]))
-    set_weights(model, 5.0, 6.0)
-    avg.update(model)  # d_1 = 2/11: (2·[2.8, 3.8] + 9·[5, 6]) / 11
-    assert torch.allclose(avg.shadow["weight"], torch.tensor([[4.6, 5.6]]))
-    assert avg.updates == 2
-    avg.updates = 8  # (1 + 8) / (10 + 8) = 0.5 reaches the cap; later steps keep it
-    assert avg.current_decay() == 0.5
+    avg = WeightAverage(model, decay=0.75)
+    for step, weights in enumerate([(3.0, 4.0), (5.0, 6.0), (7.0, 8.0), (9.0, 10.0)]):
+        set_weights(model, *weights)
+        avg.update(model)
+        if step == 0:  # d_0 = 0: a copy, nothing of the initial [1, 2] is kept
+            assert torch.equal(avg.shadow["weight"], torch.tensor([[3.0, 4.0]]))
+    # d_1 = 1/2, d_2 = 2/3: the running mean of [3, 4], [5, 6], [7, 8] is [5, 6]; then
+    # d_3 = min(0.75, 3/4) = 0.75: 0.75·[5, 6] + 0.25·[9, 10] = [6, 7]
+    assert torch.allclose(avg.shadow["weight"], torch.tensor([[6.0, 7.0]]))
+    assert avg.updates == 4
+    assert avg.current_decay() == 0.75  # the cap from here on
     avg.updates = 1000
-    assert avg.current_decay() == 0.5
+    assert avg.current_decay() == 0.75
 
 
 def test_frozen_parameters_are_not_averaged():
@@ -55,8 +56,11 @@ def test_swapped_in_holds_the_average_and_restores_the_weights_even_on_error():
     avg = WeightAverage(model, decay=0.9)
     set_weights(model, 3.0, 4.0)
     avg.update(model)
+    set_weights(model, 5.0, 6.0)
+    avg.update(model)  # the mean of [3, 4] and [5, 6]
+    set_weights(model, 3.0, 4.0)
     with avg.swapped_in(model):
-        assert torch.allclose(model.weight, torch.tensor([[2.8, 3.8]]))
+        assert torch.allclose(model.weight, torch.tensor([[4.0, 5.0]]))
     assert torch.equal(model.weight, torch.tensor([[3.0, 4.0]]))
     with pytest.raises(RuntimeError, match="boom"), avg.swapped_in(model):
         raise RuntimeError("boom")
@@ -71,7 +75,7 @@ def test_save_and_load_keep_the_average_and_its_step_count(tmp_path):
     avg.save(tmp_path)
     again = WeightAverage(linear(0.0, 0.0), decay=0.9)
     again.load(tmp_path)
-    assert torch.allclose(again.shadow["weight"], torch.tensor([[2.8, 3.8]]))
+    assert torch.equal(again.shadow["weight"], torch.tensor([[3.0, 4.0]]))
     assert again.updates == 1
 
 

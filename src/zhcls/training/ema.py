@@ -3,10 +3,12 @@
 With ``train.ema_decay`` d > 0, after every optimizer step n (n = 0, 1, ...) each trainable
 parameter's average moves towards it:
 
-    d_n = min(d, (1 + n) / (10 + n))        (warm-up: early averages forget the init fast)
+    d_n = min(d, n / (n + 1))
     ema ← d_n · ema + (1 − d_n) · θ         (torch.optim.swa_utils.get_ema_multi_avg_fn)
 
-so the average spans about 1 / (1 − d) recent steps (d 0.99: ~100). Every dev evaluation,
+so the first update copies θ (nothing of the initialisation is kept), the average is the plain
+mean of all the weights so far until n reaches d / (1 − d) (d 0.99: step 99), and from then
+on an exponential average over about 1 / (1 − d) recent steps. Every dev evaluation,
 and so the choice of the best checkpoint and early stopping, is of the average; the best
 checkpoint's saved weights are the average's, so ``predict`` / ``export`` / ``serve`` use it
 with no option. Training itself continues from the raw weights θ, which stay in the Trainer
@@ -14,7 +16,9 @@ checkpoint's model files; the average is stored beside them (``ema.safetensors``
 update count) so a resume continues both. Buffers (none trainable) are not averaged.
 
 Polyak & Juditsky (1992), "Acceleration of stochastic approximation by averaging"; the
-warm-up is TensorFlow's ``ExponentialMovingAverage(num_updates=...)``. Hand-written because
+running-mean start keeps a short run's average from depending on the decay's warm-up (with
+TensorFlow's ``(1 + n) / (10 + n)`` a 0.99 and a 0.999 average are the same model for the first
+~900 steps). Hand-written because
 ``transformers.Trainer`` has no weight averaging, and ``torch.optim.swa_utils.AveragedModel``
 keeps a second copy of the whole module that the Trainer would neither evaluate nor
 checkpoint (docs/design.md).
@@ -56,8 +60,8 @@ class WeightAverage:
         return [params[name] for name in self.shadow]
 
     def current_decay(self) -> float:
-        """d_n of the next update: the warm-up ``(1 + n) / (10 + n)``, capped at ``decay``."""
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+        """d_n of the next update: ``n / (n + 1)`` (a running mean), capped at ``decay``."""
+        return min(self.decay, self.updates / (self.updates + 1))
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
