@@ -102,6 +102,20 @@ def test_training_curves_full_and_sparse(tmp_path):
     assert_png(plots.plot_training_curves([], tmp_path / "empty.png"))
 
 
+def test_training_curves_name_what_the_dev_numbers_are_of(tmp_path, monkeypatch):
+    titles = []
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: titles.extend(
+        ax.get_title() for ax in fig.axes) or save(fig, path))
+    plots.plot_training_curves(_history(), tmp_path / "a.png",
+                               dev_of="weight average, train.ema_decay 0.99")
+    assert "dev loss (weight average, train.ema_decay 0.99)" in titles
+    assert "dev accuracy (weight average, train.ema_decay 0.99)" in titles
+    titles.clear()
+    plots.plot_training_curves(_history(), tmp_path / "b.png")
+    assert "dev loss" in titles and "dev accuracy" in titles
+
+
 def test_infer_epoch_steps():
     assert plots.infer_epoch_steps(_history(3, 100)) == [100, 200]
     # boundary between two log entries is interpolated

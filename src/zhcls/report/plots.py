@@ -200,10 +200,13 @@ def plot_training_curves(
     path: str | Path,
     *,
     epoch_steps: list[int] | None = None,
+    dev_of: str | None = None,
 ) -> Path:
     """Four panels from a ``Trainer.state.log_history``-style list: train loss (total and
     every ``loss_*`` term), dev loss, dev accuracy / macro-F1, learning rate. Dashed lines
-    mark epoch boundaries (``epoch_steps`` or inferred from the ``epoch`` field)."""
+    mark epoch boundaries (``epoch_steps`` or inferred from the ``epoch`` field). ``dev_of``
+    names what the dev numbers are of when it is not the model at each step (e.g. a weight
+    average), in the dev panels' titles."""
     if not isinstance(history, Sequence) or isinstance(history, (str, bytes)):
         raise ValueError(f"history must be a list of log dicts; got {type(history).__name__}")
     for i, entry in enumerate(history):
@@ -218,9 +221,11 @@ def plot_training_curves(
     fig = new_figure(11.0, 7.5)
     axes = fig.subplots(2, 2, sharex=False)
     _train_loss_panel(axes[0, 0], train)
-    _series_panel(axes[0, 1], evals, [("eval_loss", "dev loss")], "dev loss", "loss")
+    of = f" ({dev_of})" if dev_of else ""
+    _series_panel(axes[0, 1], evals, [("eval_loss", "dev loss")], "dev loss" + of, "loss")
     _series_panel(axes[1, 0], evals, [("eval_accuracy", "dev accuracy"),
-                                      ("eval_macro_f1", "dev macro-F1")], "dev accuracy", "score")
+                                      ("eval_macro_f1", "dev macro-F1")], "dev accuracy" + of,
+                  "score")
     lr = [e for e in train if "learning_rate" in e]
     _series_panel(axes[1, 1], lr, [("learning_rate", "learning rate")], "learning rate", "lr")
     steps = [float(e["step"]) for e in train + evals]

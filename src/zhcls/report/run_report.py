@@ -163,7 +163,7 @@ def build_run_report(run_dir: str | Path, report_dir: str | Path, *,
     report_dir.mkdir(parents=True, exist_ok=True)
     split_metrics = _evaluate(best, split_path, class_names, report_dir, device)
     task = split_metrics.get("task", "single_label")
-    has_history = _plot_curves(run, report_dir)
+    has_history = _plot_curves(run, report_dir, config.train.ema_decay)
     reps, labels = _sample(report_dir / "predictions.npz", max_points)
     title = f"{name} ({config.objective.label}): {split} representations, n={len(labels)}"
     if task == "multi_label":
@@ -307,7 +307,7 @@ def _baseline_metrics(run: Path, baseline: str | Path | None, split_path: Path, 
                              out_dir=report_dir / "baseline")
 
 
-def _plot_curves(run: Path, out: Path) -> bool:
+def _plot_curves(run: Path, out: Path, ema_decay: float = 0.0) -> bool:
     from zhcls.report.plots import plot_training_curves
 
     history = _read_json(run / "history.json")
@@ -316,7 +316,9 @@ def _plot_curves(run: Path, out: Path) -> bool:
         (out / IMAGES["curves"]).unlink(missing_ok=True)
         return False
     log = history.get("log_history", [])
-    plot_training_curves(log, out / IMAGES["curves"], epoch_steps=epoch_boundaries(history))
+    plot_training_curves(log, out / IMAGES["curves"], epoch_steps=epoch_boundaries(history),
+                         dev_of=f"weight average, train.ema_decay {ema_decay:g}" if ema_decay
+                         else None)
     return True
 
 
