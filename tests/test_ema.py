@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_config
+from conftest import REPO, tiny_config
+from zhcls.cli import main
 from zhcls.config import load_config
 from zhcls.errors import CheckpointError, ConfigError
 from zhcls.training.ema import EMA_FILE, WeightAverage
@@ -121,6 +122,28 @@ def test_best_holds_the_best_checkpoints_average_and_its_dev_numbers(ema_run):
     # the dev numbers that chose the checkpoint are the saved weights' numbers
     assert metrics["dev"]["loss"] == pytest.approx(logged["eval_loss"], abs=6e-5)  # 4 decimals
     assert metrics["dev"]["accuracy"] == pytest.approx(logged["eval_accuracy"], abs=6e-5)
+
+
+def test_the_run_says_its_best_weights_are_the_average(ema_run):
+    metrics = json.loads((ema_run / "metrics.json").read_text("utf-8"))
+    assert metrics["best_weights"] == str(ema_run / "checkpoints"
+                                          / f"checkpoint-{metrics['best_step']}" / EMA_FILE)
+    card = (ema_run / "best" / "README.md").read_text("utf-8")
+    assert "moving average of the weights at the best step (`train.ema_decay 0.6`)" in card
+
+
+def test_train_prints_that_its_numbers_are_of_the_average(tiny_model, tiny_data, tmp_path,
+                                                          capsys):
+    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(tiny_data),
+            "--out", str(tmp_path / "run"), "--model.pretrained", str(tiny_model),
+            "--model.head", "bert", "--train.batch_size", "8", "--train.max_steps", "2",
+            "--train.eval_steps", "2", "--train.ema_decay", "0.5", "--train.tensorboard",
+            "false", "--train.report", "false"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("best checkpoint (step 2, weight average (train.ema_decay 0.5))")
+    assert any(ln.startswith("dev accuracy") and "(best checkpoint, step 2, weight average "
+               "(train.ema_decay 0.5); details in" in ln for ln in lines)
 
 
 def test_a_resumed_run_continues_the_average(ema_run, tiny_model, tiny_data, tmp_path):

@@ -50,9 +50,11 @@ def run(args: argparse.Namespace) -> int:
 
     result = train_and_report(config, args.data, args.out)
     step = result.dev_metrics.get("step") if result.dev_metrics else None
-    print(f"best checkpoint (step {step}): {result.best_dir}")
+    average = (f", weight average (train.ema_decay {config.train.ema_decay:g})"
+               if config.train.ema_decay > 0 else "")
+    print(f"best checkpoint (step {step}{average}): {result.best_dir}")
     for split, metrics in (("dev", result.dev_metrics), ("test", result.test_metrics)):
         if metrics:
-            print(f"{split} {headline_text(metrics)} (best checkpoint, step {step}; details in "
-                  f"{result.output_dir / f'eval_{split}'})")
+            print(f"{split} {headline_text(metrics)} (best checkpoint, step {step}{average}; "
+                  f"details in {result.output_dir / f'eval_{split}'})")
     return 0

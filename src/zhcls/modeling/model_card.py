@@ -81,6 +81,7 @@ def render_model_card(config: dict[str, Any], labels: list[str], meta: dict[str,
     lines += ["", "## Metrics", "", *_metric_lines(metrics), *tuned, "", "## Training", "",
               f"- objective: `{_compact(objective)}`",
               f"- data: `{data.get('dir') or '(not recorded)'}`",
+              *_weights_lines(config.get("train", {})),
               f"- command: `{meta.get('command') or '(not recorded)'}`", "",
               *_usage_lines(library_name), "", "## Intended use and limits", "",
               "Sorting Chinese texts of the kind it was trained on into the labels above. It "
@@ -113,6 +114,14 @@ def _decision_words(data: dict[str, Any]) -> str:
         return ("a text gets every label whose score reaches that label's threshold "
                 "(thresholds.json), possibly none.")
     return "any text gets one of them, related or not."
+
+
+def _weights_lines(train: dict[str, Any]) -> list[str]:
+    """A line saying the weights are a moving average, for ``train.ema_decay > 0``."""
+    if not train.get("ema_decay"):
+        return []
+    return [f"- weights: the exponential moving average of the weights at the best step "
+            f"(`train.ema_decay {train['ema_decay']:g}`), not the raw weights of that step"]
 
 
 def _length_words(data: dict[str, Any], meta: dict[str, Any]) -> str:

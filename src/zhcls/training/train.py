@@ -313,10 +313,22 @@ def _save_best(trainer, tokenizer, config: Config, data: PreparedData, out: Path
     _write_history(out, trainer.state.log_history, history.epoch_steps)
     atomic_write_json(out / "metrics.json", {"dev": dev, "test": test,
                                            "best_checkpoint": trainer.state.best_model_checkpoint,
+                                           "best_weights": _best_weights(trainer, config),
                                            "best_step": dev["step"],
                                            "global_step": trainer.state.global_step})
     logger.info("best checkpoint: %s", best)
     return dev, test
+
+
+def _best_weights(trainer, config: Config) -> str | None:
+    """The file in the best Trainer checkpoint whose weights ``best/`` holds: the weight
+    average's with ``train.ema_decay`` (the model files there are the raw weights)."""
+    from zhcls.training.ema import EMA_FILE
+
+    best = trainer.state.best_model_checkpoint
+    if best is None:
+        return None
+    return str(Path(best) / (EMA_FILE if config.train.ema_decay > 0 else "model.safetensors"))
 
 
 def _final_evaluation(trainer, model, tokenizer, config: Config, data: PreparedData,
