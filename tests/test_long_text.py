@@ -3,6 +3,8 @@ bounded forward passes, the Classifier following the checkpoint, data-stats, exp
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -387,3 +389,22 @@ def test_refusing_a_long_text_says_how_this_model_would_read_it(chunks_ckpt):
     clf = Classifier.load(chunks_ckpt, "cpu", long_text="error")
     with pytest.raises(InputTextError, match="chunks, which reads every window of it"):
         clf.predict(LONG)
+
+
+def test_long_text_options_the_mode_ignores_are_named_at_train_start(tiny_model, tiny_data,
+                                                                     tmp_path, caplog):
+    from zhcls.training.train import train
+
+    config = tiny_config(tiny_model, train__max_steps=1, train__eval_steps=1,
+                         data__chunk_pooling="attention", data__max_chunks=4,
+                         data__head_tokens=5, train__evaluate_test="false")
+    assert config.data.unused_long_text_options() == [
+        "data.head_tokens 5 (for head_tail)", "data.chunk_pooling attention (for chunks)",
+        "data.max_chunks 4 (for chunks)"]
+    with caplog.at_level(logging.WARNING, logger="zhcls"):
+        train(config, tiny_data, tmp_path / "run")
+    assert ("data.head_tokens 5 (for head_tail), data.chunk_pooling attention (for chunks), "
+            "data.max_chunks 4 (for chunks): ignored, since this run's data.long_text is "
+            "truncate" in caplog.text)
+    chunks = tiny_config(tiny_model, data__long_text="chunks", data__max_chunks=4)
+    assert chunks.data.unused_long_text_options() == []

@@ -140,6 +140,15 @@ class DataConfig:
             raise ConfigError(f"data.chunk_stride: expected at most max_length - 2 = {content} "
                               f"(windows would skip text), got {self.chunk_stride}")
 
+    def unused_long_text_options(self) -> list[str]:
+        """The long-text options set away from their defaults that ``long_text`` ignores, as
+        ``"data.KEY VALUE (for MODE)"`` (e.g. chunk_pooling under truncate)."""
+        applies = {"head_tokens": "head_tail", "chunk_stride": "chunks",
+                   "chunk_pooling": "chunks", "max_chunks": "chunks"}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return [f"data.{key} {getattr(self, key)} (for {mode})" for key, mode in applies.items()
+                if mode != self.long_text and getattr(self, key) != defaults[key]]
+
     def resolved_head_tokens(self) -> int:
         """head_tail: the text tokens kept from the start of a long text."""
         content = self.max_length - 2

@@ -395,6 +395,10 @@ def _log_plan(config: Config, data: PreparedData, args, plan: Schedule) -> None:
                          f"{d.resolved_stride()}, at most {d.max_chunks} per text in training, "
                          f"{d.chunk_pooling} pooling"}[d.long_text]
     logger.info("task %s; long texts: %s (data.long_text)", d.task, reading)
+    if d.unused_long_text_options():
+        logger.warning("%s: ignored, since this run's data.long_text is %s; set "
+                       "--data.long_text to the mode named to use them, or leave them out",
+                       ", ".join(d.unused_long_text_options()), d.long_text)
     logger.info("model %s (%s), objective %s, lr %g, eval every %d steps, precision %s",
                 config.model.head, config.model.pretrained, config.objective.label, t.lr,
                 args.eval_steps, args_precision(args))
