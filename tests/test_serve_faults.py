@@ -115,9 +115,11 @@ def test_unknown_methods_and_paths_do_not_create_metric_series():
 def test_full_queue_answers_503_with_retry_after(clf):
     app = create_app(clf, ServeSettings(max_batch=1, max_wait_ms=0, max_queue=2))
 
+    score = app.state.batcher.predict_fn
+
     def slow(texts):
         time.sleep(0.2)
-        return clf.predict_proba(texts)
+        return score(texts)
 
     app.state.batcher.predict_fn = slow
 
@@ -293,3 +295,48 @@ def test_a_text_the_tokenizer_drops_entirely_is_a_422_not_a_500(clf):
     r = call(app, requests)
     assert r.status_code == 422, r.text
     assert "texts[1]" in r.json()["error"] and "empty text" in r.json()["error"]
+
+
+# ---- 8. request content -----------------------------------------------------------------------
+
+def test_a_body_that_is_not_sent_as_json_is_a_415_naming_its_content_type(clf):
+    """curl -d sends application/x-www-form-urlencoded: FastAPI did not parse the (valid)
+    JSON and the client got a misleading 422 "Input should be a valid dictionary"."""
+    app = create_app(clf, ServeSettings(max_wait_ms=0))
+    body = '{"texts": ["央行"]}'.encode()
+
+    async def requests(c):
+        out = {}
+        for kind in ("text/plain", "application/x-www-form-urlencoded",
+                     "application/json; charset=utf-8", "application/problem+json", None):
+            headers = {"content-type": kind} if kind else {}
+            out[kind] = await c.post("/predict", content=body, headers=headers)
+        return out
+
+    out = call(app, requests)
+    for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+        r = out[kind]
+        assert r.status_code == 415, (kind, r.text)
+        assert (kind or "no Content-Type") in r.json()["error"]
+        assert "'Content-Type: application/json'" in r.json()["error"]
+    for kind in ("application/json; charset=utf-8", "application/problem+json"):
+        assert out[kind].status_code == 200, (kind, out[kind].text)
+
+
+def test_an_all_unknown_text_carries_the_same_warning_as_predict(clf):
+    """Every token [UNK]: `zhcls predict` and the API warn that the label is a guess; the
+    service answered without the warning."""
+    rare = "ꙮ🙂ᚠ"
+    app = create_app(clf, ServeSettings(max_wait_ms=0))
+
+    async def requests(c):
+        return (await c.post("/predict", json={"texts": [rare, "中超联赛"], "top_k": 2}),
+                await c.get("/openapi.json"))
+
+    r, spec = call(app, requests)
+    assert r.status_code == 200, r.text
+    expected = [p.to_dict() for p in clf.predict([rare, "中超联赛"], top_k=2)]
+    assert expected[0]["warning"].startswith("every token is [UNK]")
+    assert r.json()["predictions"] == expected  # the warning, and only on the first text
+    schema = spec.json()["components"]["schemas"]["PredictionOut"]["properties"]
+    assert "warning" in schema

@@ -41,16 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zhcls.errors import ConfigError
-    from zhcls.utils import require_extra
+    from zhcls.utils import check_at_least_one, require_extra
 
     require_extra("serve")
     from zhcls.serve.app import ServeSettings, serve
+    from zhcls.serve.network import check_bindable
 
-    for name in ("max_texts", "max_chars", "max_batch", "batch_size", "max_queue",
-                 "max_connections"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got "
-                              f"{getattr(args, name)}")
+    check_at_least_one(args, "max_texts", "max_chars", "max_batch", "batch_size", "max_queue",
+                       "max_connections", "threads")
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 1 to 65535, got {args.port}")
     if args.max_wait_ms < 0:
@@ -59,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
                              max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                              max_queue=args.max_queue, max_connections=args.max_connections,
                              api_key=api_key(args.api_key_env))
+    check_bindable(args.host, args.port)  # before the banner and the model load
     print(f"zhcls serve: http://{args.host}:{args.port}  (docs: /docs, metrics: /metrics)",
           flush=True)
     serve(args.checkpoint, args.host, args.port, device=args.device, settings=settings,

@@ -2,10 +2,11 @@
 (Prometheus text format) and OpenAPI docs at ``/docs``.
 
 Every bad request gets a 4xx JSON body ``{"error": "<what is wrong>", "detail": [...]}``:
-malformed JSON → 400; wrong types, an empty ``texts`` list, too many texts, an empty or too
-long text, a bad ``top_k`` → 422; a body over the size limit → 413 (counted as it arrives,
-chunked bodies too); a missing or wrong API key (``--api-key-env``) → 401; a full queue → 503
-with ``Retry-After``. Anything unexpected is a 500 with the same shape; the process keeps
+malformed JSON → 400; a body not sent as JSON (``Content-Type`` missing or other than
+``application/json``, e.g. curl's default form type) → 415; wrong types, an empty ``texts``
+list, too many texts, an empty or too long text, a bad ``top_k`` → 422; a body over the size
+limit → 413 (counted as it arrives, chunked bodies too); a missing or wrong API key
+(``--api-key-env``) → 401; a full queue → 503 with ``Retry-After``. Anything unexpected is a 500 with the same shape; the process keeps
 serving. ``/docs`` serves Swagger UI from the installed ``fastapi-offline`` package (no CDN).
 
 A multi-label model answers each text with its label set and every class's score
@@ -15,12 +16,15 @@ document); ``/labels`` adds the per-class thresholds.
 
 from __future__ import annotations
 
+import email.message
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
@@ -31,6 +35,7 @@ from zhcls.inference.classifier import Classifier, InputTextError
 from zhcls.serve.batcher import MicroBatcher, Overloaded, Unavailable
 from zhcls.serve.metrics import ServiceMetrics
 from zhcls.serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObserveMiddleware
+from zhcls.serve.network import check_bindable, exposure_warning
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +74,16 @@ class LabelScoreOut(BaseModel):
     score: float
 
 
+WARNING_FIELD = Field(None, description="only when every token of the text is [UNK] (the "
+                      "vocabulary knows none of its characters): the label is a guess")
+
+
 class PredictionOut(BaseModel):
     label: str
     label_id: int
     score: float
     top_k: list[LabelScoreOut] | None = None
+    warning: str | None = WARNING_FIELD
     probs: list[float] | None = None
 
 
@@ -90,6 +100,7 @@ class MultiLabelPredictionOut(BaseModel):
                                      "(label-id order; they need not sum to 1)")
     top_k: list[LabelScoreOut] | None = Field(
         None, description="top_k > 1: the k best-scoring classes, whatever their threshold")
+    warning: str | None = WARNING_FIELD
     probs: list[float] | None = Field(None, description="probs: true: the scores as a list "
                                       "in label-id order")
 
@@ -109,11 +120,55 @@ def error(status: int, message: str, detail: list | None = None) -> JSONResponse
     return JSONResponse(body, status_code=status)
 
 
+@dataclass(frozen=True)
+class ScoredRows:
+    """What one model call gives the service, one row per text (the batcher slices it per
+    request): probabilities (N, C) and each text's warning (every token [UNK]) or None."""
+
+    probs: np.ndarray
+    warnings: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.warnings)
+
+    def __getitem__(self, rows: slice) -> ScoredRows:
+        return ScoredRows(self.probs[rows], self.warnings[rows])
+
+
+def scorer(clf: Classifier) -> Callable[[list[str]], ScoredRows]:
+    """The batcher's model call: the path ``Classifier.predict`` takes (the same numbers and
+    the same [UNK] warnings as ``zhcls predict``), all texts in one chunk."""
+    def score(texts: list[str]) -> ScoredRows:
+        rows = list(clf.predict_iter(texts, chunk_size=max(len(texts), 1)))
+        probs = np.stack([row for _, row in rows]) if rows else np.zeros((0, clf.num_labels))
+        return ScoredRows(probs, [pred.warning for pred, _ in rows])
+    return score
+
+
+def require_json(request: Request) -> None:
+    """415 for a body not sent as JSON, ``Content-Type`` missing included (FastAPI would not
+    parse it and answer a misleading 422); ``application/json`` and ``application/*+json`` pass."""
+    kind = request.headers.get("content-type", "")
+    if not kind.strip():
+        raise HTTPException(415, "no Content-Type header: send the body as JSON with the "
+                            "header 'Content-Type: application/json'")
+    parsed = email.message.Message()
+    parsed["content-type"] = kind
+    subtype = parsed.get_content_subtype()
+    if parsed.get_content_maintype() == "application" and (subtype == "json"
+                                                           or subtype.endswith("+json")):
+        return
+    hint = (" (curl -d sends this unless told otherwise)"
+            if parsed.get_content_type() == "application/x-www-form-urlencoded" else "")
+    raise HTTPException(415, f"unsupported Content-Type {kind!r}{hint}: send the body as JSON "
+                        "with the header 'Content-Type: application/json'")
+
+
 def create_app(clf: Classifier, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI application around ``clf``."""
     settings = settings or ServeSettings()
     metrics = ServiceMetrics()
-    batcher = MicroBatcher(clf.predict_proba, settings.max_batch, settings.max_wait_ms,
+    batcher = MicroBatcher(scorer(clf), settings.max_batch, settings.max_wait_ms,
                            on_batch=metrics.observe_batch, max_queue=settings.max_queue)
 
     @asynccontextmanager
@@ -126,7 +181,7 @@ def create_app(clf: Classifier, settings: ServeSettings | None = None) -> FastAP
         yield
         await batcher.stop()
 
-    errors = {code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 500, 503)}
+    errors = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 500, 503)}
     app = FastAPIOffline(title="zhcls", version=_version(), lifespan=lifespan, responses=errors,
                          description="Chinese text classification. Labels: "
                          + ", ".join(clf.labels) + ". Swagger UI is served locally (no CDN).")
@@ -149,7 +204,8 @@ def _add_routes(app: FastAPI, clf: Classifier, settings: ServeSettings, batcher:
     multi = clf.task == "multi_label"
     response = MultiLabelPredictResponse if multi else PredictResponse
 
-    @app.post("/predict", response_model=response, response_model_exclude_none=True)
+    @app.post("/predict", response_model=response, response_model_exclude_none=True,
+              dependencies=[Depends(require_json)])
     async def predict(req: PredictRequest):
         """Classify ``texts``; one prediction per text, in order (multi-label: the label set
         and every class's score)."""
@@ -157,7 +213,7 @@ def _add_routes(app: FastAPI, clf: Classifier, settings: ServeSettings, batcher:
         if problem is not None:
             return problem
         try:
-            probs = await batcher.submit(req.texts)  # (N, C)
+            scored = await batcher.submit(req.texts)  # ScoredRows: (N, C) + warnings
         except Overloaded as exc:
             metrics.rejected.inc()
             return JSONResponse({"error": f"overloaded: {exc}; retry after "
@@ -169,7 +225,8 @@ def _add_routes(app: FastAPI, clf: Classifier, settings: ServeSettings, batcher:
         except InputTextError as exc:  # e.g. a text the tokenizer drops entirely (U+FFFD)
             return _input_error(exc)
         preds = []
-        for pred, row in zip(clf.to_predictions(probs, req.top_k), probs, strict=True):
+        ranked = clf.to_predictions(scored.probs, req.top_k, scored.warnings)
+        for pred, row in zip(ranked, scored.probs, strict=True):
             out = pred.to_dict()
             if req.probs:
                 out["probs"] = [float(p) for p in row]
@@ -264,12 +321,20 @@ def _version() -> str:
 def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, *, device: str = "auto",
           settings: ServeSettings | None = None, quantized: bool = False,
           batch_size: int = 64, threads: int | None = None, log_level: str = "info") -> None:
-    """Load ``checkpoint`` (or an ONNX export) and serve it with uvicorn until stopped."""
+    """Load ``checkpoint`` (or an ONNX export) and serve it with uvicorn until stopped.
+
+    Before the model is loaded: a ``ConfigError`` if ``host``/``port`` cannot be bound (e.g.
+    the port is in use), and a warning log line if ``host`` is reachable from other machines
+    and ``settings`` has no API key."""
     import uvicorn
 
+    settings = settings or ServeSettings()
+    check_bindable(host, port)
+    exposed = exposure_warning(host, settings.api_key)
+    if exposed is not None:
+        logger.warning("%s", exposed)
     clf = Classifier.load(checkpoint, device, quantized=quantized, batch_size=batch_size,
                           threads=threads)
-    settings = settings or ServeSettings()
     app = create_app(clf, settings)
     # timeout_keep_alive: above the idle expiry of client pools (httpx: 5 s, the same as
     # uvicorn's default, so a client could reuse a connection at the instant the server closed

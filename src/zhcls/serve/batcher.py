@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,6 +31,13 @@ class _Job:
     future: asyncio.Future = field(repr=False)
 
 
+class Rows(Protocol):
+    """One row per text, sliceable: an (N, C) array, or the service's ``ScoredRows``."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, rows: slice) -> Any: ...
+
+
 class Overloaded(Exception):
     """The queue is full; retry after a moment."""
 
@@ -39,15 +47,16 @@ class Unavailable(Exception):
 
 
 class MicroBatcher:
-    """``await submit(texts)`` → probability rows (len(texts), C) from ``predict_fn``.
+    """``await submit(texts)`` → the rows of ``predict_fn``'s answer for those texts.
 
-    ``predict_fn(texts) -> (N, C)`` is called with the texts of several jobs at once;
+    ``predict_fn(texts) -> rows`` (an (N, C) array, or anything sliced the same way: one row
+    per text) is called with the texts of several jobs at once;
     ``on_batch(size, seconds)`` is told about every call. A job larger than ``max_batch``
     runs alone; jobs are never split. At most ``max_queue`` jobs wait; more raise
     :class:`Overloaded`.
     """
 
-    def __init__(self, predict_fn: Callable[[list[str]], np.ndarray], max_batch: int = 64,
+    def __init__(self, predict_fn: Callable[[list[str]], Rows | np.ndarray], max_batch: int = 64,
                  max_wait_ms: float = 5.0,
                  on_batch: Callable[[int, float], None] | None = None, max_queue: int = 1024):
         if max_batch < 1 or max_wait_ms < 0 or max_queue < 1:
@@ -101,7 +110,7 @@ class MicroBatcher:
         if self._executor is not None:  # a model call still running finishes in its thread
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, texts: list[str]) -> np.ndarray:
+    async def submit(self, texts: list[str]) -> Any:
         if self._queue is None:
             raise RuntimeError("MicroBatcher.submit before start()")
         if not self.alive:
@@ -163,7 +172,7 @@ class MicroBatcher:
             size += len(job.texts)
         return jobs
 
-    async def _call(self, texts: list[str]) -> np.ndarray:
+    async def _call(self, texts: list[str]) -> Rows:
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         probs = await loop.run_in_executor(self._executor, self.predict_fn, texts)  # (N, C)
