@@ -179,3 +179,37 @@ def test_bad_vocab_file_is_a_clear_error(tokenizer, tmp_path):
     bad.write_text("财经\n体育\n", encoding="utf-8")
     with pytest.raises(DataError, match="WordPiece"):
         st.load_tokenizer(bad)
+
+
+def test_character_suggestion_counts_cls_and_sep(small, capsys):
+    """The character line used to suggest max_length p95 (no [CLS]/[SEP]), 2 below the
+    data.max_length it covers, while the token line added them."""
+    result = st.data_stats(small)
+    chars = result["splits"]["train"]["length_chars"]
+    assert (chars["max_length_95"], chars["max_length_99"]) == (chars["p95"] + 2,
+                                                                chars["p99"] + 2)
+    assert main(["data-stats", str(small), "--no-plots"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines()
+                if "length (characters)" in ln)
+    assert f"-> max_length ~{chars['p95'] + 2} covers 95%" in line
+    assert "incl. [CLS]/[SEP]" in line and "estimate from characters" in line
+
+
+def test_out_inside_the_dataset_directory_is_refused(small, tmp_path, caplog, monkeypatch):
+    """`cd DIR && zhcls data-stats .` used to write DIR/data_stats/ although --help promises
+    never to write inside DIR."""
+    import logging
+
+    monkeypatch.chdir(small)
+    with caplog.at_level(logging.INFO):
+        assert main(["data-stats", "."]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "--out" in errors[0] and "inside" in errors[0], errors
+    assert not (small / "data_stats").exists()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(["data-stats", str(small), "--out", str(small / "sub" / "plots")]) == 2
+    assert not (small / "sub").exists()
+    assert main(["data-stats", ".", "--no-plots"]) == 0  # writes nothing: allowed
+    assert main(["data-stats", ".", "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "stats.json").is_file()

@@ -168,3 +168,23 @@ def test_car_aspects_real_numbers():
     assert train["rare"] == [] and dev["rare"] == []
     assert result["cross_split"]["pairs"]["train/dev"]["shared_texts"] == 0
     assert result["splits"]["train"]["teacher"] is None  # no teacher column shipped
+
+
+def test_every_line_bad_still_gives_the_reason(tmp_path, caplog):
+    """Forcing single_label on JSONL label lists used to end in ``no usable examples in
+    file`` with no reason, while a partly bad file printed the first reason."""
+    import logging
+
+    d = tmp_path / "lists"
+    d.mkdir()
+    (d / "class.txt").write_text("\n".join(CLASSES), encoding="utf-8")
+    rows = [{"text": t, "label": labels.split(",")} for t, labels, _ in TRAIN if labels]
+    (d / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                           for r in rows), encoding="utf-8")
+    with caplog.at_level(logging.INFO):
+        assert main(["data-stats", str(d), "--task", "single_label", "--no-plots"]) == 2
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    message = errors[0].getMessage()
+    assert "\n" not in message and f"{d / 'train.jsonl'}:1: " in message, message
+    assert "label is a list ['价格', '动力']" in message and "no usable examples" in message

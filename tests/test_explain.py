@@ -5,6 +5,7 @@ character, the PNG with Chinese drawn, JSON output, clear errors."""
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import warnings
 
@@ -137,3 +138,115 @@ def test_cli_refuses_onnx_exports(tmp_path_factory, tiny_model):
     base = tmp_path_factory.getbasetemp()
     out = onnx_export(base, head_checkpoint(base, tiny_model, "bert"), "bert")
     assert main(["explain", str(out), TEXT]) == 2
+
+
+def _one_error(caplog) -> str:
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None, errors
+    message = errors[0].getMessage()
+    assert "\n" not in message, f"not one line: {message!r}"
+    return message
+
+
+def test_cli_json_out_writes_the_json_file(trained, tmp_path, capsys):
+    """``--format json --out explain.json`` used to print the JSON, then fail in matplotlib
+    (``Format 'json' is not supported``) with no file written."""
+    out = tmp_path / "explain.json"
+    assert main(["explain", str(trained), TEXT, "--format", "json", "--out", str(out),
+                 "--steps", "4"]) == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["text"] == TEXT and data["methods"] == ["ig"]
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob(".*.tmp"))
+    assert capsys.readouterr().out == ""  # the JSON went to the file
+    several = tmp_path / "explain.jsonl"
+    assert main(["explain", str(trained), TEXT, "中超联赛", "--format", "json", "--out",
+                 str(several), "--steps", "4"]) == 0
+    rows = [json.loads(line) for line in several.read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in rows] == [TEXT, "中超联赛"]
+    assert main(["explain", str(trained), TEXT, "中超联赛", "--format", "json", "--out",
+                 str(out), "--steps", "4"]) == 0
+    listed = json.loads(out.read_text(encoding="utf-8"))  # .json: one document, a list
+    assert [r["text"] for r in listed] == [TEXT, "中超联赛"]
+
+
+@pytest.mark.parametrize("fmt,out,needles", [
+    ("png", "x.txt", ["--out", "x.txt", ".png", "--format json"]),
+    ("json", "x.png", ["--out", "x.png", ".json", ".jsonl"]),
+    ("json", "x.txt", ["--out", "x.txt", ".json"]),
+])
+def test_cli_out_the_format_cannot_write_is_refused_before_the_work(
+        trained, tmp_path, caplog, monkeypatch, fmt, out, needles):
+    """An --out suffix the format cannot write used to end in a matplotlib traceback after
+    the integrated-gradients work."""
+    import zhcls.inference.explain as explain_module
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("explained before checking --out")
+
+    monkeypatch.setattr(explain_module, "explain_texts", no_work)
+    with caplog.at_level(logging.INFO):
+        assert main(["explain", str(trained), TEXT, "--format", fmt, "--out",
+                     str(tmp_path / out), "--steps", "4"]) == 2
+    message = _one_error(caplog)
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in {message!r}"
+    assert not (tmp_path / out).exists()
+
+
+def test_cli_summary_names_the_explained_label(trained, tmp_path, capsys):
+    """With --target the summary used to print ``ig top: ...`` under ``predicted X``: the
+    scores are of the target, and only the PNG title said so."""
+    clf = Classifier.load(trained, "cpu")
+    predicted = clf.predict(TEXT).label
+    other = clf.labels[(clf.predict(TEXT).label_id + 1) % 3]
+    assert main(["explain", str(trained), TEXT, "--target", other, "--out",
+                 str(tmp_path / "t.png"), "--steps", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert f"predicted {predicted} (" in printed and f"ig {other} top: " in printed
+    assert main(["explain", str(trained), TEXT, "--out", str(tmp_path / "p.png"),
+                 "--steps", "4"]) == 0
+    assert f"ig {predicted} top: " in capsys.readouterr().out  # no --target: the predicted
+
+
+def test_cli_numbers_texts_from_one(trained, caplog):
+    """``zhcls explain CKPT ""`` used to say ``text 0: empty text``; files are 1-based."""
+    with caplog.at_level(logging.INFO):
+        assert main(["explain", str(trained), "", "--steps", "4"]) == 2
+    message = _one_error(caplog)
+    assert message.startswith("text 1: ") and "empty text" in message, message
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(["explain", str(trained), TEXT, " ", "--steps", "4"]) == 2
+    message = _one_error(caplog)
+    assert message.startswith("text 2: ") and "empty text" in message, message
+
+
+@pytest.fixture(scope="module")
+def head_tail(tmp_path_factory, tiny_model):
+    from conftest import CLASSES, tiny_config
+    from zhcls.modeling.checkpoint import save_checkpoint
+    from zhcls.modeling.encoder import load_encoder, load_tokenizer
+    from zhcls.modeling.model import build_model
+
+    config = tiny_config(tiny_model, "bert", data__max_length=10, data__long_text="head_tail",
+                         data__head_tokens=3)
+    torch.manual_seed(0)
+    model = build_model(load_encoder(str(tiny_model)), config, len(CLASSES)).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(20.0)
+    return Classifier.load(save_checkpoint(tmp_path_factory.mktemp("head-tail") / "ckpt", model,
+                                           load_tokenizer(str(tiny_model)), config, CLASSES),
+                           "cpu")
+
+
+def test_head_tail_note_says_what_the_model_reads(head_tail):
+    """The note used to say ``this head_tail model reads the whole text``: it reads the
+    first data.head_tokens and the last max_length - 2 - head tokens."""
+    text = "这款手机的屏幕非常清晰，电池续航也很好。" * 2  # 40 characters, one token each
+    (expl,) = explain_texts(head_tail, [text], steps=4)
+    probs = head_tail.predict_proba(text)
+    best = head_tail.labels[int(probs.argmax())]
+    assert expl.tokens == list(text[:8])
+    assert expl.reading_note == (
+        f"explained: the first 8 of the text's 40 tokens only; this head_tail model reads its "
+        f"first 3 and last 5 tokens and predicts {best} {probs.max():.1%} (zhcls predict)")

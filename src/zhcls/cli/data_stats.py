@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "positive rates, frequent label pairs and a co-occurrence heat map, and per-class "
             "teacher agreement. The report goes to stdout; the PNG "
             f"histograms and stats.json/stats.txt go to --out (default ./{DEFAULT_OUT}/ in the "
-            "current directory, never inside DIR)."
+            "current directory); an --out inside DIR is refused (the dataset is never "
+            "written to). The suggested max_length counts [CLS]/[SEP], as data.max_length "
+            "does; from characters it is an estimate (about one token per Chinese character)."
         ),
     )
     parser.add_argument("data_dir", metavar="DIR", help="dataset directory with class.txt")
@@ -36,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="tokenizer for token lengths: hub name, tokenizer directory, or a "
                              "WordPiece vocab.txt (e.g. bert-base-chinese-vocab.txt)")
     parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
-                        help=f"folder for PNGs and stats.json/stats.txt (default ./{DEFAULT_OUT}/)")
+                        help=f"folder for PNGs and stats.json/stats.txt, outside DIR (default "
+                             f"./{DEFAULT_OUT}/)")
     parser.add_argument("--no-plots", action="store_true",
                         help="write nothing; only print the report")
     parser.add_argument("--format", choices=("text", "json"), default="text",
@@ -72,8 +75,9 @@ def _add_long_text_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zhcls.report.stats import data_stats
+    from zhcls.utils import atomic_write_text
 
-    out_dir = None if args.no_plots else Path(args.out)
+    out_dir = None if args.no_plots else check_out_dir(Path(args.out), Path(args.data_dir))
     spec = long_text_spec(args) if args.tokenizer else None  # bad flags fail before the work
     stats = data_stats(args.data_dir, tokenizer=args.tokenizer, out_dir=out_dir,
                        task=args.task, label_separator=args.label_separator)
@@ -82,10 +86,22 @@ def run(args: argparse.Namespace) -> int:
     text = format_report(stats)
     as_json = json.dumps(stats, ensure_ascii=False, indent=2)
     if out_dir is not None:
-        (out_dir / "stats.json").write_text(as_json + "\n", encoding="utf-8")
-        (out_dir / "stats.txt").write_text(text + "\n", encoding="utf-8")
+        atomic_write_text(out_dir / "stats.json", as_json + "\n")
+        atomic_write_text(out_dir / "stats.txt", text + "\n")
     print(as_json if args.format == "json" else text)
     return 0
+
+
+def check_out_dir(out: Path, data_dir: Path) -> Path:
+    """``out``, unless it is (inside) the dataset directory: data-stats never writes there."""
+    from zhcls.errors import ConfigError
+
+    if data_dir.is_dir() and out.resolve().is_relative_to(data_dir.resolve()):
+        raise ConfigError(f"--out {out} is {out.resolve()}, inside the dataset directory "
+                          f"{data_dir.resolve()}; data-stats never writes into the dataset: run "
+                          "it from another directory or give --out a folder outside it (or "
+                          "--no-plots)")
+    return out
 
 
 def format_report(stats: dict[str, Any]) -> str:
@@ -130,14 +146,18 @@ def _class_table(stats: dict[str, Any]) -> list[str]:
     return rows
 
 
-def _length_line(label: str, s: dict[str, Any], note: str) -> str:
+def _length_line(label: str, s: dict[str, Any], note: str, approx: bool = False) -> str:
+    """Length percentiles and the data.max_length ([CLS]/[SEP] included) covering 95 / 99%."""
+    about = "~" if approx else ""
     return (f"  {label}: mean {s['mean']}, min {s['min']}, p50 {s['p50']}, p90 {s['p90']}, "
             f"p95 {s['p95']}, p99 {s['p99']}, max {s['max']} -> max_length "
-            f"{s['max_length_95']} covers 95%, {s['max_length_99']} covers 99%{note}")
+            f"{about}{s['max_length_95']} covers 95%, {about}{s['max_length_99']} covers 99%"
+            f"{note}")
 
 
 def _split_lines(info: dict[str, Any]) -> list[str]:
-    out = [_length_line("length (characters)", info["length_chars"], "")]
+    out = [_length_line("length (characters)", info["length_chars"],
+                        " (incl. [CLS]/[SEP]; an estimate from characters)", approx=True)]
     tokens = info.get("length_tokens")
     if tokens:
         out.append(_length_line("length (tokens)", tokens, " (incl. [CLS]/[SEP])"))

@@ -51,8 +51,8 @@ class Explanation:
     ig_delta: float | None = None  # IG completeness error (sum of attributions vs Δp)
     task: str = "single_label"  # multi_label: probs are per-class sigmoid scores
     predicted: list[int] = field(default_factory=list)  # multi-label: the label set, best first
-    #: a long text of a head_tail / chunks model: these scores explain its first max_length
-    #: tokens; this note gives what the model predicts reading the whole text as it was trained
+    #: a long text of a head_tail / chunks model: these scores explain its first
+    #: max_length - 2 tokens; this note says what the model reads and predicts
     reading_note: str | None = None
     targets: list[int] = field(default_factory=list)  # multi-label: the explained labels
     per_target: dict[int, dict[str, list[float]]] = field(default_factory=dict)
@@ -255,11 +255,22 @@ def integrated_gradients(model, ids: torch.Tensor, mask: torch.Tensor, target: i
     return (per_token / total if total > 0 else per_token), float(delta.abs().max())
 
 
+def json_lines(explanations: list[Explanation]) -> str:
+    """One JSON object per explanation and line (what ``zhcls explain --format json``
+    prints), ending in a newline."""
+    return "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in explanations)
+
+
 def write_json(explanations: list[Explanation], path: str | Path) -> Path:
+    """Write ``explanations`` atomically: a ``.json`` file holds one JSON document (the
+    object of a single text, a list of them for several), any other file JSON Lines."""
+    from zhcls.utils import atomic_write_json, atomic_write_text
+
     path = Path(path)
-    path.write_text("\n".join(json.dumps(e.to_dict(), ensure_ascii=False)
-                              for e in explanations) + "\n", encoding="utf-8")
-    return path
+    if path.suffix.lower() == ".json":
+        dicts = [e.to_dict() for e in explanations]
+        return atomic_write_json(path, dicts[0] if len(dicts) == 1 else dicts)
+    return atomic_write_text(path, json_lines(explanations))
 
 
 METHOD_TITLES = {"ig": "积分梯度 integrated gradients (red: towards the label, blue: against)",
@@ -296,15 +307,27 @@ def _plot_explanation(expl: Explanation, path: Path, per_row: int) -> Path:
 
 
 def _reading_note(clf, text: str) -> str | None:
-    """For a model that reads long texts whole (head_tail, chunks): what it predicts for the
-    whole text, beside an explanation of the first max_length tokens only."""
-    mode = getattr(getattr(clf, "windows", None), "mode", "truncate")
+    """For a model that reads long texts otherwise than by their first tokens (head_tail,
+    chunks): what it reads and predicts, beside what was explained (the first
+    ``max_length - 2`` text tokens)."""
+    spec = getattr(clf, "windows", None)
+    mode = getattr(spec, "mode", "truncate")
     if mode == "truncate":
         return None
-    probs = clf.predict_proba(text)  # (C,): the model's own reading (every window for chunks)
+    content = clf.max_length - 2
+    total = len(clf.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    if mode == "head_tail":
+        head, tail = spec.head_tokens, content - spec.head_tokens
+        kept = [f"first {head}"] * bool(head) + [f"last {tail}"] * bool(tail)
+        reads = f"reads its {' and '.join(kept)} tokens"
+    else:
+        windows = len(clf.encode([text])[0])
+        reads = (f"reads it in {windows} windows of up to {content} tokens (stride "
+                 f"{spec.stride})")
+    probs = clf.predict_proba(text)  # (C,): the model's own reading
     best = int(np.argmax(probs))
-    return (f"explained: the first {clf.max_length} tokens only; this {mode} model reads the "
-            f"whole text and predicts {clf.labels[best]} {probs[best]:.1%} (zhcls predict)")
+    return (f"explained: the first {content} of the text's {total} tokens only; this {mode} "
+            f"model {reads} and predicts {clf.labels[best]} {probs[best]:.1%} (zhcls predict)")
 
 
 def _truncation_line(expl: Explanation) -> str:

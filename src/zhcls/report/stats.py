@@ -1,7 +1,7 @@
 """Dataset statistics before training: class balance, text length in characters and tokens
 (and the ``max_length`` that covers 95% / 99%), duplicates within and across splits,
 suspicious lines, and teacher-vs-gold agreement. :func:`data_stats` returns a JSON-ready
-dict; :func:`format_data_stats` renders it as a readable text report.
+dict; :func:`zhcls.cli.data_stats.format_report` renders it as a text report.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ def data_stats(
     """Statistics of every split (train/dev/test) found in ``data_dir``.
 
     ``tokenizer`` is a name / path for ``AutoTokenizer.from_pretrained`` (a directory or a
-    ``vocab.txt`` with only a WordPiece vocabulary also works) or a loaded tokenizer; token
-    lengths count no special tokens, and the suggested ``max_length`` adds 2 for [CLS]/[SEP].
+    ``vocab.txt`` with only a WordPiece vocabulary also works) or a loaded tokenizer; lengths
+    count no special tokens, and the suggested ``max_length`` (``max_length_95`` / ``_99``)
+    adds 2 for [CLS]/[SEP], as ``data.max_length`` does (from characters: an estimate).
     With ``out_dir`` the length histograms (and class counts) are written there as PNGs.
 
     ``task`` auto (see :func:`resolve_task`) | single_label | multi_label: multi-label splits
@@ -109,7 +110,7 @@ def _split_stats(split, first_error: str | None, class_names: list[str], multi: 
                        else class_balance(examples, class_names))
     chars = [len(e.text) for e in examples]
     lengths["characters"][name] = chars
-    info["length_chars"] = length_summary(chars, extra=0)
+    info["length_chars"] = length_summary(chars, extra=SPECIAL_TOKENS)
     if tok is not None:
         lengths["tokens"][name], unk = _token_ids(tok, [e.text for e in examples])
         info["length_tokens"] = length_summary(lengths["tokens"][name], extra=SPECIAL_TOKENS)
@@ -282,8 +283,6 @@ def teacher_agreement(examples: list[Example]) -> dict[str, Any] | None:
     }
 
 
-
-
 def _argmax(values: list[float]) -> int:
     return max(range(len(values)), key=values.__getitem__)
 
@@ -312,14 +311,30 @@ def _read_splits(data_dir: Path, class_names: list[str], task: str = "single_lab
         if not has_split(data_dir, name):
             continue
         path = find_split_file(data_dir, name)
-        split = read_split(path, class_names, on_bad_line="skip", teacher_rules=rules,
-                           task=task, label_separator=label_separator)
+        read = dict(teacher_rules=rules, task=task, label_separator=label_separator)
+        try:
+            split = read_split(path, class_names, on_bad_line="skip", **read)
+        except DataError as exc:  # every line skipped: name the first one and why
+            raise _first_bad_line(path, class_names, read) or exc from None
         first_error = split.skip_reasons[split.skipped[0]] if split.skipped else None
         out[name] = (split, first_error)
     if not out:
         raise DataError(f"no split files found; expected {', '.join(SPLITS)} as "
                         ".txt/.tsv/.csv/.jsonl next to class.txt", data_dir)
     return out
+
+
+def _first_bad_line(path: Path, class_names: list[str], read: dict[str, Any]) -> DataError | None:
+    """``FILE:LINE: no usable examples ...; the first: WHY`` for a file whose every line was
+    skipped (None when no line is bad: an empty file)."""
+    try:
+        read_split(path, class_names, on_bad_line="error", **read)
+    except DataError as err:
+        if err.line is not None:
+            why = str(err).removeprefix(f"{err.path}:{err.line}: ")
+            return DataError(f"no usable examples: every line was skipped; the first: {why}",
+                             path, err.line)
+    return None
 
 
 def _token_ids(tok: Any, texts: list[str]) -> tuple[list[int], dict[str, Any]]:
