@@ -16,6 +16,11 @@ from predict_fixtures import head_checkpoint
 from zhcls.cli import main
 
 
+def _cut_before(file: Path, line: str) -> None:
+    text = file.read_text(encoding="utf-8")
+    file.write_text(text[: text.index(f"\n{line}") + 1], encoding="utf-8")  # still valid YAML
+
+
 def _truncate(file: Path) -> None:
     data = file.read_bytes()
     file.write_bytes(data[: len(data) // 2])
@@ -53,6 +58,8 @@ DAMAGED = [
     ("yaml-truncated", lambda c: _truncate(c / "zhcls.yaml"), "zhcls.yaml"),
     ("yaml-garbage", lambda c: _garbage(c / "zhcls.yaml"), "zhcls.yaml"),
     ("yaml-list", _write("zhcls.yaml", "- a\n- b\n"), "zhcls.yaml"),
+    ("yaml-cut-at-a-line-end", lambda c: _cut_before(c / "zhcls.yaml", "objective:"),
+     "found no objective"),
     ("yaml-broken", _write("zhcls.yaml", "model: {head: [\n"), "zhcls.yaml"),
     ("encoder-truncated", lambda c: _truncate(c / "encoder_config.json"), "encoder_config.json"),
     ("encoder-garbage", lambda c: _garbage(c / "encoder_config.json"), "encoder_config.json"),
@@ -112,7 +119,9 @@ def _options(tmp_path: Path, ckpt: Path) -> list[tuple[str, list[str], list[str]
         ("invisible-jsonl", [*p, "--file", str(jsonl)], [f"{jsonl}:2", "empty text"]),
         ("accents-only-line", [*p, "--file", str(accents), "--chunk-size", "2"],
          [f"{accents}:3", "empty text"]),
-        ("invisible-argument", [*p, "好", "\u200b"], ["text 1", "empty text"]),
+        ("invisible-argument", [*p, "好", "\u200b"], ["text 2: ", "empty text"]),  # from 1
+        ("long-argument", [*p, "--long-text", "error", "好", "长" * 600],
+         ["text 2: ", "longer than the model's limit"]),
         ("missing-path", ["predict", str(tmp_path / "tiny-model"), "好"],
          ["does not exist", str(tmp_path / "Tiny-Model")]),
         ("run-dir", ["predict", str(run_dir), "好"], [str(run_dir / "best")]),
@@ -121,7 +130,8 @@ def _options(tmp_path: Path, ckpt: Path) -> list[tuple[str, list[str], list[str]
 
 OPTION_IDS = ["serve-port", "serve-port-negative", "batch-size-0", "chunk-size-0", "threads-0",
               "gbk-file", "unknown-encoding", "invisible-line", "invisible-jsonl",
-              "accents-only-line", "invisible-argument", "missing-path", "run-dir"]
+              "accents-only-line", "invisible-argument", "long-argument", "missing-path",
+              "run-dir"]
 
 
 @pytest.mark.parametrize("case", OPTION_IDS)

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                           threads=args.threads, precision=args.precision)
     clf.check_top_k(args.top_k)
     if args.texts:
-        clf.check_texts(args.texts)  # fail before any output is written
+        clf.check_texts(args.texts, offset=1)  # before any output; "text 1": the first
     with output_stream(args.out) as out:
         stats = predict_records(clf, records, out, fmt=args.format, top_k=args.top_k,
                                 chunk_size=args.chunk_size, with_probs=args.probs,

@@ -358,9 +358,9 @@ def predict_records(clf, records: Iterable[InputRecord], out: TextIO, *, fmt: st
             if exc.index is None or not 0 <= exc.index - writer.rows < len(held):
                 raise
             record = held[exc.index - writer.rows]
-            if record.line is None:  # an argument text: "text N: ..." already says where
-                raise
             message = str(exc).split(": ", 1)[-1]
+            if record.line is None:  # an argument text: numbered from 1, as lines are
+                raise InputTextError(f"text {exc.index + 1}: {message}", exc.index) from None
             raise DataError(message, source or "text", record.line or exc.index + 1) from None
     if warned > MAX_LOGGED_WARNINGS:
         logger.warning("%d texts in all had a warning (see the warning field of --format jsonl)",

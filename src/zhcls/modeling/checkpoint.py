@@ -236,6 +236,11 @@ def read_config(path: str | Path) -> Config:
         raise CheckpointError(f"{file}: expected a mapping of sections (model, data, train, "
                               f"...), found {type(raw).__name__}; restore the file written with "
                               "the checkpoint")
+    missing = [name for name in ("model", "data", "train", "objective") if name not in raw]
+    if missing:  # every checkpoint has them: a file cut short at a line end parses as YAML
+        raise CheckpointError(f"{file}: expected the sections model, data, train and "
+                              f"objective, found no {', '.join(missing)} (the file is cut "
+                              "short or edited); restore the file written with the checkpoint")
     return config_from_dict(raw, source=str(file))
 
 
