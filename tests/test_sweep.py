@@ -73,6 +73,12 @@ def test_combo_name_makes_paths_safe():
     ({"objective.alpha": [0.1, 2.0]}, r"objective\.alpha=2\.0.*\[0\.0, 1\.0\]"),
     ({"train.seed": [1, 2]}, r"train\.seed: cannot be swept \(use --seeds\)"),
     ({"objective.beta": [0.1, 0.1]}, "repeated values"),
+    ({"train.lr": ["1e-3", "0.001"]}, r"train\.lr: repeated values: 1e-3 and 0\.001 are the same"),
+    ({"objective.name": ["kd", "ce", "kd"]}, r"name: repeated values: kd and kd are the same"),
+    ({"train.resume": ["true", "false"]}, r"train\.resume: cannot be swept .*resumes by itself"),
+    ({"train.overwrite": [True, False]}, r"train\.overwrite: cannot be swept"),
+    ({"train.output_dir": ["a", "b"]}, r"train\.output_dir: cannot be swept .*--out"),
+    ({"train.threads": [1, 2]}, r"train\.threads: cannot be swept .*same model.*--train\.threads"),
     ({}, "grid is empty"),
 ])
 def test_plan_rejects_bad_grids_before_training(tmp_path, grid, message):
@@ -105,11 +111,12 @@ def test_aggregate_means_and_sample_std_per_combination():
     assert a["dev_accuracy_mean"] == pytest.approx(0.85)
     assert a["dev_accuracy_std"] == pytest.approx(math.sqrt(0.005))  # ddof=1
     assert a["test_accuracy_mean"] is None and b["dev_accuracy_std"] is None
-    md = format_summary_md(table, ["k"], planned=4, finished=3)
+    md = format_summary_md(table, ["k"], planned=4, finished=3, metric_for_best="accuracy")
     assert "3 of 4 runs finished" in md
     assert "| a | 2 | 0.8500 ± 0.0707 |" in md
     assert "| b | 1 | 0.7000 | 0.6000 | 2.0000 | 0.6500 | 0.6000 |" in md
-    assert "Best by mean dev accuracy: k=a (0.8500 ± 0.0707)" in md
+    assert "Best by mean dev accuracy (train.metric_for_best accuracy" in md
+    assert md.rstrip().endswith("higher is better): k=a (0.8500 ± 0.0707).")
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -7,15 +7,20 @@ import argparse
 
 from zhcls.cli.config_options import add_config_options, overrides_of
 
+# Options of `zhcls train` a sweep decides itself (see zhcls.workflows.sweep.RUN_CONTROL).
+HIDDEN = {"--train.output_dir", "--train.resume", "--train.overwrite"}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sweep", help="train a grid of config values x seeds; summary table and plots",
         description="Train every combination of the --grid values, once per seed, each run in "
         "OUT/KEY=V,.../seed-S/. Resumable: runs with a metrics.json are skipped on restart. "
-        "Writes OUT/summary.csv, summary.md (mean ± std over seeds of dev and test metrics), "
-        "runs.csv and OUT/sweep_KEY.png per swept key. Other --section.key value options "
-        "apply to every run, e.g. --train.max_steps 500.",
+        "Writes OUT/summary.csv, summary.md (mean ± std over seeds of dev and test metrics; "
+        "multi-label: micro-F1, macro-F1, subset accuracy; the best setting by the runs' "
+        "train.metric_for_best), runs.csv and OUT/sweep_KEY.png per swept key. Other "
+        "--section.key value options apply to every run, e.g. --train.max_steps 500; the "
+        "sweep sets train.output_dir (use --out), train.resume and train.overwrite itself.",
         usage="zhcls sweep [--config FILE.yaml] [--data DIR] --grid KEY=V1,V2,... [--grid ...] "
         "[--seeds N] [--out DIR] [--section.key VALUE ...]",
         allow_abbrev=False,
@@ -28,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="number of seeds (train.seed, +1, ...) or an explicit list (default: 1)")
     p.add_argument("--out", help="sweep directory (default: runs/sweep-<config name>)")
     add_config_options(p)
+    for action in p._actions:  # parsed, and refused with a hint by run_sweep; not listed
+        if set(action.option_strings) & HIDDEN:
+            action.help = argparse.SUPPRESS
     p.set_defaults(func=run, accepts_overrides=True)
 
 

@@ -3,22 +3,39 @@
 ``run_sweep("configs/tiny.yaml", DATA, {"objective.alpha": [0.1, 0.5], "objective.temperature":
 [1, 4]}, seeds=2, out_dir=OUT)`` trains each combination once per seed into
 ``OUT/objective.alpha=0.1,objective.temperature=1/seed-1/`` (a normal ``zhcls train`` run
-directory), then writes
+directory), then writes (:mod:`zhcls.workflows.sweep_summary`)
 
 * ``runs.csv`` — one row per run (values, seed, dev and test metrics, directory);
-* ``summary.csv`` / ``summary.md`` — mean ± std over seeds of dev accuracy / macro-F1 / loss
-  and test accuracy / macro-F1 per combination;
+* ``summary.csv`` / ``summary.md`` — mean ± std over seeds per combination of dev accuracy /
+  macro-F1 / loss and test accuracy / macro-F1 (multi-label runs: micro-F1, macro-F1, subset
+  accuracy and loss), and the best setting by the dev metric the runs selected their
+  checkpoints on (``train.metric_for_best``; lower is better for ``loss``);
 * ``sweep_<key>.png`` — each metric against each swept value, error bars over seeds, one
   line per value of the other keys.
 
 A run is finished when its ``metrics.json`` exists (training writes it last), so a sweep that
 was interrupted picks up where it stopped: finished runs are skipped and a run directory
 without ``metrics.json`` (a crash) is resumed from its last complete checkpoint
-(``train.resume``; the run-directory rules refuse it when its settings changed). The config file is
+(``train.resume``; the run-directory rules refuse it when its settings changed). The sweep
+controls its runs' directories itself, so ``train.output_dir`` (use ``--out``),
+``train.resume`` (it resumes by itself) and ``train.overwrite`` (it never deletes a run) are
+refused as overrides, in the config file (resume / overwrite) and in the grid, as are grid keys
+that do not change what a run learns (``train.threads``, ...: every value would train the same
+model). Grid values are compared as the config reads them: ``train.lr=1e-3,0.001`` is one value
+given twice. The config file is
 read once, when the sweep is planned, so an edit of it while the sweep runs does not reach later
 runs; a restart whose config file, overrides, data or encoder files would train a finished run
 differently is refused (each run directory records its fingerprint), so a summary does not mix
-two setups. Every training runs in this
+two setups.
+
+The summary covers the runs of this command's grid and seeds only: finished runs of another
+grid in the same ``OUT`` (an earlier, larger sweep re-run with a subset of its values) are kept
+on disk, not summarised, and named: a warning before training says how many there are, and
+summary.md and sweep.json (``finished_not_in_grid``) list them. They are left out rather than
+merged because nothing checks them against this command's settings, and a table must not mix
+two setups; rerunning with the full grid summarises them all without training them again.
+
+Every training runs in this
 process through :func:`zhcls.training.train.train`; each one seeds itself and builds its own
 model, Trainer and data, so nothing carries over from one run to the next (a re-run of a run
 reproduces its metrics; see ``tests/test_sweep.py``).
@@ -26,32 +43,28 @@ reproduces its metrics; see ``tests/test_sweep.py``).
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from zhcls.config import Config, load_config
 from zhcls.errors import ConfigError
 from zhcls.utils import atomic_write_json
+from zhcls.workflows.sweep_summary import (  # noqa: F401  (re-exported: the sweep's API)
+    METRICS,
+    PLOTTED,
+    aggregate,
+    collect,
+    format_summary_md,
+    plot_sweep,
+    safe_name,
+    write_summary,
+)
 
 logger = logging.getLogger(__name__)
 
-# (column, source section of metrics.json, key in it, shown as)
-METRICS = (
-    ("dev_accuracy", "dev", "accuracy", "dev accuracy"),
-    ("dev_macro_f1", "dev", "macro_f1", "dev macro-F1"),
-    ("dev_loss", "dev", "loss", "dev loss"),
-    ("test_accuracy", "test", "accuracy", "test accuracy"),
-    ("test_macro_f1", "test", "macro_f1", "test macro-F1"),
-)
-PLOTTED = ("dev_accuracy", "dev_macro_f1", "test_accuracy")
 # Objective keys and the presets whose loss uses them (the warning's hint; whether a run's
 # objective reads a key is ObjectiveConfig.reads, which also knows explicit terms).
 USED_BY = {
@@ -60,8 +73,26 @@ USED_BY = {
     "objective.lam": ("ce+scl",), "objective.scl_temperature": ("ce+scl", "kd+scl"),
     "objective.positives": ("ce+scl", "kd+scl"),
 }
-RESERVED = {"train.seed": "use --seeds", "train.output_dir": "every run gets its own directory",
+# Keys a sweep sets for its runs itself: refused in the grid, with how to get what was meant.
+# Those of RUN_CONTROL are refused as overrides too (--train.seed sets the first seed).
+RESERVED = {"train.seed": "use --seeds",
+            "train.output_dir": "every run gets its own directory OUT/KEY=V,.../seed-S/; "
+                                "use --out DIR to choose OUT",
+            "train.resume": "a sweep resumes by itself: finished runs are kept, unfinished "
+                            "ones continue",
+            "train.overwrite": "a sweep never deletes a run; to train one again, delete its "
+                               "directory OUT/KEY=V,.../seed-S/ and rerun the sweep",
             "data.dir": "a sweep trains on one dataset (--data)"}
+RUN_CONTROL = {
+    "train.output_dir": "expected the sweep directory from --out (every run trains in "
+                        "OUT/KEY=V,.../seed-S/), found train.output_dir among the overrides; "
+                        "use --out DIR instead",
+    "train.resume": "expected no train.resume (found it among the overrides): a sweep resumes "
+                    "by itself: finished runs are kept, unfinished ones continue; drop the flag",
+    "train.overwrite": "expected no train.overwrite (found it among the overrides): a sweep "
+                       "never deletes a run; to rerun one from scratch, delete its directory "
+                       "OUT/KEY=V,.../seed-S/ and restart the sweep, or use a new --out",
+}
 
 
 @dataclass
@@ -109,11 +140,7 @@ def value_text(value: Any) -> str:
 
 def combo_name(values: dict[str, str]) -> str:
     """``objective.alpha=0.1,objective.temperature=1`` (``/`` and spaces made safe)."""
-    return ",".join(f"{k}={_safe(v)}" for k, v in values.items())
-
-
-def _safe(text: str) -> str:
-    return "".join("_" if c in '/\\ \t:*?"<>|' else c for c in text)
+    return ",".join(f"{k}={safe_name(v)}" for k, v in values.items())
 
 
 def plan_sweep(config_path: str | Path | None, grid: dict[str, list], seeds: int | list[int],
@@ -121,7 +148,7 @@ def plan_sweep(config_path: str | Path | None, grid: dict[str, list], seeds: int
     """Every (combination, seed) run, each config built and validated now, so a wrong key
     or value fails before any training."""
     overrides = list(overrides or [])
-    base = load_config(config_path, overrides)
+    base = _load_base(config_path, overrides)
     texts = _check_grid(config_path, overrides, grid)
     seed_list = _seeds(seeds, base.train.seed)
     runs, objectives = [], []
@@ -151,26 +178,68 @@ def _warn_unused(texts: dict[str, list[str]], objectives: list) -> None:
                            " / ".join(USED_BY[key]))
 
 
+def _load_base(config_path: str | Path | None, overrides: list[str]) -> Config:
+    """The config file with the overrides, after refusing what the sweep would otherwise
+    ignore (it sets each run's directory, resumes and never deletes by itself): those
+    overrides (also ``zhcls train``'s ``--overwrite``), and resume / overwrite in the file."""
+    items = list(overrides)
+    while items:
+        flag = items.pop(0)
+        key, eq, value = flag.removeprefix("--").partition("=")
+        key = {"overwrite": "train.overwrite", "resume": "train.resume"}.get(key, key)
+        if not eq and items and "." in flag:  # a value follows, as apply_overrides reads it
+            value = items.pop(0)
+        if key in RUN_CONTROL:
+            shown = f"{flag.partition('=')[0]} {value}".strip()
+            raise ConfigError(f"sweep: {shown}: {RUN_CONTROL[key]}")
+    base = load_config(config_path, overrides)
+    for key in ("resume", "overwrite"):
+        if getattr(base.train, key):
+            raise ConfigError(f"sweep: train.{key} true in {config_path}: expected false (a "
+                              f"sweep sets it for its runs: {RESERVED[f'train.{key}']}); "
+                              "remove it from the file")
+    return base
+
+
 def _check_grid(config_path: str | Path | None, overrides: list[str],
                 grid: dict[str, list]) -> dict[str, list[str]]:
+    from zhcls.training.rundir import NEUTRAL_KEYS
+
     if not grid:
         raise ConfigError("sweep: the grid is empty; give at least one --grid KEY=V1,V2,...")
     texts = {}
     for key, values in grid.items():
         if key in RESERVED:
             raise ConfigError(f"--grid {key}: cannot be swept ({RESERVED[key]})")
+        if key in NEUTRAL_KEYS:
+            raise ConfigError(f"--grid {key}: cannot be swept (it does not change what a run "
+                              "learns, so every value would train the same model); set one "
+                              f"value for all runs with --{key} VALUE")
         shown = [value_text(v) for v in values]
         if not shown:
             raise ConfigError(f"--grid {key}: no values given")
-        if len(set(shown)) != len(shown):
-            raise ConfigError(f"--grid {key}: repeated values in {shown}")
-        for text in shown:
-            try:
-                load_config(config_path, [*overrides, f"--{key}", text])
-            except ConfigError as exc:
-                raise ConfigError(f"--grid {key}={text}: {exc}") from None
-        texts[key] = shown
+        texts[key] = _distinct_values(config_path, overrides, key, shown)
     return texts
+
+
+def _distinct_values(config_path: str | Path | None, overrides: list[str], key: str,
+                     shown: list[str]) -> list[str]:
+    """Each value of ``key`` validated, and compared as the config reads it (``1e-3`` and
+    ``0.001`` are one learning rate)."""
+    section, _, name = key.partition(".")
+    typed: list[tuple[str, Any]] = []
+    for text in shown:
+        try:
+            config = load_config(config_path, [*overrides, f"--{key}", text])
+        except ConfigError as exc:
+            raise ConfigError(f"--grid {key}={text}: {exc}") from None
+        value = getattr(getattr(config, section), name)
+        same = next((t for t, v in typed if v == value), None)
+        if same is not None:
+            raise ConfigError(f"--grid {key}: repeated values: {same} and {text} are the same "
+                              f"value ({value_text(value)}) in {shown}; give each value once")
+        typed.append((text, value))
+    return shown
 
 
 def _seeds(seeds: int | list[int], base_seed: int) -> list[int]:
@@ -192,8 +261,8 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
     from zhcls.workflows.pipeline import train_and_report as train
 
     out = Path(out_dir)
-    base = load_config(config_path, overrides)
     runs = plan_sweep(config_path, grid, seeds, out, overrides)
+    base = load_config(config_path, overrides)
     data = data_dir or base.data.dir
     if data is None or not Path(data).is_dir():
         raise ConfigError(f"sweep: dataset directory {data} not found; pass --data DIR (a "
@@ -204,11 +273,13 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
     logger.info("sweep: %d runs (%d combinations x %d seeds), %d finished, %d to train, in %s",
                 len(runs), len(runs) // n_seeds, n_seeds, len(runs) - len(todo), len(todo), out)
     _refuse_changed_runs(runs, data)
+    elsewhere = finished_not_in_grid(runs, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep.json", {
         "config": str(config_path) if config_path else None, "data": str(data_dir),
         "grid": {k: [value_text(v) for v in vs] for k, vs in grid.items()},
-        "seeds": sorted({r.seed for r in runs}), "overrides": list(overrides or [])})
+        "seeds": sorted({r.seed for r in runs}), "overrides": list(overrides or []),
+        "finished_not_in_grid": elsewhere})
     for k, run in enumerate(todo, start=1):
         assert run.config is not None  # plan_sweep sets it
         config = run.config
@@ -223,8 +294,25 @@ def run_sweep(config_path: str | Path | None, data_dir: str | Path | None,
             logger.error("sweep: run %s failed; it is resumed from its last checkpoint "
                          "when the sweep is restarted", run.run_dir)
             raise
-    write_summary(runs, list(grid), out)
+    write_summary(runs, list(grid), out, elsewhere)
     return out
+
+
+def finished_not_in_grid(runs: list[SweepRun], out: Path) -> list[str]:
+    """The finished run directories in ``out`` (``KEY=V,.../seed-S``, relative) that are not
+    runs of this grid, e.g. of an earlier sweep with more values or seeds; logged as a
+    warning, since the summary leaves them out (see the module docstring)."""
+    planned = {r.run_dir.resolve() for r in runs}
+    found = sorted(p.parent for p in out.glob("*/seed-*/metrics.json")
+                   if p.parent.resolve() not in planned)
+    names = [p.relative_to(out).as_posix() for p in found]
+    if names:
+        logger.warning("sweep: %d finished runs in %s are not part of this grid (%s%s); they "
+                       "are kept, but the summary covers only this grid. To summarise them "
+                       "too, rerun with a grid and seeds that include them (finished runs are "
+                       "not trained again)", len(names), out, ", ".join(names[:5]),
+                       f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return names
 
 
 def _refuse_changed_runs(runs: list[SweepRun], data: str | Path) -> None:
@@ -249,143 +337,3 @@ def _refuse_changed_runs(runs: list[SweepRun], data: str | Path) -> None:
                 + "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8
                                           else "")
                 + ". Restore them to continue this sweep, or use a new --out for a new one")
-
-
-def collect(runs: list[SweepRun]) -> list[dict[str, Any]]:
-    """One row per finished run: grid values, seed, the metrics and the directory."""
-    rows = []
-    for run in runs:
-        if not run.finished:
-            continue
-        metrics = json.loads((run.run_dir / "metrics.json").read_text(encoding="utf-8"))
-        row: dict[str, Any] = {**run.values, "seed": run.seed}
-        for column, section, key, _ in METRICS:
-            value = (metrics.get(section) or {}).get(key)
-            row[column] = float(value) if value is not None else None
-        row["run_dir"] = str(run.run_dir)
-        rows.append(row)
-    return rows
-
-
-def aggregate(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
-    """Mean and sample std (ddof 1; None with one seed) per combination, in grid order."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
-    table = []
-    for combo, members in groups.items():
-        entry: dict[str, Any] = {**dict(zip(keys, combo, strict=True)), "seeds": len(members)}
-        for column, *_ in METRICS:
-            values = np.array([m[column] for m in members if m[column] is not None], dtype=float)
-            entry[f"{column}_mean"] = float(values.mean()) if values.size else None
-            entry[f"{column}_std"] = float(values.std(ddof=1)) if values.size > 1 else None
-        table.append(entry)
-    return table
-
-
-def write_summary(runs: list[SweepRun], keys: list[str], out: Path) -> list[Path]:
-    """Write runs.csv, summary.csv, summary.md and one plot per swept key; return the paths."""
-    rows = collect(runs)
-    table = aggregate(rows, keys)
-    written = [_write_csv(out / "runs.csv", rows), _write_csv(out / "summary.csv", table)]
-    (out / "summary.md").write_text(format_summary_md(table, keys, len(runs), len(rows)),
-                                    encoding="utf-8")
-    written.append(out / "summary.md")
-    if table:
-        written += [plot_sweep(table, keys, key, out / f"sweep_{_safe(key)}.png") for key in keys]
-    logger.info("sweep summary: %s", ", ".join(str(p) for p in written))
-    return written
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows([{k: _cell(v) for k, v in r.items()} for r in rows])
-    return path
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    return round(value, 6) if isinstance(value, float) else value
-
-
-def format_summary_md(table: list[dict[str, Any]], keys: list[str], planned: int,
-                      finished: int) -> str:
-    """Markdown table: one row per combination, ``mean ± std`` over seeds per metric."""
-    head = [*keys, "seeds", *(label for *_, label in METRICS)]
-    lines = ["# Sweep summary", "",
-             f"{finished} of {planned} runs finished; mean ± sample std over seeds.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for entry in table:
-        cells = [str(entry[k]) for k in keys] + [str(entry["seeds"])]
-        cells += [_mean_std(entry[f"{c}_mean"], entry[f"{c}_std"]) for c, *_ in METRICS]
-        lines.append("| " + " | ".join(cells) + " |")
-    scored = [e for e in table if e["dev_accuracy_mean"] is not None]
-    if scored:
-        best = max(scored, key=lambda e: e["dev_accuracy_mean"])
-        lines += ["", "Best by mean dev accuracy: " + ", ".join(f"{k}={best[k]}" for k in keys)
-                  + f" ({_mean_std(best['dev_accuracy_mean'], best['dev_accuracy_std'])})."]
-    return "\n".join(lines) + "\n"
-
-
-def _mean_std(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "–"
-    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
-
-
-def plot_sweep(table: list[dict[str, Any]], keys: list[str], key: str, path: Path) -> Path:
-    """Each metric of :data:`PLOTTED` against the values of ``key``: mean with std error bars,
-    one line per combination of the other keys."""
-    from zhcls.report.fonts import cjk_font_context
-
-    with cjk_font_context():
-        return _plot_sweep(table, keys, key, path)
-
-
-def _plot_sweep(table: list[dict[str, Any]], keys: list[str], key: str, path: Path) -> Path:
-    from zhcls.report.plots import new_figure, save_figure
-
-    metrics = [c for c in PLOTTED if any(e[f"{c}_mean"] is not None for e in table)]
-    x_values = list(dict.fromkeys(e[key] for e in table))
-    numeric = all(_is_number(v) for v in x_values)
-    if numeric:
-        x_values.sort(key=float)
-    others = [k for k in keys if k != key]
-    fig = new_figure(4.6 * len(metrics) + 1.0, 4.4)
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    lines = list(dict.fromkeys(tuple(e[k] for k in others) for e in table))
-    span = (float(x_values[-1]) - float(x_values[0]) if numeric else len(x_values) - 1) or 1.0
-    for ax, column in zip(axes, metrics, strict=True):
-        for i, rest in enumerate(lines):
-            dodge = (i - (len(lines) - 1) / 2) * 0.01 * span  # keep error bars apart
-            points = [e for e in table if tuple(e[k] for k in others) == rest
-                      and e[f"{column}_mean"] is not None]
-            points.sort(key=lambda e: x_values.index(e[key]))
-            xs = [(float(e[key]) if numeric else x_values.index(e[key])) + dodge for e in points]
-            ys = [e[f"{column}_mean"] for e in points]
-            err = [e[f"{column}_std"] or 0.0 for e in points]
-            label = ", ".join(f"{k}={v}" for k, v in zip(others, rest, strict=True)) or "mean"
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, linewidth=1.5, label=label)
-        if not numeric:
-            ax.set_xticks(range(len(x_values)), x_values)
-        ax.set_xlabel(key)
-        ax.set_title(dict((c, lbl) for c, *_, lbl in METRICS)[column])
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("score (mean ± std over seeds)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    if len(handles) > 1:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 5),
-                   fontsize=8, frameon=False)
-    fig.suptitle(f"Sweep over {key}")
-    return save_figure(fig, path)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
