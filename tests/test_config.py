@@ -213,7 +213,6 @@ def _help(capsys, monkeypatch, *argv: str) -> str:
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_help_shows_every_key_with_type_default_and_doc(command, capsys, monkeypatch):
     from zhcls.cli.config_options import help_text, type_text
-
     from zhcls.cli.sweep import HIDDEN  # options a sweep sets itself: refused, not listed
 
     text = _help(capsys, monkeypatch, command)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ import torch
 
 from zhcls.config import Config
 from zhcls.errors import ConfigError, ZhclsError
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_precision(precision: str) -> str:
@@ -129,3 +132,44 @@ def _ddp_find_unused(config: Config) -> bool:
     head when no SCL term uses it (heads that read token states are built without the
     encoder's pooler, see :func:`zhcls.modeling.model.drop_unused_pooler`)."""
     return config.objective.representation != "head" and not config.objective.uses_scl
+
+
+def log_plan(config: Config, data, args, plan: Schedule) -> None:
+    """What will run, once at start (replicas log warnings only); ``data`` is the
+    run's ``PreparedData``."""
+    from zhcls.training.trainer import args_precision
+
+    t = config.train
+    logger.info("data: %s", ", ".join(f"{k} {len(v)}" for k, v in data.encoded.items()))
+    if "test" not in data.splits:
+        logger.info("no test split in %s: the run reports dev only (a decision split must not "
+                    "also be the reported one: hold out part of dev or train as test)",
+                    config.data.dir)
+    d = config.data
+    reading = {"truncate": f"truncate to {d.max_length} tokens",
+               "head_tail": f"head_tail: first {d.resolved_head_tokens()} and last "
+                            f"{d.max_length - 2 - d.resolved_head_tokens()} text tokens",
+               "chunks": f"chunks: windows of {d.max_length} tokens every "
+                         f"{d.resolved_stride()}, at most {d.max_chunks} per text in training, "
+                         f"{d.chunk_pooling} pooling"}[d.long_text]
+    logger.info("task %s; long texts: %s (data.long_text)", d.task, reading)
+    if d.unused_long_text_options():
+        logger.warning("%s: ignored, since this run's data.long_text is %s; set "
+                       "--data.long_text to the mode named to use them, or leave them out",
+                       ", ".join(d.unused_long_text_options()), d.long_text)
+    logger.info("model %s (%s), objective %s, lr %g, eval every %d steps, precision %s",
+                config.model.head, config.model.pretrained, config.objective.label, t.lr,
+                args.eval_steps, args_precision(args))
+    m = config.model
+    if m.ngram_buckets:
+        logger.info("hashed n-gram bag beside the head: orders %s, %d buckets x %d, its own lr %g "
+                    "(model.ngram_*)", m.ngram_orders, m.ngram_buckets, m.ngram_dim, m.ngram_lr)
+    length = f"train.max_steps {t.max_steps}" if t.max_steps > 0 else f"{t.epochs:g} epochs"
+    logger.info("schedule: %d process%s x per-device batch %d x grad_accum %d = global batch "
+                "%d; %d optimizer steps per epoch, %d total steps (%s), %d warm-up steps "
+                "(train.warmup_ratio %g)", plan.processes, "" if plan.processes == 1 else "es",
+                plan.per_device_batch, plan.grad_accum, plan.global_batch, plan.steps_per_epoch,
+                plan.total_steps, length, plan.warmup_steps, t.warmup_ratio)
+    logger.info("optimizer %s%s", t.optimizer, "" if not t.ema_decay else
+                f"; dev evaluations and best/ of the weights' moving average, decay "
+                f"{t.ema_decay:g} (train.ema_decay)")
