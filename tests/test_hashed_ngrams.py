@@ -60,11 +60,23 @@ def test_short_windows_padding_and_empty_windows():
     assert torch.equal(zero, torch.zeros(1, 5))
 
 
-def test_hash_does_not_overflow_for_large_token_ids():
-    bag = HashedNgramBag(buckets=2**18, dim=2, orders=[3])
+@pytest.mark.parametrize("order", [3, 4])
+def test_hash_does_not_overflow_for_large_token_ids(order):
+    bag = HashedNgramBag(buckets=2**18, dim=2, orders=[order])
     big = 2**31 - 2  # far beyond any BERT-family vocabulary (bert-base-chinese: 21,128)
-    buckets, _ = bag.hashes(torch.full((1, 3), big), torch.ones(1, 3))
-    assert buckets.item() == ref_bucket((big, big, big), 2**18)
+    buckets, _ = bag.hashes(torch.full((1, order), big), torch.ones(1, order))
+    assert buckets.item() == ref_bucket((big,) * order, 2**18)
+
+
+def test_four_grams_are_the_documented_hash():
+    config = load_config(None, ["--model.ngram_orders", "[1, 2, 3, 4]"])
+    assert config.model.ngram_orders == [1, 2, 3, 4]
+    bag = HashedNgramBag(buckets=1000, dim=4, orders=config.model.ngram_orders)
+    toks = (101, 7, 8, 9, 102)  # [CLS] a b c [SEP]
+    buckets, valid = bag.hashes(torch.tensor([toks]), torch.ones(1, 5))
+    assert buckets[0].tolist() == [ref_bucket(toks[i:i + n], 1000) for n in (1, 2, 3, 4)
+                                   for i in range(6 - n)]
+    assert valid.all() and buckets.shape == (1, 5 + 4 + 3 + 2)
 
 
 def test_distinct_ngrams_spread_over_the_table_like_a_random_hash():
@@ -83,7 +95,7 @@ def test_distinct_ngrams_spread_over_the_table_like_a_random_hash():
     assert two[0, 0] != two[1, 0]
 
 
-@pytest.mark.parametrize("orders", [[0], [4], [2, 2], []])
+@pytest.mark.parametrize("orders", [[0], [5], [2, 2], []])
 def test_bad_orders_are_config_errors_naming_the_key(orders):
     with pytest.raises(ConfigError, match="model.ngram_orders"):
         load_config(None, ["--model.ngram_orders", str(orders)])

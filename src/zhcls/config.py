@@ -71,7 +71,7 @@ class ModelConfig:
                              "style (0: none; README section No internet)", low=0)
     ngram_dim: int = opt(64, "ngram_buckets > 0: width of the n-gram bag's embedding",
                          positive=True)
-    ngram_orders: list[int] = opt([1, 2, 3], "ngram_buckets > 0: n-gram lengths hashed (1..3)")
+    ngram_orders: list[int] = opt([1, 2, 3], "ngram_buckets > 0: n-gram lengths hashed (1..4)")
     ngram_lr: float = opt(1e-2, "ngram_buckets > 0: peak learning rate of the n-gram table "
                           "(its own AdamW group, no weight decay)", positive=True)
 
@@ -80,9 +80,9 @@ class ModelConfig:
             raise ConfigError(f"model.filter_sizes: expected positive kernel sizes, got {self.filter_sizes}")
         if not self.pretrained:
             raise ConfigError("model.pretrained: expected a hub name or a local directory, got ''")
-        if not self.ngram_orders or any(not 1 <= n <= 3 for n in self.ngram_orders) \
+        if not self.ngram_orders or any(not 1 <= n <= 4 for n in self.ngram_orders) \
                 or len(set(self.ngram_orders)) != len(self.ngram_orders):
-            raise ConfigError(f"model.ngram_orders: expected distinct n-gram lengths in 1..3, "
+            raise ConfigError(f"model.ngram_orders: expected distinct n-gram lengths in 1..4, "
                               f"got {self.ngram_orders}")
 
 

@@ -40,7 +40,7 @@ from torch import nn
 
 PRIME = 1_000_000_007
 MODULUS = 2**31 - 1  # a prime; h < MODULUS and PRIME < 2^30 keep h·PRIME + t below 2^62
-MAX_ORDER = 3
+MAX_ORDER = 4  # model.ngram_orders' range (config.py checks the same)
 
 
 class HashedNgramBag(nn.Module):
