@@ -3,6 +3,7 @@ small THUCNews-format datasets written on the fly. Nothing here downloads anythi
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -53,6 +54,29 @@ def write_dataset(root: Path, repeat: int = 4, teacher: bool = False) -> Path:
                     row += "\t[" + ", ".join(f"{p:.2f}" for p in probs) + "]"
                 lines.append(row)
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def write_multilabel(root, repeat: int = 3, teacher: bool = False):
+    """JSONL splits: single sentences (one label) and pairs of sentences of two classes (both
+    labels), plus a line with no label; class.txt as in conftest."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "class.txt").write_text("\n".join(CLASSES), encoding="utf-8")
+    rows = []
+    for label, texts in SENTENCES.items():
+        for i, text in enumerate(texts):
+            rows.append({"text": text, "labels": [CLASSES[label]]})
+            other = (label + 1) % len(CLASSES)
+            pair = sorted({label, other})
+            rows.append({"text": text + "，" + SENTENCES[other][i],
+                         "labels": [CLASSES[j] for j in pair]})
+    rows.append({"text": "今天天气不错", "labels": []})
+    if teacher:
+        for row in rows:
+            row["teacher_probs"] = [0.9 if c in row["labels"] else 0.05 for c in CLASSES]
+    for split, n in (("train", repeat), ("dev", 1), ("test", 1)):
+        lines = [json.dumps(r, ensure_ascii=False) for r in rows * n]
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
 
 

@@ -11,27 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLASSES, REPO, SENTENCES
+from conftest import REPO, write_multilabel
 from zhcls.workflows.sweep import run_sweep
 
 CONFIG = REPO / "configs" / "tiny.yaml"
-
-
-def write_multilabel(root):
-    """JSONL splits: each sentence alone (its class) and paired with the next class's (both)."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "class.txt").write_text("\n".join(CLASSES), encoding="utf-8")
-    rows = []
-    for label, texts in SENTENCES.items():
-        other = (label + 1) % len(CLASSES)
-        for i, text in enumerate(texts):
-            rows.append({"text": text, "labels": [CLASSES[label]]})
-            rows.append({"text": text + "，" + SENTENCES[other][i],
-                         "labels": sorted([CLASSES[label], CLASSES[other]])})
-    for split, n in (("train", 2), ("dev", 1), ("test", 1)):
-        lines = [json.dumps(r, ensure_ascii=False) for r in rows * n]
-        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
 
 
 @pytest.fixture(scope="module")
