@@ -156,3 +156,11 @@ def test_a_resumed_run_continues_the_average(ema_run, tiny_model, tiny_data, tmp
     resumed = load_file(str(out / "checkpoints" / "checkpoint-6" / EMA_FILE))
     reference = load_file(str(ema_run / "checkpoints" / "checkpoint-6" / EMA_FILE))
     assert all(torch.allclose(resumed[k], reference[k], atol=1e-6) for k in reference)
+
+
+def test_the_run_report_says_its_numbers_are_of_the_average(ema_run):
+    from zhcls.report.run_report import build_report
+
+    html = build_report([ema_run]).read_text("utf-8")
+    assert "moving average of the weights" in html
+    assert "train.ema_decay 0.6" in html and EMA_FILE in html

@@ -250,3 +250,13 @@ def test_head_tail_note_says_what_the_model_reads(head_tail):
     assert expl.reading_note == (
         f"explained: the first 8 of the text's 40 tokens only; this head_tail model reads its "
         f"first 3 and last 5 tokens and predicts {best} {probs.max():.1%} (zhcls predict)")
+
+
+def test_explaining_a_baseline_says_it_is_a_baseline(tmp_path, tiny_data, caplog):
+    from zhcls.workflows.baseline import train_baseline
+
+    baseline = train_baseline(tiny_data, tmp_path / "bl") and tmp_path / "bl"
+    with caplog.at_level(logging.ERROR, logger="zhcls"):
+        assert main(["explain", str(baseline), "体育新闻"]) == 2
+    message = caplog.records[-1].getMessage()
+    assert "zhcls baseline" in message and "ONNX" not in message, message

@@ -137,8 +137,13 @@ def explain_texts(clf, texts: list[str], *, method: str = "auto", target: str | 
     """Explain each text with a :class:`zhcls.Classifier` loaded from a PyTorch checkpoint."""
     model = getattr(clf.backend, "model", None)
     if model is None:
+        from zhcls.modeling.ngram import is_baseline_dir
+
+        what = ("a `zhcls baseline` model (model.skops: TF-IDF + a linear model, its weights "
+                "per n-gram are not gradients of a network)" if is_baseline_dir(clf.source)
+                else "an ONNX export")
         raise ZhclsError(f"{clf.source}: explanations need gradients, so they need the PyTorch "
-                         "checkpoint directory, not an ONNX export")
+                         f"checkpoint directory of `zhcls train` (RUN/best), not {what}")
     methods = resolve_methods(method, clf.head)
     if target is not None and target not in clf.labels:
         raise ZhclsError(f"--target {target!r} is not a label of this model; labels: "
