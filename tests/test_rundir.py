@@ -78,6 +78,18 @@ def test_overwrite_removes_the_old_runs_outputs(reference, tiny_model, tiny_data
     assert metrics["global_step"] == 2
 
 
+def test_overwrite_removes_the_runs_comparison_reports_and_baseline(reference, tiny_model,
+                                                                    tiny_data, tmp_path):
+    out = copy_run(reference, tmp_path / "run")
+    (out / "report_vs_other").mkdir()  # `zhcls report RUN OTHER`'s default --out
+    (out / "report_vs_other" / "report.json").write_text("{}", encoding="utf-8")
+    (out / "baseline").mkdir()  # train.baseline true
+    (out / "baseline" / "meta.json").write_text("{}", encoding="utf-8")
+    assert main(cli_args(tiny_model, tiny_data, out, "--train.max_steps", "2",
+                         "--overwrite")) == 0
+    assert not (out / "report_vs_other").exists() and not (out / "baseline").exists()
+
+
 def test_overwrite_refuses_files_zhcls_did_not_write(reference, tiny_model, tiny_data, tmp_path,
                                                      caplog):
     out = copy_run(reference, tmp_path / "run")

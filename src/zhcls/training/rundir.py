@@ -43,7 +43,9 @@ RUN_FILE = "zhcls-run.json"
 RUN_FORMAT = 1
 #: Everything ``zhcls train`` (and its report) writes at the top of a run directory.
 RUN_OUTPUTS = ("best", "eval_dev", "eval_test", "checkpoints", "tensorboard", "report", "metrics.json",
-               "history.json", RUN_FILE)
+               "history.json", RUN_FILE, "baseline")  # baseline: train.baseline true
+#: ``zhcls report RUN OTHER``'s default output in RUN (a directory holding report.json).
+COMPARISON_PREFIX = "report_vs_"
 #: Temporary names of atomic writes (a kill -9 may leave them behind).
 TEMP_PREFIXES = (".best.", ".metrics.json.", ".history.json.", f".{RUN_FILE}.")
 STAGING = ".staging"
@@ -163,6 +165,10 @@ class RunDirPlan:
         atomic_write_json(self.out / RUN_FILE, self.record)
 
 
+def _is_comparison_report(entry: Path) -> bool:
+    return entry.name.startswith(COMPARISON_PREFIX) and (entry / "report.json").is_file()
+
+
 def _is_temp(name: str) -> bool:
     return name.startswith(TEMP_PREFIXES)
 
@@ -182,7 +188,8 @@ def inspect_run_dir(out: Path, config: Config, fingerprint: dict[str, Any],
             logger.warning("train.resume: %s holds no run; starting from scratch", out)
         return plan
     names = [e.name for e in entries]
-    unknown = [n for n in names if n not in outputs and not _is_temp(n)]
+    unknown = [e.name for e in entries if e.name not in outputs and not _is_temp(e.name)
+               and not (outputs is RUN_OUTPUTS and _is_comparison_report(e))]
     if t.overwrite:
         if unknown:
             raise ConfigError(f"--overwrite: {out} holds files zhcls did not write: "
