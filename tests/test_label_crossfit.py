@@ -4,6 +4,7 @@ by a refit that never saw it, stratified seeded folds) and the refusals (exit 2)
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -95,3 +96,17 @@ def test_cross_fit_refusals_exit_2(baseline_dir, tiny_data, tiny_model, tmp_path
     assert "pass a smaller --cross-fit" in error("--teacher", str(baseline_dir), "--cross-fit", "30")
     assert "needs --teacher BASELINE_DIR" in error("--llm", "m", "--cross-fit", "3")
     assert not (tmp_path / "o").exists()
+
+
+def test_cross_fit_on_multi_label_data_says_it_is_single_label_only(tmp_path, caplog):
+    from conftest import write_multilabel
+    from zhcls.workflows.baseline import train_baseline
+
+    data = write_multilabel(tmp_path / "ml")
+    train_baseline(data, tmp_path / "bl")
+    with caplog.at_level(logging.ERROR, logger="zhcls"):
+        assert main(["label", "--teacher", str(tmp_path / "bl"), "--cross-fit", "3",
+                     "--data", str(data), "--out", str(tmp_path / "kd")]) == 2
+    message = caplog.records[-1].getMessage()
+    assert "train.jsonl:1: --cross-fit is for single-label data" in message, message
+    assert "without --cross-fit" in message and not (tmp_path / "kd" / "train.jsonl").exists()

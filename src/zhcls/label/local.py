@@ -243,8 +243,11 @@ def _cross_fit_logits(teacher: str | Path, class_names: list[str], examples: lis
     check_labels_match(ckpt.labels, class_names, f"teacher {teacher}")
     bad = next((e for e in examples if not isinstance(e.label, int)), None)
     if bad is not None:
-        raise DataError(f"--cross-fit needs one gold class id per example (it refits the "
-                        f"baseline on the gold labels); found {bad.label!r}", split_path, bad.line)
+        shown = [class_names[j] for j in bad.label] if isinstance(bad.label, list) else bad.label
+        raise DataError(f"--cross-fit is for single-label data: it refits the baseline on one "
+                        f"gold class per text, and this text has the label set {shown!r} "
+                        "(multi-label data); label it without --cross-fit (in-sample teacher "
+                        "probabilities)", split_path, bad.line)
     counts = np.bincount([e.label for e in examples], minlength=len(class_names))
     if counts[counts > 0].min() < folds:
         raise DataError(f"--cross-fit {folds}: a class has only {counts[counts > 0].min()} "
