@@ -324,3 +324,21 @@ def test_out_of_range_values_name_the_key(overrides, needle):
 
 def test_max_grad_norm_zero_means_no_clipping():
     assert load_config(None, ["--train.max_grad_norm", "0"]).train.max_grad_norm == 0.0
+
+
+@pytest.mark.parametrize("value", ["null", "", "[]"])
+def test_null_or_empty_clears_a_list_of_paths(value):
+    from zhcls.configio import load_config as load
+    from zhcls.training.pretrain_config import PretrainConfig
+
+    config = load(REPO / "configs" / "pretrain_tiny.yaml", ["--corpus.data", value],
+                  root=PretrainConfig)
+    assert config.corpus.data == []
+
+
+def test_an_empty_item_in_a_list_of_paths_is_an_error_naming_the_flag():
+    from zhcls.configio import load_config as load
+    from zhcls.training.pretrain_config import PretrainConfig
+
+    with pytest.raises(ConfigError, match=r"--corpus.data: an empty path in"):
+        load(None, ["--corpus.data", "a,,b"], root=PretrainConfig)

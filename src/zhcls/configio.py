@@ -235,8 +235,7 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
     if value is None and optional:
         return None
     if typing.get_origin(hint) is list:
-        items = value if isinstance(value, list) else str(value).split(",")
-        return [_coerce(name, v, typing.get_args(hint)[0], where) for v in items]
+        return _coerce_list(name, value, typing.get_args(hint)[0], where)
     if typing.get_origin(hint) is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}{name}: expected a mapping such as {{ce: 1.0, kd: 0.5}}, "
@@ -260,6 +259,18 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
     if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     raise ConfigError(f"{where}{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _coerce_list(name: str, value: Any, item: Any, where: str) -> list:
+    """A list key; for a list of paths (str items) ``null`` and ``""`` clear it as ``[]``
+    does, and an empty item (``a,,b``) is an error rather than the path ``''``."""
+    if item is str and (value is None or (isinstance(value, str) and not value.strip())):
+        return []
+    items = value if isinstance(value, list) else str(value).split(",")
+    if item is str and any(v is None or (isinstance(v, str) and not v.strip()) for v in items):
+        raise ConfigError(f"{where}{name}: an empty path in {value!r}; give each path once, "
+                          "separated by commas (or [] / null for none)")
+    return [_coerce(name, v, item, where) for v in items]
 
 
 def _check_finite(section: Any) -> None:
