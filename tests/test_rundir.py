@@ -81,13 +81,26 @@ def test_overwrite_removes_the_old_runs_outputs(reference, tiny_model, tiny_data
 def test_overwrite_removes_the_runs_comparison_reports_and_baseline(reference, tiny_model,
                                                                     tiny_data, tmp_path):
     out = copy_run(reference, tmp_path / "run")
-    (out / "report_vs_other").mkdir()  # `zhcls report RUN OTHER`'s default --out
-    (out / "report_vs_other" / "report.json").write_text("{}", encoding="utf-8")
+    from zhcls.report.run_report import build_report
+
+    other = copy_run(reference, tmp_path / "other")
+    build_report([out, other], method="pca")  # `zhcls report RUN OTHER`: RUN/report_vs_other
+    assert (out / "report_vs_other").is_dir()
     (out / "baseline").mkdir()  # train.baseline true
-    (out / "baseline" / "meta.json").write_text("{}", encoding="utf-8")
+    (out / "baseline" / "meta.json").write_text('{"kind": "baseline", "format": 1}',
+                                                encoding="utf-8")
     assert main(cli_args(tiny_model, tiny_data, out, "--train.max_steps", "2",
                          "--overwrite")) == 0
     assert not (out / "report_vs_other").exists() and not (out / "baseline").exists()
+
+
+def test_overwrite_keeps_a_users_own_baseline_folder(reference, tiny_model, tiny_data,
+                                                     tmp_path):
+    out = copy_run(reference, tmp_path / "run")
+    (out / "baseline").mkdir()
+    (out / "baseline" / "notes.txt").write_text("mine", encoding="utf-8")
+    assert main(cli_args(tiny_model, tiny_data, out, "--overwrite")) == 2
+    assert (out / "baseline" / "notes.txt").is_file()
 
 
 def test_overwrite_refuses_files_zhcls_did_not_write(reference, tiny_model, tiny_data, tmp_path,

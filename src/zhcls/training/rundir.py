@@ -43,7 +43,7 @@ RUN_FILE = "zhcls-run.json"
 RUN_FORMAT = 1
 #: Everything ``zhcls train`` (and its report) writes at the top of a run directory.
 RUN_OUTPUTS = ("best", "eval_dev", "eval_test", "checkpoints", "tensorboard", "report", "metrics.json",
-               "history.json", RUN_FILE, "baseline")  # baseline: train.baseline true
+               "history.json", RUN_FILE)
 #: ``zhcls report RUN OTHER``'s default output in RUN (a directory holding report.json).
 COMPARISON_PREFIX = "report_vs_"
 #: Temporary names of atomic writes (a kill -9 may leave them behind).
@@ -166,7 +166,16 @@ class RunDirPlan:
 
 
 def _is_comparison_report(entry: Path) -> bool:
-    return entry.name.startswith(COMPARISON_PREFIX) and (entry / "report.json").is_file()
+    """``report_vs_*`` holding what ``zhcls report RUN OTHER`` writes, or ``baseline/`` holding
+    train.baseline's model (its meta.json says kind baseline): checked by content, not name."""
+    if entry.name == "baseline":
+        from zhcls.modeling.ngram import is_baseline_dir
+
+        try:
+            return is_baseline_dir(entry)
+        except Exception:  # noqa: BLE001 - an unreadable meta.json is not ours to delete
+            return False
+    return entry.name.startswith(COMPARISON_PREFIX) and (entry / "comparison.json").is_file()
 
 
 def _is_temp(name: str) -> bool:
