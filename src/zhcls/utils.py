@@ -193,3 +193,46 @@ def replace_dir(staged: str | Path, final: str | Path) -> Path:
     os.replace(staged, final)
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+# Files that say whose a directory is: what ``describe_dir`` reports it as.
+DIR_MARKERS: tuple[tuple[str, str], ...] = (
+    ("zhcls-run.json", "a `zhcls train` run or checkpoint"),
+    ("model.safetensors", "a model checkpoint"), ("pytorch_model.bin", "a model checkpoint"),
+    ("model.onnx", "an ONNX export"), ("model.skops", "a `zhcls baseline` checkpoint"),
+    ("label_report.json", "a `zhcls label` output"), ("class.txt", "a dataset"),
+)
+SPLIT_STEMS = ("train", "dev", "test")
+
+
+def check_out_not_file(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` as a Path, or a one-line :class:`~zhcls.errors.ConfigError` (``--out f.csv:
+    is a file; pass a new or empty directory``) when it exists and is not a directory. Call it
+    before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a file; pass a new or empty directory")
+    return path
+
+
+def describe_dir(path: str | Path) -> str | None:
+    """What ``path`` holds, by its files (``"a dataset (class.txt)"``), or None for a missing
+    or empty directory, or one without any file of :data:`DIR_MARKERS` or a split file
+    (``train.txt``, ``dev.jsonl``, ...)."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    names = {p.name for p in path.iterdir()}
+    for marker, what in DIR_MARKERS:
+        if marker in names:
+            return f"{what} ({marker})"
+    splits = sorted(n for n in names if n.split(".", 1)[0] in SPLIT_STEMS and "." in n)
+    return f"a dataset ({', '.join(splits[:3])})" if splits else None
+
+
+def refuse_foreign_out(path: str | Path, found: str, own: str, flag: str = "--out") -> None:
+    """Raise the one-line :class:`~zhcls.errors.ConfigError` for an ``--out`` that holds
+    ``found`` (e.g. ``describe_dir``'s answer) rather than ``own`` (what this command writes
+    and may replace)."""
+    raise ConfigError(f"{flag} {path}: holds {found}, not {own}; writing there would replace "
+                      "its files. Pass a new or empty directory")

@@ -93,9 +93,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_out_dir(out: Path, data_dir: Path) -> Path:
-    """``out``, unless it is (inside) the dataset directory: data-stats never writes there."""
+    """``out``, unless it is a file or (inside) the dataset directory: data-stats never
+    writes there."""
     from zhcls.errors import ConfigError
+    from zhcls.utils import check_out_not_file
 
+    check_out_not_file(out)
     if data_dir.is_dir() and out.resolve().is_relative_to(data_dir.resolve()):
         raise ConfigError(f"--out {out} is {out.resolve()}, inside the dataset directory "
                           f"{data_dir.resolve()}; data-stats never writes into the dataset: run "

@@ -25,13 +25,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from zhcls.errors import ZhclsError
-    from zhcls.evaluation.evaluate import evaluate_checkpoint, format_evaluation
+    from zhcls.evaluation.evaluate import check_eval_out, evaluate_checkpoint, format_evaluation
     from zhcls.inference.backends import is_onnx_dir
     from zhcls.modeling.checkpoint import read_labels
     from zhcls.report.plots import plot_evaluation
     from zhcls.utils import check_at_least_one
 
     check_at_least_one(args, "batch_size")
+    if args.out:  # before the model is loaded
+        check_eval_out(args.out)
     common = {"split": args.split, "out_dir": args.out, "batch_size": args.batch_size,
               "device": args.device}
     if is_onnx_dir(args.checkpoint):

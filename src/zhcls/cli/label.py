@@ -58,8 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zhcls.utils import check_at_least_one
+    from zhcls.utils import check_at_least_one, check_out_not_file
 
+    check_out_not_file(args.out)
     if args.teacher:  # before OUT is looked at or written
         check_at_least_one(args, "batch_size")
     if args.cross_fit is not None and not args.teacher:

@@ -35,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from zhcls.report.run_report import build_report
+    from zhcls.utils import check_out_not_file
 
+    if args.out:
+        check_out_not_file(args.out)
     page = build_report(args.runs, args.out, data_dir=args.data, split=args.split,
                         max_points=args.max_points, method=args.method,
                         device=args.device, baseline=args.baseline)

@@ -54,10 +54,12 @@ def parse_seeds(text: str) -> int | list[int]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from zhcls.utils import check_out_not_file
     from zhcls.workflows.sweep import parse_grid, run_sweep
 
-    grid = parse_grid(args.grid)
     out = args.out or f"runs/sweep-{Path(args.config).stem if args.config else 'defaults'}"
+    check_out_not_file(out)
+    grid = parse_grid(args.grid)
     result = run_sweep(args.config, args.data, grid, parse_seeds(args.seeds), out,
                        overrides_of(args))
     print((result / "summary.md").read_text(encoding="utf-8"))

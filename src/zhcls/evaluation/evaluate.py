@@ -116,7 +116,7 @@ def eval_out_dir(checkpoint: str | Path, split: str, data: SplitData,
     from zhcls.errors import ConfigError
 
     if out_dir:
-        return Path(out_dir)
+        return check_eval_out(out_dir)
     out = Path(checkpoint) / f"eval_{split}"
     try:
         earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -132,6 +132,32 @@ def eval_out_dir(checkpoint: str | Path, split: str, data: SplitData,
         raise ConfigError(f"{out} holds the evaluation of {where}, not of {data.path}: pass "
                           f"--out DIR to evaluate another dataset without replacing it (or "
                           f"delete {out})")
+    return out
+
+
+# What an evaluation writes (metrics.json, report.txt, ...; the plots are *.png).
+EVAL_FILES = ("metrics.json", "report.txt", "wrong_samples.jsonl", "predictions.npz")
+
+
+def check_eval_out(out_dir: str | Path) -> Path:
+    """An explicit ``--out``: refused (one-line ConfigError) when it is a file, or a run,
+    checkpoint or dataset directory, unless it is an earlier evaluation output (a
+    ``metrics.json`` with a ``"split"`` and only evaluation files beside it)."""
+    from zhcls.utils import check_out_not_file, describe_dir, refuse_foreign_out
+
+    out = check_out_not_file(out_dir)
+    found = describe_dir(out)
+    if found is None:
+        return out
+    names = [p.name for p in out.iterdir()]
+    try:
+        own = "split" in json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        own = False
+    if own and all(n in EVAL_FILES or n.endswith(".png") or n.startswith(".") for n in names):
+        return out
+    refuse_foreign_out(out, found, "an earlier `zhcls evaluate` output (metrics.json with "
+                       "its split)")
     return out
 
 

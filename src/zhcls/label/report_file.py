@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from zhcls.errors import DataError
-from zhcls.label.writer import REPORT_NAME, labelled_splits
+from zhcls.label.writer import REPORT_NAME, check_label_output, labelled_splits
 from zhcls.utils import atomic_write_json
 
 
@@ -53,10 +53,12 @@ def prepare_output(data_dir: str | Path, split: str, out_dir: str | Path, teache
     """Check, before any labelling, that ``split`` may be labelled into OUT by ``teacher``
     (``"--teacher /abs/path"`` or ``"--llm MODEL"``) with ``emit``: the kept splits
     (:func:`labelled_splits`) must come from the same teacher and emit, so one dataset has
-    one kind of teacher column. Returns the report records of the kept splits."""
+    one kind of teacher column; an OUT with data files but no ``label_report.json`` is
+    refused (:func:`check_label_output`). Returns the report records of the kept splits."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir() or out_dir.resolve() == Path(data_dir).resolve():
         return {}
+    check_label_output(out_dir)  # another dataset, not an earlier output of zhcls label
     kept = labelled_splits(data_dir, split, out_dir, task)
     entries = {k: v for k, v in read_report_entries(out_dir).items() if k in kept}
     for name, entry in entries.items():

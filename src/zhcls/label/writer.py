@@ -194,6 +194,7 @@ def _copy_other_files(data_dir: Path, out_dir: Path, split: str, keep: set[str])
 
 
 REPORT_NAME = "label_report.json"
+LLM_CACHE_NAME = ".zhcls_label_cache.sqlite"  # zhcls.label.llm.CACHE_NAME
 
 
 def labelled_splits(data_dir: str | Path, split: str, out_dir: str | Path,
@@ -227,6 +228,23 @@ def labelled_splits(data_dir: str | Path, split: str, out_dir: str | Path,
         if has_split(data_dir, name):
             _check_same_rows(data_dir, name, path, names, task)
     return sorted(found)
+
+
+def check_label_output(out_dir: Path) -> None:
+    """Refuse an OUT holding data files (``class.txt``, split files) that ``zhcls label``
+    did not write: it has no ``label_report.json`` (nor the LLM answer cache of a run to
+    resume), so it is another dataset whose files labelling would replace."""
+    from zhcls.errors import ConfigError
+
+    names = {p.name for p in out_dir.iterdir() if p.is_file()}
+    if REPORT_NAME in names or LLM_CACHE_NAME in names:
+        return
+    data = sorted(n for n in names if n == "class.txt" or (
+        Path(n).suffix.lower() in SPLIT_SUFFIXES and Path(n).stem in ("train", "dev", "test")))
+    if data:
+        raise ConfigError(f"--out {out_dir}: holds the dataset files {', '.join(data[:4])} but "
+                          f"no {REPORT_NAME}, so zhcls label did not write it and labelling "
+                          "would replace them. Pass a new or empty directory")
 
 
 def _has_teacher(path: Path, class_names: list[str], task: str) -> bool:

@@ -11,6 +11,7 @@ are evaluated at the stored thresholds and at ``threshold``; see
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ def train_baseline(data_dir: str | Path, out_dir: str | Path, *, classifier: str
     from zhcls.workflows import baseline_multilabel as ml
 
     data_dir, out = Path(data_dir), Path(out_dir)
+    check_out(out)  # before any work
     if not data_dir.is_dir():
         raise DataError("dataset directory not found; pass --data DIR with class.txt and "
                         "train/dev/test files", data_dir)
@@ -58,6 +60,28 @@ def train_baseline(data_dir: str | Path, out_dir: str | Path, *, classifier: str
         return BaselineResult(out, res.fit_seconds, res.metrics.get("dev"),
                               res.metrics.get("test"), task)
     return _train_single_label(data_dir, out, class_names, train_file, model, encoding)
+
+
+def check_out(out: Path) -> None:
+    """``out`` must be new, empty, or an earlier ``zhcls baseline`` output (``model.skops``
+    beside a ``meta.json`` of kind ``baseline``), which is replaced; anything else (a trained
+    checkpoint, a run, a dataset) is refused with a one-line ConfigError."""
+    from zhcls.modeling.ngram import KIND, MODEL_FILE
+    from zhcls.utils import check_out_not_file, describe_dir, refuse_foreign_out
+
+    check_out_not_file(out)
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return
+    try:
+        meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+        own = (out / MODEL_FILE).is_file() and meta.get("kind") == KIND
+    except (OSError, ValueError, AttributeError):
+        own = False
+    if not own:
+        found = describe_dir(out) or f"other files ({', '.join(entries[:3])})"
+        refuse_foreign_out(out, found, "an earlier `zhcls baseline` output (model.skops with "
+                           "a meta.json of kind 'baseline')")
 
 
 def _train_single_label(data_dir: Path, out: Path, class_names: list[str], train_file: Path,
