@@ -14,9 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint directory or ONNX export directory")
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--file", help="input file (.txt/.tsv/.csv/.jsonl) or - for stdin")
-    p.add_argument("--format", default="table", choices=("table", "jsonl", "tsv", "csv"),
-                   help="output format (default: a readable table)")
-    p.add_argument("--out", help="write results to this file instead of stdout")
+    p.add_argument("--format", choices=("table", "jsonl", "tsv", "csv"),
+                   help="output format (default: the --out suffix's: .jsonl/.json → jsonl, "
+                   ".tsv → tsv, .csv → csv; otherwise a readable table). A --format that "
+                   "contradicts such a suffix is an error")
+    p.add_argument("--out", help="write results to this file instead of stdout (its suffix "
+                   "chooses the format, see --format; not a path inside the checkpoint)")
     p.add_argument("--top-k", type=int, default=1, help="also list the K best labels "
                    "(multi-label: the K best-scoring classes, whatever their threshold)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
@@ -50,6 +53,7 @@ def check_options(args: argparse.Namespace) -> None:
     import codecs
 
     from zhcls.errors import ConfigError
+    from zhcls.inference.out_checks import check_input_file, check_out, output_format
     from zhcls.utils import check_at_least_one
 
     check_at_least_one(args, "batch_size", "chunk_size", "top_k", "threads")
@@ -58,25 +62,9 @@ def check_options(args: argparse.Namespace) -> None:
     except LookupError:
         raise ConfigError(f"--encoding {args.encoding!r} is not a known encoding; use e.g. "
                           "utf-8, gbk or gb18030") from None
-    check_paths(args.file, args.out)
-
-
-def check_paths(file: str | None, out: str | None) -> None:
-    """``--file`` exists, and ``--out`` is not that same file (writing would empty it)."""
-    import os
-    from pathlib import Path
-
-    from zhcls.errors import ConfigError, DataError
-
-    if out not in (None, "-") and Path(out).is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file path (e.g. {out}/pred.jsonl)")
-    if file in (None, "-"):
-        return
-    if not Path(file).is_file():
-        raise DataError("input file not found (--file)", file)
-    if out not in (None, "-") and Path(out).exists() and os.path.samefile(file, out):
-        raise ConfigError(f"--out {out} is the --file being read; writing it would destroy the "
-                          "input: give --out another path")
+    check_input_file(args.file)
+    check_out(args.out, args.file, args.checkpoint)
+    args.format = output_format(args.format, args.out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -91,7 +91,8 @@ def iter_records(path: str | Path, text_field: str = "text", encoding: str = "ut
         return
     path = Path(path)
     if not path.is_file():
-        raise DataError("input file not found", path)
+        raise DataError("is a directory, not a text file" if path.is_dir() else "input file "
+                        "not found", path)
     suffix = path.suffix.lower()
     # Lines end at "\n" only, as training reads them (zhcls.data.records.split_lines); CSV
     # records follow the csv module's own rules.
@@ -292,7 +293,6 @@ class ResultWriter:
             if self.with_probs:
                 cols += [repr(float(p)) for p in probs]
             self._csv.writerow([*cols, " ".join(record.text.split())])
-
 
     def _multilabel_header(self) -> None:
         if self.fmt == "table":
