@@ -111,6 +111,17 @@ def tiny_model(tmp_path_factory, tiny_data) -> Path:
     return init_tiny(out, vocab_from=vocab_data, layers=1, hidden=32, heads=2)
 
 
+@pytest.fixture(scope="module")
+def baseline_dir(tmp_path_factory, tiny_data) -> Path:
+    """A `zhcls baseline` checkpoint fitted on tiny_data (needs skops)."""
+    pytest.importorskip("skops", reason="baseline checkpoints are saved with skops")
+    from zhcls.workflows.baseline import train_baseline
+
+    out = tmp_path_factory.mktemp("baseline")
+    train_baseline(tiny_data, out)
+    return out
+
+
 def tiny_config(pretrained: Path, head: str = "bert", **train):
     from zhcls.config import load_config
 

@@ -16,15 +16,6 @@ pytest.importorskip("skops", reason="baseline checkpoints are saved with skops (
 TEXTS = ["男篮亚洲杯小组赛再胜一场", "央行宣布下调存款准备金率", "新款智能手机搭载自研芯片"]
 
 
-@pytest.fixture(scope="module")
-def baseline_dir(tmp_path_factory, tiny_data):
-    from zhcls.workflows.baseline import train_baseline
-
-    out = tmp_path_factory.mktemp("baseline")
-    train_baseline(tiny_data, out)
-    return out
-
-
 def test_fit_writes_a_self_describing_checkpoint(baseline_dir):
     meta = json.loads((baseline_dir / "meta.json").read_text(encoding="utf-8"))
     assert meta["kind"] == "baseline"

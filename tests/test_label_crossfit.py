@@ -15,15 +15,6 @@ from zhcls.cli import main
 pytest.importorskip("skops", reason="baseline checkpoints are saved with skops (pip install skops)")
 
 
-@pytest.fixture(scope="module")
-def baseline_dir(tmp_path_factory, tiny_data):
-    from zhcls.workflows.baseline import train_baseline
-
-    out = tmp_path_factory.mktemp("baseline")
-    train_baseline(tiny_data, out)
-    return out
-
-
 def _train(repeat: int = 4) -> tuple[list[str], list[int]]:
     """The tiny train split in file order (conftest.write_dataset)."""
     texts = [t for ts in SENTENCES.values() for t in ts * repeat]

@@ -16,15 +16,6 @@ from zhcls.cli import main
 pytest.importorskip("skops", reason="baseline checkpoints are saved with skops (pip install skops)")
 
 
-@pytest.fixture(scope="module")
-def baseline_dir(tmp_path_factory, tiny_data):
-    from zhcls.workflows.baseline import train_baseline
-
-    out = tmp_path_factory.mktemp("baseline")
-    train_baseline(tiny_data, out)
-    return out
-
-
 def fake_checkpoint(path):
     path.mkdir(parents=True)
     (path / "config.json").write_text("{}\n", encoding="utf-8")

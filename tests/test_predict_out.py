@@ -4,26 +4,18 @@ refused, and no path inside the checkpoint is written; ``--file DIR`` names the 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
 from predict_fixtures import head_checkpoint
+from test_cli_errors_predict import run  # (exit code, the ERROR lines) of a CLI call
 from zhcls.cli import main
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, tiny_model) -> Path:
     return head_checkpoint(tmp_path_factory.getbasetemp(), tiny_model, "bert")
-
-
-def run(caplog, argv: list[str]) -> tuple[int, str]:
-    caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="zhcls"):
-        code = main(argv)
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    return code, "\n".join(errors)
 
 
 @pytest.mark.parametrize("name, fmt", [("p.csv", "jsonl"), ("p.jsonl", "table"),
